@@ -1,0 +1,277 @@
+//! `rollcall`: agents, sites, tokens, packages, rollouts, status and the demo.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use rollcall_proto::v1;
+use serde_json::json;
+
+use super::client::default_creds;
+use super::output::{ago, print_json, table};
+use super::{demo, pkg, rollout, rpc, AdminClient};
+
+#[derive(Debug, Parser)]
+#[command(name = "rollcall", version, about = "rollcall: staged, signed updates for endpoints")]
+pub struct Args {
+    /// Controller URL, e.g. https://controller.example:8443 (default: the `controller` file in the creds folder).
+    #[arg(long, env = "ROLLCALL_CONTROLLER", global = true, value_name = "URL")]
+    controller: Option<String>,
+    /// Folder with ca.crt, client.crt and client.key (default: ~/.config/rollcall).
+    #[arg(long, env = "ROLLCALL_CREDS", global = true, value_name = "DIR")]
+    creds: Option<PathBuf>,
+    /// Print JSON for scripts instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Enrolled endpoints.
+    Agents {
+        #[command(subcommand)]
+        cmd: AgentsCmd,
+    },
+    /// Locations and how many of their agents are online.
+    Sites {
+        #[command(subcommand)]
+        cmd: SitesCmd,
+    },
+    /// Enrollment tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+    /// Build, sign and push update packages.
+    Pkg {
+        #[command(subcommand)]
+        cmd: pkg::PkgCmd,
+    },
+    /// Staged rollouts.
+    Rollout {
+        #[command(subcommand)]
+        cmd: rollout::RolloutCmd,
+    },
+    /// Overview: sites and rollouts.
+    Status,
+    /// Run the whole story on this machine: controller, 12 agents in 3 sites, a signed package, a 3-wave rollout.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentsCmd {
+    /// List agents with their last check-in.
+    List {
+        #[arg(long)]
+        site: Option<String>,
+    },
+    /// One agent: inventory and what was deployed to it.
+    Show { agent_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum SitesCmd {
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Print a one-time enrollment token for a site.
+    Create {
+        #[arg(long)]
+        site: String,
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let creds = args.creds.clone().unwrap_or_else(default_creds);
+    let connect = || AdminClient::connect(args.controller.as_deref(), &creds);
+    match args.cmd {
+        Cmd::Demo(demo_args) => return demo::run(demo_args, args.json).await,
+        Cmd::Pkg { cmd } => return pkg::run(cmd, args.controller.as_deref(), &creds, args.json).await,
+        Cmd::Rollout { cmd } => return rollout::run(cmd, &connect().await?, args.json).await,
+        Cmd::Agents { cmd: AgentsCmd::List { site } } => list_agents(&connect().await?, site, args.json).await?,
+        Cmd::Agents { cmd: AgentsCmd::Show { agent_id } } => show_agent(&connect().await?, &agent_id, args.json).await?,
+        Cmd::Sites { cmd: SitesCmd::List } => list_sites(&connect().await?, args.json).await?,
+        Cmd::Token {
+            cmd: TokenCmd::Create { site, uses, ttl },
+        } => create_token(&connect().await?, &site, uses, ttl, args.json).await?,
+        Cmd::Status => {
+            let client = connect().await?;
+            list_sites(&client, args.json).await?;
+            if !args.json {
+                println!();
+            }
+            rollout::list(&client, args.json).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn create_token(client: &AdminClient, site: &str, uses: u32, ttl: Duration, json: bool) -> anyhow::Result<()> {
+    let resp = client
+        .rpc
+        .clone()
+        .create_token(v1::CreateTokenRequest {
+            site: site.to_owned(),
+            uses,
+            ttl_seconds: ttl.as_secs(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if json {
+        print_json(&json!({"token": resp.token, "site": resp.site, "uses": resp.uses, "expires_at": resp.expires_at_unix}));
+    } else {
+        println!("{}", resp.token);
+    }
+    Ok(())
+}
+
+async fn list_agents(client: &AdminClient, site: Option<String>, json: bool) -> anyhow::Result<()> {
+    let resp = client
+        .rpc
+        .clone()
+        .list_agents(v1::ListAgentsRequest {
+            site: site.unwrap_or_default(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if json {
+        let agents: Vec<_> = resp
+            .agents
+            .iter()
+            .map(|a| {
+                json!({"id": a.agent_id, "hostname": a.hostname, "site": a.site, "platform": a.platform, "os": a.os,
+                       "last_checkin": a.last_checkin_unix, "agent_version": a.agent_version,
+                       "installed": a.installed.iter().map(|p| json!({"name": p.name, "version": p.version, "release_counter": p.release_counter})).collect::<Vec<_>>()})
+            })
+            .collect();
+        print_json(&json!({ "agents": agents }));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = resp
+        .agents
+        .iter()
+        .map(|a| {
+            vec![
+                a.agent_id.clone(),
+                a.hostname.clone(),
+                a.site.clone(),
+                a.os.clone(),
+                ago(a.last_checkin_unix, resp.now_unix),
+                a.installed.iter().map(|p| format!("{}@{}", p.name, p.version)).collect::<Vec<_>>().join(" "),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["AGENT", "HOSTNAME", "SITE", "OS", "LAST CHECK-IN", "INSTALLED"], &rows));
+    Ok(())
+}
+
+async fn show_agent(client: &AdminClient, id: &str, json: bool) -> anyhow::Result<()> {
+    let d = client
+        .rpc
+        .clone()
+        .get_agent(v1::GetAgentRequest { agent_id: id.to_owned() })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let s = d.summary.unwrap_or_default();
+    let inv = d.inventory.unwrap_or_default();
+    if json {
+        print_json(&json!({
+            "id": s.agent_id, "hostname": s.hostname, "site": s.site, "platform": s.platform,
+            "last_checkin": s.last_checkin_unix,
+            "inventory": {"os_name": inv.os_name, "os_version": inv.os_version, "kernel": inv.kernel_version,
+                          "cpu": inv.cpu_brand, "cpus": inv.cpu_count, "memory_bytes": inv.memory_total_bytes,
+                          "uptime_seconds": inv.uptime_seconds,
+                          "disks": inv.disks.iter().map(|d| json!({"mount": d.mount_point, "total": d.total_bytes, "available": d.available_bytes})).collect::<Vec<_>>(),
+                          "interfaces": inv.interfaces.iter().map(|n| json!({"name": n.name, "mac": n.mac_address, "addresses": n.addresses})).collect::<Vec<_>>()},
+            "actions": d.actions.iter().map(|a| json!({"rollout": a.rollout_id, "package": a.package, "version": a.version,
+                "state": state_name(a.state), "exit_code": a.exit_code, "detail": a.detail})).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    println!("{} ({}) at {}", s.hostname, s.agent_id, s.site);
+    println!("  OS:      {} {} (kernel {}), {}", inv.os_name, inv.os_version, inv.kernel_version, s.platform);
+    println!("  CPU:     {} x{}", inv.cpu_brand, inv.cpu_count);
+    println!("  Memory:  {} MiB", inv.memory_total_bytes / (1024 * 1024));
+    for disk in &inv.disks {
+        println!(
+            "  Disk:    {} {} GiB free of {} GiB",
+            disk.mount_point,
+            disk.available_bytes >> 30,
+            disk.total_bytes >> 30
+        );
+    }
+    for n in &inv.interfaces {
+        println!("  Network: {} {} {}", n.name, n.mac_address, n.addresses.join(" "));
+    }
+    println!();
+    let rows: Vec<Vec<String>> = d
+        .actions
+        .iter()
+        .map(|a| {
+            vec![
+                a.rollout_id.clone(),
+                format!("{}@{}", a.package, a.version),
+                state_name(a.state).into(),
+                a.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                a.detail.clone(),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["ROLLOUT", "PACKAGE", "STATE", "EXIT", "DETAIL"], &rows));
+    Ok(())
+}
+
+async fn list_sites(client: &AdminClient, json: bool) -> anyhow::Result<()> {
+    let resp = client
+        .rpc
+        .clone()
+        .list_sites(v1::ListSitesRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if json {
+        let sites: Vec<_> = resp
+            .sites
+            .iter()
+            .map(|s| json!({"name": s.name, "agents": s.agents, "online": s.online}))
+            .collect();
+        print_json(&json!({ "sites": sites }));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = resp
+        .sites
+        .iter()
+        .map(|s| vec![s.name.clone(), s.agents.to_string(), s.online.to_string()])
+        .collect();
+    print!("{}", table(&["SITE", "AGENTS", "ONLINE"], &rows));
+    Ok(())
+}
+
+/// The device action state as people read it.
+pub fn state_name(state: i32) -> &'static str {
+    match v1::ActionState::try_from(state).unwrap_or(v1::ActionState::Unspecified) {
+        v1::ActionState::Unspecified => "unknown",
+        v1::ActionState::Pending => "pending",
+        v1::ActionState::Offered => "offered",
+        v1::ActionState::Downloading => "downloading",
+        v1::ActionState::Downloaded => "downloaded",
+        v1::ActionState::Installing => "installing",
+        v1::ActionState::Succeeded => "succeeded",
+        v1::ActionState::Failed => "failed",
+        v1::ActionState::RolledBack => "rolled-back",
+        v1::ActionState::Cancelled => "cancelled",
+        v1::ActionState::Skipped => "skipped",
+    }
+}

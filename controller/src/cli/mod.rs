@@ -1,0 +1,108 @@
+//! The command lines: `rollcall-controller` (daemon) and `rollcall` (admins and field techs). Both parse
+//! arguments here and call into the library; `main.rs` files only call [`controller_main`] / [`admin_main`].
+
+mod admin;
+mod client;
+mod controller;
+pub mod demo;
+pub mod local;
+mod output;
+mod pkg;
+mod rollout;
+
+use std::process::ExitCode;
+
+pub use client::AdminClient;
+
+/// Exit code for usage and configuration errors (EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+
+/// An error that is the caller's wrong usage rather than a runtime failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+/// A gRPC error as one line a person can act on.
+pub fn rpc(status: tonic::Status) -> anyhow::Error {
+    let code = format!("{:?}", status.code());
+    let message = status.message();
+    if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::Unknown {
+        anyhow::anyhow!("controller unavailable: {message}")
+    } else {
+        anyhow::anyhow!("{message} ({code})")
+    }
+}
+
+fn exit_with(result: anyhow::Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let usage = e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<crate::Error>().is_some_and(|e| {
+                    matches!(e, crate::Error::Config { .. } | crate::Error::NotInitialised { .. } | crate::Error::AlreadyInitialised { .. })
+                });
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(if usage { EXIT_USAGE } else { 1 })
+        }
+    }
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+/// Parse arguments; clap's own errors exit 64, `--help` and `--version` exit 0.
+fn parse<T: clap::Parser>() -> Result<T, ExitCode> {
+    T::try_parse().map_err(|e| {
+        let _ = e.print();
+        match e.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+            clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => ExitCode::from(EXIT_USAGE),
+            _ => ExitCode::from(EXIT_USAGE),
+        }
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROLLCALL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// `rollcall-controller`.
+pub fn controller_main() -> ExitCode {
+    let args = match parse::<controller::Args>() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    init_tracing("info");
+    exit_with(runtime().and_then(|rt| rt.block_on(controller::run(args))))
+}
+
+/// `rollcall`.
+pub fn admin_main() -> ExitCode {
+    let args = match parse::<admin::Args>() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    init_tracing("warn");
+    exit_with(runtime().and_then(|rt| rt.block_on(admin::run(args))))
+}

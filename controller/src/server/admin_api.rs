@@ -1,0 +1,434 @@
+//! The admin service: what `rollcall` (and later the dashboard) calls. Every change is written to the audit log.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use prost::Message;
+use rollcall_proto::v1::{self, admin_service_server::AdminService};
+use rollcall_proto::{sha256_hex, Token};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::info;
+
+use super::auth::{authorize, internal, Caller};
+use super::Shared;
+use crate::repo::PublishError;
+use crate::rollout::report::rollout_status;
+use crate::rollout::state::{RolloutEvent, RolloutState};
+use crate::store::{ActionRecord, AgentRecord, AuditEntry, RolloutRecord, Role, TokenRecord, WaveRecord};
+
+const READ: &[Role] = &[Role::Admin, Role::Tech];
+const WRITE: &[Role] = &[Role::Admin];
+/// Largest payload accepted.
+const MAX_PAYLOAD: u64 = 8 * 1024 * 1024 * 1024;
+const MAX_TOKEN_TTL: u64 = 90 * 86400;
+
+pub(crate) struct AdminApi {
+    shared: Arc<Shared>,
+}
+
+impl AdminApi {
+    pub fn new(shared: Arc<Shared>) -> AdminApi {
+        AdminApi { shared }
+    }
+
+    fn audit(&self, caller: &Caller, action: &str, detail: String) -> Result<(), Status> {
+        info!(actor = %caller.subject, action, %detail, "Admin action.");
+        self.shared
+            .store
+            .audit(&AuditEntry {
+                at: now(),
+                actor: caller.subject.clone(),
+                action: action.into(),
+                detail,
+            })
+            .map_err(internal)
+    }
+
+    fn rollout(&self, id: &str) -> Result<RolloutRecord, Status> {
+        self.shared
+            .store
+            .rollout(id)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no rollout {id}")))
+    }
+
+    /// Apply an admin event to a rollout, or explain why it does not apply.
+    async fn transition(&self, req: Request<v1::RolloutRef>, event: RolloutEvent) -> Result<Response<v1::RolloutStatus>, Status> {
+        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
+        let mut rollout = self.rollout(&req.get_ref().id)?;
+        let next = rollout.state.on(event).ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "rollout {} is {}; {:?} does not apply",
+                rollout.id,
+                rollout.state.as_str(),
+                event
+            ))
+        })?;
+        rollout.state = next;
+        rollout.updated_at = now();
+        if next == RolloutState::Running {
+            rollout.reason.clear();
+        } else if event == RolloutEvent::Pause {
+            rollout.reason = format!("paused by {}", caller.subject);
+        }
+        self.shared.store.put_rollout(&rollout).map_err(internal)?;
+        self.audit(&caller, &format!("rollout {event:?}").to_lowercase(), rollout.id.clone())?;
+        self.shared.store.flush().await.map_err(internal)?;
+        self.shared.engine_wake.notify_one();
+        Ok(Response::new(rollout_status(&self.shared.store, &rollout).map_err(internal)?))
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn valid_site(site: &str) -> bool {
+    !site.is_empty()
+        && site.len() <= 64
+        && site.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+fn summary(agent: &AgentRecord) -> v1::AgentSummary {
+    v1::AgentSummary {
+        agent_id: agent.id.clone(),
+        hostname: agent.hostname.clone(),
+        site: agent.site.clone(),
+        platform: agent.platform.clone(),
+        os: agent.os.clone(),
+        enrolled_at_unix: agent.enrolled_at,
+        last_checkin_unix: agent.last_checkin,
+        agent_version: agent.agent_version.clone(),
+        installed: agent
+            .installed
+            .iter()
+            .map(|p| v1::InstalledPackage {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                release_counter: p.release_counter,
+                installed_at_unix: p.installed_at,
+            })
+            .collect(),
+    }
+}
+
+fn publish_status(e: PublishError) -> Status {
+    match e {
+        PublishError::BadRoot(_) | PublishError::BadTargets(_) => Status::invalid_argument(e.to_string()),
+        PublishError::NoRoot
+        | PublishError::RootChanged { .. }
+        | PublishError::NotNewer { .. }
+        | PublishError::MissingPayload { .. }
+        | PublishError::Conflict { .. } => Status::failed_precondition(e.to_string()),
+        PublishError::Sign(_) | PublishError::Store(_) => internal(e),
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn list_agents(&self, req: Request<v1::ListAgentsRequest>) -> Result<Response<v1::ListAgentsResponse>, Status> {
+        authorize(&self.shared.store, &req, READ, now())?;
+        let site = &req.get_ref().site;
+        let mut agents: Vec<v1::AgentSummary> = self
+            .shared
+            .store
+            .agents()
+            .map_err(internal)?
+            .iter()
+            .filter(|a| site.is_empty() || a.site == *site)
+            .map(summary)
+            .collect();
+        agents.sort_by(|a, b| (&a.site, &a.hostname).cmp(&(&b.site, &b.hostname)));
+        Ok(Response::new(v1::ListAgentsResponse { agents, now_unix: now() }))
+    }
+
+    async fn get_agent(&self, req: Request<v1::GetAgentRequest>) -> Result<Response<v1::AgentDetail>, Status> {
+        authorize(&self.shared.store, &req, READ, now())?;
+        let store = &self.shared.store;
+        let id = &req.get_ref().agent_id;
+        let agent = store
+            .agent(id)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no agent {id}")))?;
+        let inventory = store
+            .inventory(id)
+            .map_err(internal)?
+            .and_then(|bytes| v1::Inventory::decode(bytes.as_slice()).ok());
+        let mut actions = Vec::new();
+        for rollout in store.rollouts().map_err(internal)? {
+            if let Some(a) = store.action(&ActionRecord::id_for(&rollout.id, id)).map_err(internal)? {
+                actions.push(v1::DeviceStatus {
+                    agent_id: agent.id.clone(),
+                    hostname: agent.hostname.clone(),
+                    site: agent.site.clone(),
+                    wave: a.wave,
+                    state: a.state.to_proto() as i32,
+                    exit_code: a.exit_code,
+                    detail: a.detail,
+                    output_tail: a.output_tail,
+                    updated_at_unix: a.updated_at,
+                    rollout_id: rollout.id.clone(),
+                    package: rollout.package.clone(),
+                    version: rollout.version.clone(),
+                });
+            }
+        }
+        Ok(Response::new(v1::AgentDetail {
+            summary: Some(summary(&agent)),
+            inventory,
+            actions,
+        }))
+    }
+
+    async fn list_sites(&self, req: Request<v1::ListSitesRequest>) -> Result<Response<v1::ListSitesResponse>, Status> {
+        authorize(&self.shared.store, &req, READ, now())?;
+        let store = &self.shared.store;
+        let agents = store.agents().map_err(internal)?;
+        let online_after = now() - 3 * self.shared.config.checkin_interval.as_secs() as i64;
+        let sites = store
+            .sites()
+            .map_err(internal)?
+            .into_iter()
+            .map(|site| {
+                let members: Vec<&AgentRecord> = agents.iter().filter(|a| a.site == site.name).collect();
+                v1::SiteSummary {
+                    agents: members.len() as u32,
+                    online: members.iter().filter(|a| a.last_checkin >= online_after).count() as u32,
+                    name: site.name,
+                }
+            })
+            .collect();
+        Ok(Response::new(v1::ListSitesResponse { sites }))
+    }
+
+    async fn create_token(&self, req: Request<v1::CreateTokenRequest>) -> Result<Response<v1::CreateTokenResponse>, Status> {
+        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
+        let req = req.into_inner();
+        let store = &self.shared.store;
+        if !valid_site(&req.site) {
+            return Err(Status::invalid_argument(format!(
+                "site {:?} is not a valid name (1-64 of letters, digits, '-', '_', '.')",
+                req.site
+            )));
+        }
+        if req.uses == 0 {
+            return Err(Status::invalid_argument("a token needs at least 1 use"));
+        }
+        if req.ttl_seconds == 0 || req.ttl_seconds > MAX_TOKEN_TTL {
+            return Err(Status::invalid_argument("token lifetime must be between 1 second and 90 days"));
+        }
+        let tuf = store.tuf_state().map_err(internal)?;
+        if tuf.root_version == 0 {
+            return Err(Status::failed_precondition(
+                "no TUF root is published yet, so a token cannot pin one: push root.json first (`rollcall pkg push`)",
+            ));
+        }
+        let root = store
+            .tuf_file(&format!("{}.root.json", tuf.root_version))
+            .map_err(internal)?
+            .ok_or_else(|| internal("published root is missing"))?;
+        let token = Token::generate(&self.shared.ca.fingerprint(), &sha256_hex(&root));
+        let now = now();
+        let record = TokenRecord {
+            site: req.site.clone(),
+            uses_left: req.uses,
+            expires_at: now + req.ttl_seconds as i64,
+            created_at: now,
+            root_version: tuf.root_version,
+        };
+        store.put_token(&Token::secret_hash(&token.secret), &record).map_err(internal)?;
+        store.ensure_site(&req.site, now).map_err(internal)?;
+        self.audit(&caller, "token create", format!("site {} uses {} ttl {}s", req.site, req.uses, req.ttl_seconds))?;
+        store.flush().await.map_err(internal)?;
+        Ok(Response::new(v1::CreateTokenResponse {
+            token: token.to_string(),
+            site: req.site,
+            uses: req.uses,
+            expires_at_unix: record.expires_at,
+        }))
+    }
+
+    async fn get_repository(&self, req: Request<v1::GetRepositoryRequest>) -> Result<Response<v1::RepositoryInfo>, Status> {
+        authorize(&self.shared.store, &req, READ, now())?;
+        let state = self.shared.store.tuf_state().map_err(internal)?;
+        Ok(Response::new(v1::RepositoryInfo {
+            online_keys_json: self.shared.repo.online_keys().to_json().map_err(internal)?,
+            root_version: state.root_version,
+            targets_version: state.targets_version,
+        }))
+    }
+
+    async fn push_payload(&self, req: Request<Streaming<v1::PayloadChunk>>) -> Result<Response<v1::PushPayloadResponse>, Status> {
+        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
+        let mut stream = req.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("payload upload is empty"))??;
+        let (sha256, length) = (first.sha256.clone(), first.length);
+        if length > MAX_PAYLOAD {
+            return Err(Status::invalid_argument(format!("payload of {length} bytes is over the {MAX_PAYLOAD}-byte limit")));
+        }
+        let blobs = &self.shared.blobs;
+        if blobs.contains(&sha256, length) {
+            return Ok(Response::new(v1::PushPayloadResponse { sha256, already_present: true }));
+        }
+        let mut writer = blobs
+            .writer(&sha256, length)
+            .await
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut chunk = Some(first);
+        while let Some(c) = chunk {
+            if let Err(e) = writer.write(&c.data).await {
+                writer.discard().await;
+                return Err(Status::invalid_argument(e.to_string()));
+            }
+            chunk = match stream.next().await {
+                None => None,
+                Some(Ok(c)) => Some(c),
+                Some(Err(e)) => {
+                    writer.discard().await;
+                    return Err(e);
+                }
+            };
+        }
+        writer.finish().await.map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.audit(&caller, "payload push", format!("{sha256} ({length} bytes)"))?;
+        Ok(Response::new(v1::PushPayloadResponse { sha256, already_present: false }))
+    }
+
+    async fn push_metadata(&self, req: Request<v1::PushMetadataRequest>) -> Result<Response<v1::PushMetadataResponse>, Status> {
+        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
+        let req = req.into_inner();
+        let root = (!req.root_json.is_empty()).then_some(req.root_json.as_slice());
+        let published = self
+            .shared
+            .repo
+            .publish(root, &req.targets_json, chrono::Utc::now())
+            .await
+            .map_err(publish_status)?;
+        let names: Vec<String> = published
+            .new_packages
+            .iter()
+            .map(|p| format!("{}@{}", p.name, p.version))
+            .collect();
+        self.audit(
+            &caller,
+            "metadata push",
+            format!("targets v{} new packages [{}]", published.state.targets_version, names.join(", ")),
+        )?;
+        Ok(Response::new(v1::PushMetadataResponse {
+            targets_version: published.state.targets_version,
+            snapshot_version: published.state.snapshot_version,
+            timestamp_version: published.state.timestamp_version,
+            new_packages: published.new_packages.iter().map(package_info).collect(),
+        }))
+    }
+
+    async fn list_packages(&self, req: Request<v1::ListPackagesRequest>) -> Result<Response<v1::ListPackagesResponse>, Status> {
+        authorize(&self.shared.store, &req, READ, now())?;
+        let packages = self.shared.store.packages().map_err(internal)?;
+        Ok(Response::new(v1::ListPackagesResponse {
+            packages: packages.iter().map(package_info).collect(),
+        }))
+    }
+
+    async fn create_rollout(&self, req: Request<v1::CreateRolloutRequest>) -> Result<Response<v1::RolloutStatus>, Status> {
+        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
+        let req = req.into_inner();
+        let store = &self.shared.store;
+        let package = store
+            .package(&req.package, &req.version)
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "package {}@{} is not published; push it first (`rollcall pkg list` shows what is)",
+                    req.package, req.version
+                ))
+            })?;
+        if req.waves.is_empty() {
+            return Err(Status::invalid_argument("a rollout needs at least one wave (--wave SITE[,SITE…])"));
+        }
+        let known: Vec<String> = store.sites().map_err(internal)?.into_iter().map(|s| s.name).collect();
+        let mut seen: Vec<&str> = Vec::new();
+        for (i, wave) in req.waves.iter().enumerate() {
+            if wave.sites.is_empty() {
+                return Err(Status::invalid_argument(format!("wave {} names no site", i + 1)));
+            }
+            for site in &wave.sites {
+                if !known.contains(site) {
+                    return Err(Status::not_found(format!(
+                        "wave {}: unknown site {site:?} (known: {})",
+                        i + 1,
+                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    )));
+                }
+                if seen.contains(&site.as_str()) {
+                    return Err(Status::invalid_argument(format!("site {site:?} is in more than one wave")));
+                }
+                seen.push(site);
+            }
+        }
+        let now = now();
+        let id = format!("r{}", store.next_id().map_err(internal)? + 1);
+        let rollout = RolloutRecord {
+            id: id.clone(),
+            name: if req.name.is_empty() { format!("{}@{}", package.name, package.version) } else { req.name },
+            package: package.name.clone(),
+            version: package.version.clone(),
+            target_name: package.target_name.clone(),
+            platforms: package.platforms.clone(),
+            waves: req.waves.into_iter().map(|w| WaveRecord { sites: w.sites }).collect(),
+            state: RolloutState::Draft,
+            current_wave: 0,
+            created_at: now,
+            updated_at: now,
+            reason: String::new(),
+            created_by: caller.subject.clone(),
+        };
+        store.put_rollout(&rollout).map_err(internal)?;
+        self.audit(&caller, "rollout create", format!("{id} {}@{}", package.name, package.version))?;
+        store.flush().await.map_err(internal)?;
+        Ok(Response::new(rollout_status(store, &rollout).map_err(internal)?))
+    }
+
+    async fn start_rollout(&self, req: Request<v1::RolloutRef>) -> Result<Response<v1::RolloutStatus>, Status> {
+        self.transition(req, RolloutEvent::Start).await
+    }
+
+    async fn pause_rollout(&self, req: Request<v1::RolloutRef>) -> Result<Response<v1::RolloutStatus>, Status> {
+        self.transition(req, RolloutEvent::Pause).await
+    }
+
+    async fn get_rollout(&self, req: Request<v1::RolloutRef>) -> Result<Response<v1::RolloutStatus>, Status> {
+        authorize(&self.shared.store, &req, READ, now())?;
+        let rollout = self.rollout(&req.get_ref().id)?;
+        Ok(Response::new(rollout_status(&self.shared.store, &rollout).map_err(internal)?))
+    }
+
+    async fn list_rollouts(&self, req: Request<v1::ListRolloutsRequest>) -> Result<Response<v1::ListRolloutsResponse>, Status> {
+        authorize(&self.shared.store, &req, READ, now())?;
+        let store = &self.shared.store;
+        let mut rollouts = Vec::new();
+        for r in store.rollouts().map_err(internal)? {
+            let mut status = rollout_status(store, &r).map_err(internal)?;
+            status.devices.clear();
+            rollouts.push(status);
+        }
+        rollouts.sort_by_key(|r| r.created_at_unix);
+        Ok(Response::new(v1::ListRolloutsResponse { rollouts }))
+    }
+}
+
+fn package_info(p: &crate::store::PackageRecord) -> v1::PackageInfo {
+    v1::PackageInfo {
+        name: p.name.clone(),
+        version: p.version.clone(),
+        release_counter: p.release_counter,
+        target_name: p.target_name.clone(),
+        sha256: p.sha256.clone(),
+        length: p.length,
+        platforms: p.platforms.clone(),
+        kind: p.kind.clone(),
+    }
+}

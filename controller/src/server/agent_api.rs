@@ -1,0 +1,254 @@
+//! The agent service: enrollment, check-in, and streamed repository fetches.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use prost::Message;
+use rollcall_proto::v1::{self, agent_service_server::AgentService};
+use rollcall_proto::{sha256_hex, Token};
+use tokio::io::AsyncReadExt;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use super::auth::{authorize, internal};
+use super::Shared;
+use crate::blobs::is_sha256;
+use crate::rollout::driver::{self, ReportOutcome};
+use crate::store::{AgentRecord, CertRecord, EnrollOutcome, NewAgent, Role, TokenRefusal};
+use crate::store::agents_installed;
+
+const CHUNK: usize = 64 * 1024;
+
+pub(crate) struct AgentApi {
+    shared: Arc<Shared>,
+}
+
+impl AgentApi {
+    pub fn new(shared: Arc<Shared>) -> AgentApi {
+        AgentApi { shared }
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn refusal_status(refusal: &TokenRefusal) -> Status {
+    match refusal {
+        TokenRefusal::Unknown => Status::unauthenticated(refusal.to_string()),
+        _ => Status::permission_denied(refusal.to_string()),
+    }
+}
+
+fn new_agent_id() -> String {
+    let mut b = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    format!("ag-{}", hex::encode(b))
+}
+
+type FetchStream = Pin<Box<dyn Stream<Item = Result<v1::FetchChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    async fn enroll(&self, req: Request<v1::EnrollRequest>) -> Result<Response<v1::EnrollResponse>, Status> {
+        let req = req.into_inner();
+        let s = &self.shared;
+        let now = now();
+        let secret = match Token::parse(&req.token) {
+            Ok(t) => t.secret,
+            Err(_) => req.token.trim().to_owned(),
+        };
+        if secret.is_empty() {
+            return Err(Status::invalid_argument("enrollment token is empty"));
+        }
+        if req.hostname.trim().is_empty() || req.platform.trim().is_empty() {
+            return Err(Status::invalid_argument("enrollment needs the agent's hostname and platform"));
+        }
+        let hash = Token::secret_hash(&secret);
+        if let Err(refusal) = s.store.check_token(&hash, now).map_err(internal)? {
+            info!(hostname = %req.hostname, reason = %refusal, "Enrollment refused.");
+            return Err(refusal_status(&refusal));
+        }
+        let agent_id = new_agent_id();
+        let issued = s
+            .ca
+            .sign_csr(&req.csr_der, &agent_id, s.config.agent_cert_validity)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let fingerprint = sha256_hex(&issued.der);
+        let (outcome, _) = s
+            .store
+            .enroll(&hash, now, |token| NewAgent {
+                agent: AgentRecord {
+                    id: agent_id.clone(),
+                    hostname: req.hostname.trim().to_owned(),
+                    site: token.site.clone(),
+                    platform: req.platform.trim().to_owned(),
+                    enrolled_at: now,
+                    last_checkin: 0,
+                    agent_version: req.agent_version.clone(),
+                    os: String::new(),
+                    inventory_hash: String::new(),
+                    installed: vec![],
+                },
+                cert_fingerprint: fingerprint.clone(),
+                cert: CertRecord {
+                    subject: agent_id.clone(),
+                    role: Role::Agent,
+                    not_after: issued.not_after,
+                    revoked: false,
+                },
+            })
+            .map_err(internal)?;
+        let token = match outcome {
+            EnrollOutcome::Enrolled(token) => token,
+            EnrollOutcome::Refused(refusal) => return Err(refusal_status(&refusal)),
+        };
+        let root = s
+            .store
+            .tuf_file(&format!("{}.root.json", token.root_version))
+            .map_err(internal)?
+            .ok_or_else(|| Status::failed_precondition("the root this token pins is no longer stored"))?;
+        s.store.flush().await.map_err(internal)?;
+        info!(agent = %agent_id, site = %token.site, hostname = %req.hostname, "Agent enrolled.");
+        Ok(Response::new(v1::EnrollResponse {
+            agent_id,
+            site: token.site,
+            certificate_der: issued.der.to_vec(),
+            ca_certificate_der: s.ca.cert_der().to_vec(),
+            trusted_root: root,
+            certificate_not_after_unix: issued.not_after,
+        }))
+    }
+
+    async fn check_in(&self, req: Request<v1::CheckInRequest>) -> Result<Response<v1::CheckInResponse>, Status> {
+        let s = &self.shared;
+        let now = now();
+        let caller = authorize(&s.store, &req, &[Role::Agent], now)?;
+        let req = req.into_inner();
+        let mut agent = s
+            .store
+            .agent(&caller.subject)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("agent {} is not enrolled", caller.subject)))?;
+        agent.last_checkin = now;
+        agent.agent_version = req.agent_version.clone();
+        agent.installed = agents_installed(&req.installed);
+        if let Some(inventory) = &req.inventory {
+            s.store
+                .put_inventory(&agent.id, &inventory.encode_to_vec())
+                .map_err(internal)?;
+            agent.inventory_hash = req.inventory_hash.clone();
+            if !inventory.hostname.is_empty() {
+                agent.hostname = inventory.hostname.clone();
+            }
+            agent.os = format!("{} {}", inventory.os_name, inventory.os_version).trim().to_owned();
+        }
+        let send_inventory = req.inventory.is_none() && agent.inventory_hash != req.inventory_hash;
+        s.store.put_agent(&agent).map_err(internal)?;
+
+        let mut acknowledged = Vec::with_capacity(req.reports.len());
+        let mut finished = false;
+        for report in &req.reports {
+            if let ReportOutcome::Recorded { terminal } =
+                driver::apply_report(&s.store, &agent.id, report, now).map_err(internal)?
+            {
+                finished |= terminal;
+            }
+            acknowledged.push(report.report_id.clone());
+        }
+        let assignments = driver::assignments_for(&s.store, &agent, now).map_err(internal)?;
+        if !req.reports.is_empty() {
+            s.store.flush().await.map_err(internal)?;
+        }
+        if finished {
+            s.engine_wake.notify_one();
+        }
+        Ok(Response::new(v1::CheckInResponse {
+            checkin_interval_seconds: s.config.checkin_interval.as_secs().max(1) as u32,
+            jitter_seconds: s.config.checkin_jitter.as_secs() as u32,
+            assignments,
+            send_inventory,
+            acknowledged_reports: acknowledged,
+            cancelled_actions: vec![],
+        }))
+    }
+
+    type FetchStream = FetchStream;
+
+    async fn fetch(&self, req: Request<v1::FetchRequest>) -> Result<Response<FetchStream>, Status> {
+        let s = &self.shared;
+        authorize(&s.store, &req, &[Role::Agent, Role::Admin, Role::Tech], now())?;
+        let req = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<v1::FetchChunk, Status>>(4);
+        match v1::FetchKind::try_from(req.kind).unwrap_or(v1::FetchKind::Unspecified) {
+            v1::FetchKind::Metadata => {
+                if req.path.contains('/') || req.path.contains("..") || !req.path.ends_with(".json") {
+                    return Err(Status::invalid_argument(format!("{:?} is not a repository metadata file", req.path)));
+                }
+                let bytes = s
+                    .store
+                    .tuf_file(&req.path)
+                    .map_err(internal)?
+                    .ok_or_else(|| Status::not_found(format!("repository file {} does not exist", req.path)))?;
+                let total = bytes.len() as u64;
+                let start = req.offset.min(total) as usize;
+                tokio::spawn(async move {
+                    let mut offset = start;
+                    while offset < bytes.len() {
+                        let end = (offset + CHUNK).min(bytes.len());
+                        let chunk = v1::FetchChunk {
+                            data: bytes[offset..end].to_vec(),
+                            offset: offset as u64,
+                            total_size: total,
+                        };
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            return;
+                        }
+                        offset = end;
+                    }
+                });
+            }
+            v1::FetchKind::Target => {
+                let sha = req.path.split_once('.').map(|(sha, _)| sha).unwrap_or("");
+                if !is_sha256(sha) {
+                    return Err(Status::invalid_argument(format!(
+                        "{:?} is not a target file name (<sha256>.<target>)",
+                        req.path
+                    )));
+                }
+                let (mut file, total) = s
+                    .blobs
+                    .read_from(sha, req.offset)
+                    .await
+                    .map_err(|_| Status::not_found(format!("target {} does not exist", req.path)))?;
+                let mut offset = req.offset.min(total);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; CHUNK];
+                    loop {
+                        match file.read(&mut buf).await {
+                            Ok(0) => return,
+                            Ok(n) => {
+                                let chunk = v1::FetchChunk {
+                                    data: buf[..n].to_vec(),
+                                    offset,
+                                    total_size: total,
+                                };
+                                offset += n as u64;
+                                if tx.send(Ok(chunk)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(internal(e))).await;
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+            v1::FetchKind::Unspecified => return Err(Status::invalid_argument("fetch kind is missing")),
+        }
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}

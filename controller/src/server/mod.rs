@@ -1,0 +1,228 @@
+//! The gRPC server: TLS accept loop, the agent and admin services, the background rollout engine and metadata
+//! refresher, and the one shutdown path.
+
+mod admin_api;
+mod agent_api;
+pub mod auth;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rollcall_proto::v1::admin_service_server::AdminServiceServer;
+use rollcall_proto::v1::agent_service_server::AgentServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{debug, info, warn};
+
+use crate::blobs::Blobs;
+use crate::config::ControllerConfig;
+use crate::datadir::DataDir;
+use crate::error::{write_atomic, Error, Result};
+use crate::pki::Ca;
+use crate::repo::Repository;
+use crate::rollout::driver;
+use crate::store::Store;
+
+/// How long in-flight calls may take to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest admin message (a targets.json with many packages).
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub data: PathBuf,
+    /// Overrides `listen` from the config.
+    pub listen: Option<String>,
+    /// Overrides `checkin_interval` from the config.
+    pub checkin_interval: Option<Duration>,
+    /// Overrides `engine_interval` from the config.
+    pub engine_interval: Option<Duration>,
+}
+
+/// State shared by the services and background tasks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub store: Store,
+    pub blobs: Blobs,
+    pub repo: Repository,
+    pub ca: Ca,
+    pub config: ControllerConfig,
+    /// Poked when a device finished, so the engine looks sooner than its interval.
+    pub engine_wake: Notify,
+}
+
+/// Load the data directory, bind, and serve until `shutdown` resolves.
+pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let data = DataDir::new(&opts.data);
+    if !data.config().exists() {
+        return Err(Error::NotInitialised { path: opts.data.clone() });
+    }
+    let mut config = ControllerConfig::load(&data.config())?;
+    if let Some(listen) = opts.listen {
+        config.listen = listen;
+    }
+    if let Some(interval) = opts.checkin_interval {
+        config.checkin_interval = interval;
+        config.checkin_jitter = config.checkin_jitter.min(interval / 4);
+    }
+    if let Some(interval) = opts.engine_interval {
+        config.engine_interval = interval;
+    }
+    let store = Store::open(&data.store())?;
+    let blobs = Blobs::open(&data.blobs()).map_err(|e| Error::Serve(e.to_string()))?;
+    let repo = Repository::load(&data, store.clone(), blobs.clone(), config.timestamp_validity)?;
+    let ca = Ca::load(&data.ca_cert(), &data.ca_key())?;
+    let tls = crate::pki::tls::server_config(&data.ca_cert(), &data.server_cert(), &data.server_key())?;
+
+    let listener = TcpListener::bind(&config.listen).await.map_err(|source| Error::Listen {
+        addr: config.listen.clone(),
+        source,
+    })?;
+    let local = listener.local_addr().map_err(|source| Error::Listen {
+        addr: config.listen.clone(),
+        source,
+    })?;
+    let url = client_url(local);
+    write_atomic(&data.addr_file(), format!("{local}\n").as_bytes(), 0o644)?;
+    write_atomic(&data.admin_creds().join("controller"), format!("{url}\n").as_bytes(), 0o644)?;
+    info!(addr = %local, ca = %ca.fingerprint(), "Controller listening.");
+
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        blobs,
+        repo,
+        ca,
+        config,
+        engine_wake: Notify::new(),
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let incoming = accept_loop(listener, TlsAcceptor::from(Arc::new(tls)), stop_rx.clone());
+    let engine = tokio::spawn(engine_loop(shared.clone(), stop_rx.clone()));
+    let refresher = tokio::spawn(refresh_loop(shared.clone(), stop_rx.clone()));
+
+    let mut stop_serve = stop_rx.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(AgentServiceServer::new(agent_api::AgentApi::new(shared.clone())))
+        .add_service(
+            AdminServiceServer::new(admin_api::AdminApi::new(shared.clone()))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(incoming, async move {
+            stopped(&mut stop_serve).await;
+            info!("Shutting down.");
+        });
+    let mut grace = stop_rx.clone();
+    tokio::select! {
+        result = server => result.map_err(|e| Error::Serve(rollcall_proto::tls::error_chain(&e)))?,
+        _ = async {
+            stopped(&mut grace).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => warn!(grace = ?SHUTDOWN_GRACE, "In-flight calls did not finish within the grace period."),
+    }
+    engine.abort();
+    refresher.abort();
+    store.flush().await?;
+    let _ = std::fs::remove_file(data.addr_file());
+    info!("Controller stopped.");
+    Ok(())
+}
+
+/// Resolves once the shutdown flag is set (or its sender is gone).
+pub(crate) async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// The URL a local client uses for this listener (an unspecified address becomes loopback).
+fn client_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("https://{ip}:{}", addr.port())
+}
+
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// Accept TCP connections and run TLS handshakes concurrently; only finished handshakes reach tonic, so a slow
+/// or broken client never holds up others, and a failed handshake never ends the server.
+fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> ReceiverStream<std::io::Result<TlsStream>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        warn!(error = %e, "Accept failed.");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stopped(&mut stop) => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed."),
+                    Err(_) => debug!(%peer, "TLS handshake timed out."),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Runs the rollout engine every `engine_interval`, and soon after a device finished.
+async fn engine_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = driver::tick(&shared.store, chrono::Utc::now().timestamp()) {
+            warn!(error = %e, "Rollout engine tick failed.");
+        } else if let Err(e) = shared.store.flush().await {
+            warn!(error = %e, "Store flush failed.");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.engine_interval) => {}
+            _ = shared.engine_wake.notified() => {
+                // Let a burst of reports land before looking.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            _ = stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Keeps snapshot and timestamp fresh while the controller runs.
+async fn refresh_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = shared.repo.refresh(chrono::Utc::now()).await {
+            warn!(error = %e, "Re-signing repository metadata failed.");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stopped(&mut stop) => return,
+        }
+    }
+}

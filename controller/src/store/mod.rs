@@ -1,0 +1,145 @@
+//! The controller's state in sled. This module is the only code that knows sled: the rest of the controller sees
+//! typed records and methods, so a later store (a replicated database) replaces only this folder.
+//!
+//! Records are JSON (readable with any sled tool, and tolerant of new optional fields); inventory is the protobuf
+//! message as sent. Changes that must happen together run in one sled transaction.
+
+mod agents;
+mod audit;
+mod packages;
+mod rollouts;
+mod tokens;
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use agents::{agents_installed, AgentRecord, CertRecord, EnrollOutcome, InstalledRecord, NewAgent, Role, SiteRecord};
+pub use audit::AuditEntry;
+pub use packages::{PackageRecord, TufFiles, TufState};
+pub use rollouts::{ActionRecord, ActionUpdate, RolloutRecord, WaveRecord};
+pub use tokens::{TokenRecord, TokenRefusal};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {source}")]
+    Open { path: String, source: sled::Error },
+    #[error("store I/O failed: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("store record {tree}/{key} is unreadable: {reason}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        reason: String,
+    },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Handle to the open store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    agents: sled::Tree,
+    inventory: sled::Tree,
+    certs: sled::Tree,
+    sites: sled::Tree,
+    tokens: sled::Tree,
+    packages: sled::Tree,
+    tuf: sled::Tree,
+    meta: sled::Tree,
+    rollouts: sled::Tree,
+    actions: sled::Tree,
+    audit: sled::Tree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Open (or create) the store in `path`.
+    pub fn open(path: &Path) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(Some(200))
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let tree = |name: &str| db.open_tree(name);
+        Ok(Store {
+            agents: tree("agents")?,
+            inventory: tree("inventory")?,
+            certs: tree("certs")?,
+            sites: tree("sites")?,
+            tokens: tree("tokens")?,
+            packages: tree("packages")?,
+            tuf: tree("tuf")?,
+            meta: tree("meta")?,
+            rollouts: tree("rollouts")?,
+            actions: tree("actions")?,
+            audit: tree("audit")?,
+            db,
+        })
+    }
+
+    /// Make everything written so far durable. Called before acknowledging anything an agent or admin relies on.
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// A new id, unique for the life of the store.
+    pub fn next_id(&self) -> Result<u64> {
+        Ok(self.db.generate_id()?)
+    }
+}
+
+// === JSON record helpers ===
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising our own plain record types cannot fail (no maps with non-string keys, no custom serialisers).
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        tree,
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn get<T: DeserializeOwned>(tree: &sled::Tree, name: &'static str, key: &[u8]) -> Result<Option<T>> {
+    match tree.get(key)? {
+        Some(bytes) => Ok(Some(decode(name, key, &bytes)?)),
+        None => Ok(None),
+    }
+}
+
+fn put<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> Result<()> {
+    tree.insert(key, encode(value))?;
+    Ok(())
+}
+
+fn scan<T: DeserializeOwned>(tree: &sled::Tree, name: &'static str, prefix: &[u8]) -> Result<Vec<T>> {
+    tree.scan_prefix(prefix)
+        .map(|item| {
+            let (k, v) = item?;
+            decode(name, &k, &v)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&dir.path().join("store")).expect("open store");
+    (dir, store)
+}

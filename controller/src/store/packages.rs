@@ -1,0 +1,84 @@
+//! Published packages and the TUF repository files the controller serves, written together when metadata is
+//! published so an agent never sees a snapshot without its targets.
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{TransactionError, Transactional};
+
+use super::{encode, get, scan, Result, Store, StoreError};
+
+/// A package the controller can roll out: one TUF target with a verified manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PackageRecord {
+    pub name: String,
+    pub version: String,
+    pub release_counter: u64,
+    pub target_name: String,
+    pub sha256: String,
+    pub length: u64,
+    pub platforms: Vec<String>,
+    pub kind: String,
+    pub published_at: i64,
+}
+
+impl PackageRecord {
+    pub fn key(name: &str, version: &str) -> String {
+        format!("{name}@{version}")
+    }
+}
+
+/// Versions of the published TUF roles; all zero before the first push.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct TufState {
+    pub root_version: u64,
+    pub targets_version: u64,
+    pub snapshot_version: u64,
+    pub timestamp_version: u64,
+    /// Unix time the current timestamp.json expires.
+    pub timestamp_expires: i64,
+}
+
+/// Files one publication adds, by their served names.
+#[derive(Debug, Default)]
+pub struct TufFiles {
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+const STATE_KEY: &[u8] = b"tuf_state";
+
+impl Store {
+    pub fn tuf_state(&self) -> Result<TufState> {
+        Ok(get(&self.meta, "meta", STATE_KEY)?.unwrap_or_default())
+    }
+
+    /// A served repository file by name (`timestamp.json`, `3.snapshot.json`, `1.root.json`, …).
+    pub fn tuf_file(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.tuf.get(name.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Write new repository files, the new role versions and new packages in one transaction.
+    pub fn publish_tuf(&self, files: &TufFiles, state: &TufState, packages: &[PackageRecord]) -> Result<()> {
+        let result = (&self.tuf, &self.meta, &self.packages).transaction(|(tuf, meta, pkgs)| {
+            for (name, bytes) in &files.files {
+                tuf.insert(name.as_bytes(), bytes.as_slice())?;
+            }
+            meta.insert(STATE_KEY, encode(state))?;
+            for p in packages {
+                pkgs.insert(PackageRecord::key(&p.name, &p.version).as_bytes(), encode(p))?;
+            }
+            Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+        }
+    }
+
+    pub fn package(&self, name: &str, version: &str) -> Result<Option<PackageRecord>> {
+        get(&self.packages, "packages", PackageRecord::key(name, version).as_bytes())
+    }
+
+    pub fn packages(&self) -> Result<Vec<PackageRecord>> {
+        scan(&self.packages, "packages", b"")
+    }
+}

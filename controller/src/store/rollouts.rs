@@ -1,0 +1,111 @@
+//! Rollouts and the per-device actions they create. Action keys are `<rollout id>/<agent id>`, which is also the
+//! action id the agent sees, so one prefix scan lists a rollout's devices.
+
+use serde::{Deserialize, Serialize};
+
+use super::{get, put, scan, Result, Store};
+use crate::rollout::state::{ActionState, RolloutState};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WaveRecord {
+    pub sites: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    pub id: String,
+    pub name: String,
+    pub package: String,
+    pub version: String,
+    pub target_name: String,
+    pub platforms: Vec<String>,
+    pub waves: Vec<WaveRecord>,
+    pub state: RolloutState,
+    /// Index of the highest open wave.
+    pub current_wave: u32,
+    pub created_at: i64,
+    pub updated_at: i64,
+    #[serde(default)]
+    pub reason: String,
+    pub created_by: String,
+}
+
+impl RolloutRecord {
+    /// The wave a site belongs to (first wave naming it).
+    pub fn wave_of(&self, site: &str) -> Option<u32> {
+        self.waves
+            .iter()
+            .position(|w| w.sites.iter().any(|s| s == site))
+            .map(|i| i as u32)
+    }
+
+    pub fn all_sites(&self) -> Vec<String> {
+        self.waves.iter().flat_map(|w| w.sites.iter().cloned()).collect()
+    }
+}
+
+/// One device's part in one rollout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionRecord {
+    pub id: String,
+    pub rollout_id: String,
+    pub agent_id: String,
+    pub wave: u32,
+    pub state: ActionState,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub detail: String,
+    #[serde(default)]
+    pub output_tail: String,
+    #[serde(default)]
+    pub bytes_done: u64,
+    #[serde(default)]
+    pub bytes_total: u64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl ActionRecord {
+    pub fn id_for(rollout_id: &str, agent_id: &str) -> String {
+        format!("{rollout_id}/{agent_id}")
+    }
+}
+
+/// A change an agent reported for an action.
+#[derive(Debug, Clone)]
+pub struct ActionUpdate {
+    pub state: ActionState,
+    pub exit_code: Option<i32>,
+    pub detail: String,
+    pub output_tail: String,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub at: i64,
+}
+
+impl Store {
+    pub fn rollout(&self, id: &str) -> Result<Option<RolloutRecord>> {
+        get(&self.rollouts, "rollouts", id.as_bytes())
+    }
+
+    pub fn put_rollout(&self, rollout: &RolloutRecord) -> Result<()> {
+        put(&self.rollouts, rollout.id.as_bytes(), rollout)
+    }
+
+    pub fn rollouts(&self) -> Result<Vec<RolloutRecord>> {
+        scan(&self.rollouts, "rollouts", b"")
+    }
+
+    pub fn action(&self, id: &str) -> Result<Option<ActionRecord>> {
+        get(&self.actions, "actions", id.as_bytes())
+    }
+
+    pub fn put_action(&self, action: &ActionRecord) -> Result<()> {
+        put(&self.actions, action.id.as_bytes(), action)
+    }
+
+    pub fn actions_of(&self, rollout_id: &str) -> Result<Vec<ActionRecord>> {
+        scan(&self.actions, "actions", format!("{rollout_id}/").as_bytes())
+    }
+}

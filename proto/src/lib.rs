@@ -1,0 +1,16 @@
+//! The `rollcall.v1` gRPC protocol (generated from `proto/rollcall/v1/*.proto` by `build.rs`) and the one TLS
+//! channel both clients (the agent and the admin CLI) use to reach the controller.
+//!
+//! Tested through the end-to-end tests in `tests/`, which speak this protocol to a real controller.
+
+pub mod tls;
+pub mod token;
+
+/// Generated messages and services of `rollcall.v1`.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("rollcall.v1");
+}
+
+pub use token::Token;
+pub use tls::{connect, sha256_hex, ClientIdentity, ConnectError, ServerTrust};
