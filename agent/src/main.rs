@@ -1,1 +1,5 @@
-fn main() {}
+//! `rollcall-agent`: the endpoint daemon.
+
+fn main() -> std::process::ExitCode {
+    rollcall_agent::cli::main()
+}

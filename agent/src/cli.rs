@@ -1,0 +1,123 @@
+//! The `rollcall-agent` command line: `enroll`, `run`, `status`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{AgentDirs, ConfigError};
+use crate::enroll::EnrollError;
+
+/// Exit code for usage and configuration errors (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "rollcall-agent", version, about = "The rollcall endpoint agent")]
+struct Args {
+    /// Data directory (identity, state, downloads).
+    #[arg(long, global = true, env = "ROLLCALL_AGENT_DATA", value_name = "DIR")]
+    data: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Enroll with a one-time token from `rollcall-controller token create`.
+    Enroll {
+        /// Controller URL, https://HOST:PORT.
+        #[arg(long)]
+        controller: String,
+        #[arg(long)]
+        token: String,
+        /// Name to report instead of this machine's hostname.
+        #[arg(long)]
+        hostname: Option<String>,
+    },
+    /// Run the agent until SIGTERM / SIGINT.
+    Run {
+        /// Override the controller URL stored at enrollment.
+        #[arg(long)]
+        controller: Option<String>,
+    },
+    /// Show this agent's identity, last check-in, installed packages and actions (no network needed).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(EXIT_USAGE),
+            };
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROLLCALL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let dirs = AgentDirs::new(args.data.clone().unwrap_or_else(crate::platform::default_data_dir));
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match args.cmd {
+            Cmd::Enroll {
+                controller,
+                token,
+                hostname,
+            } => {
+                let hostname = hostname
+                    .or_else(|| sysinfo::System::host_name().ok())
+                    .unwrap_or_else(|| "unknown".into());
+                let root = absolute(dirs.root());
+                let enrolled = crate::enroll::enroll(&AgentDirs::new(root), &controller, &token, &hostname).await?;
+                println!("Enrolled as {} at site {}", enrolled.agent_id, enrolled.site);
+                Ok(())
+            }
+            Cmd::Run { controller } => {
+                let root = absolute(dirs.root());
+                crate::checkin::run(AgentDirs::new(root), controller, crate::platform::shutdown_signal()).await?;
+                Ok(())
+            }
+            Cmd::Status { json } => crate::status::print(&dirs, json),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            let usage = e.downcast_ref::<ConfigError>().is_some_and(|c| matches!(c, ConfigError::NotEnrolled { .. } | ConfigError::Invalid { .. }))
+                || e.downcast_ref::<EnrollError>().is_some_and(|c| matches!(c, EnrollError::BadToken(_) | EnrollError::AlreadyEnrolled { .. }))
+                || e.downcast_ref::<crate::checkin::RunError>().is_some_and(|c| matches!(c, crate::checkin::RunError::Config(_)));
+            ExitCode::from(if usage { EXIT_USAGE } else { 1 })
+        }
+    }
+}
+
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,154 @@
+//! tough's `Transport` over the controller's `Fetch` stream. Metadata comes whole; a target is appended to a
+//! `.part` file as it arrives, and a later fetch first replays the `.part` bytes and asks the controller only for
+//! the rest — so tough still hashes the whole payload, and a dropped link costs only what was not yet received.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use rollcall_proto::v1::{self, agent_service_client::AgentServiceClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::Channel;
+use tough::{Transport, TransportError, TransportErrorKind, TransportStream};
+use url::Url;
+
+/// Base URLs tough is given; the transport maps their paths to `Fetch` calls.
+pub const METADATA_BASE: &str = "rollcall://controller/metadata/";
+pub const TARGETS_BASE: &str = "rollcall://controller/targets/";
+
+const REPLAY_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct GrpcTransport {
+    client: AgentServiceClient<Channel>,
+    downloads: PathBuf,
+}
+
+impl GrpcTransport {
+    pub fn new(channel: Channel, downloads: PathBuf) -> GrpcTransport {
+        GrpcTransport {
+            client: AgentServiceClient::new(channel),
+            downloads,
+        }
+    }
+
+    /// The `.part` file of a target file name (`<sha256>.<target>`).
+    pub fn part_path(&self, file: &str) -> PathBuf {
+        self.downloads.join(format!("{}.part", file.replace(['/', '\\'], "_")))
+    }
+}
+
+fn other(url: &Url, cause: impl std::fmt::Display) -> TransportError {
+    TransportError::new_with_cause(TransportErrorKind::Other, url.as_str(), cause.to_string())
+}
+
+#[tough::async_trait]
+impl Transport for GrpcTransport {
+    async fn fetch(&self, url: Url) -> Result<TransportStream, TransportError> {
+        let path = url.path();
+        let (kind, file) = if let Some(file) = path.strip_prefix("/metadata/") {
+            (v1::FetchKind::Metadata, file.to_owned())
+        } else if let Some(file) = path.strip_prefix("/targets/") {
+            (v1::FetchKind::Target, file.to_owned())
+        } else {
+            return Err(TransportError::new(TransportErrorKind::UnsupportedUrlScheme, url.as_str()));
+        };
+        let part = (kind == v1::FetchKind::Target).then(|| self.part_path(&file));
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, TransportError>>(8);
+        let mut client = self.client.clone();
+
+        // Replay what we have, then open the stream at the right offset. A missing file must surface as
+        // FileNotFound before tough reads anything (it decides root rotation on it), so open the call here.
+        let mut offset = 0u64;
+        let mut part_file = None;
+        if let Some(part) = &part {
+            if let Some(dir) = part.parent() {
+                tokio::fs::create_dir_all(dir).await.map_err(|e| other(&url, e))?;
+            }
+            let f = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(part)
+                .await
+                .map_err(|e| other(&url, e))?;
+            offset = f.metadata().await.map_err(|e| other(&url, e))?.len();
+            part_file = Some(f);
+        }
+        let request = v1::FetchRequest {
+            kind: kind as i32,
+            path: file.clone(),
+            offset,
+        };
+        let mut stream = match client.fetch(request).await {
+            Ok(resp) => resp.into_inner(),
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                return Err(TransportError::new(TransportErrorKind::FileNotFound, url.as_str()))
+            }
+            Err(status) => return Err(other(&url, status.message())),
+        };
+
+        let url_text = url.to_string();
+        let part_path = part.clone();
+        tokio::spawn(async move {
+            let fail = |msg: String| TransportError::new_with_cause(TransportErrorKind::Other, url_text.clone(), msg);
+            if let Some(path) = part_path.as_ref() {
+                let mut replay = match tokio::fs::File::open(path).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(fail(e.to_string()))).await;
+                        return;
+                    }
+                };
+                let mut buf = vec![0u8; REPLAY_CHUNK];
+                let mut left = offset;
+                while left > 0 {
+                    let want = (left as usize).min(buf.len());
+                    match replay.read(&mut buf[..want]).await {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            left -= n as u64;
+                            if tx.send(Ok(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(fail(e.to_string()))).await;
+                            return;
+                        }
+                    }
+                }
+            }
+            let mut expected = offset;
+            while let Some(item) = stream.next().await {
+                let chunk = match item {
+                    Ok(c) => c,
+                    Err(status) => {
+                        let _ = tx.send(Err(fail(format!("download interrupted: {}", status.message())))).await;
+                        return;
+                    }
+                };
+                if chunk.offset != expected {
+                    let _ = tx
+                        .send(Err(fail(format!("controller sent offset {}, expected {expected}", chunk.offset))))
+                        .await;
+                    return;
+                }
+                expected += chunk.data.len() as u64;
+                if let Some(f) = part_file.as_mut() {
+                    if let Err(e) = f.write_all(&chunk.data).await {
+                        let _ = tx.send(Err(fail(format!("cannot write partial download: {e}")))).await;
+                        return;
+                    }
+                }
+                if tx.send(Ok(Bytes::from(chunk.data))).await.is_err() {
+                    return;
+                }
+            }
+            if let Some(f) = part_file.as_mut() {
+                let _ = f.sync_all().await;
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,182 @@
+//! Runs one signed command (install, verify or rollback) with a timeout, capturing the last lines of its output.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+
+use crate::platform;
+
+/// How many output lines a report carries.
+const TAIL_LINES: usize = 20;
+const TAIL_LINE_MAX: usize = 300;
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    /// Killed by a signal (no exit code).
+    Signal,
+    TimedOut(Duration),
+    /// Could not be started at all.
+    NotStarted(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub exit: Exit,
+    /// Last lines of stdout and stderr, interleaved as they arrived.
+    pub tail: String,
+}
+
+impl RunResult {
+    pub fn success(&self) -> bool {
+        self.exit == Exit::Code(0)
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        match self.exit {
+            Exit::Code(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// "install command exited 3", "verify command timed out after 60s", …
+    pub fn describe(&self, what: &str) -> String {
+        match &self.exit {
+            Exit::Code(0) => format!("{what} command succeeded"),
+            Exit::Code(c) => format!("{what} command exited {c}"),
+            Exit::Signal => format!("{what} command was killed by a signal"),
+            Exit::TimedOut(d) => format!("{what} command timed out after {}s and was killed", d.as_secs()),
+            Exit::NotStarted(e) => format!("{what} command could not start: {e}"),
+        }
+    }
+}
+
+/// Run `argv` in `cwd` with extra `env`, killing its whole process tree after `timeout`.
+pub async fn run(argv: &[String], cwd: &Path, env: &[(String, String)], timeout: Duration) -> RunResult {
+    let Some((program, args)) = argv.split_first() else {
+        return RunResult {
+            exit: Exit::NotStarted("empty command".into()),
+            tail: String::new(),
+        };
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(cwd)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    platform::prepare_command(&mut cmd);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return RunResult {
+                exit: Exit::NotStarted(format!("{program}: {e}")),
+                tail: String::new(),
+            }
+        }
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(lines(out, tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(lines(err, tx.clone()));
+    }
+    drop(tx);
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
+    let collect = async {
+        while let Some(line) = rx.recv().await {
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    };
+    let pid = child.id();
+    let waited = tokio::time::timeout(timeout, async {
+        let (status, ()) = tokio::join!(child.wait(), collect);
+        status
+    })
+    .await;
+    let exit = match waited {
+        Ok(Ok(status)) => match status.code() {
+            Some(c) => Exit::Code(c),
+            None => Exit::Signal,
+        },
+        Ok(Err(e)) => Exit::NotStarted(e.to_string()),
+        Err(_) => {
+            if let Some(pid) = pid {
+                platform::kill_tree(pid);
+            }
+            let _ = child.wait().await;
+            Exit::TimedOut(timeout)
+        }
+    };
+    RunResult {
+        exit,
+        tail: tail.into_iter().collect::<Vec<_>>().join("\n"),
+    }
+}
+
+async fn lines(reader: impl AsyncRead + Unpin, tx: tokio::sync::mpsc::UnboundedSender<String>) {
+    let mut lines = BufReader::new(reader).lines();
+    while let Ok(Some(mut line)) = lines.next_line().await {
+        if line.len() > TAIL_LINE_MAX {
+            let mut cut = TAIL_LINE_MAX;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+        }
+        if tx.send(line).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Vec<String> {
+        vec!["sh".into(), "-c".into(), script.into()]
+    }
+
+    #[tokio::test]
+    async fn captures_exit_code_and_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = "for i in $(seq 1 30); do echo line $i; done; echo oops >&2; exit 3";
+        let r = run(&sh(script), dir.path(), &[], Duration::from_secs(10)).await;
+        assert_eq!(r.exit, Exit::Code(3));
+        assert_eq!(r.exit_code(), Some(3));
+        assert!(r.tail.contains("line 30") && r.tail.contains("oops"), "{}", r.tail);
+        assert!(!r.tail.contains("line 5\n"), "only the tail is kept: {}", r.tail);
+        assert_eq!(r.describe("verify"), "verify command exited 3");
+    }
+
+    #[tokio::test]
+    async fn kills_a_hanging_command_and_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("child-survived");
+        let script = format!("(sleep 3; touch {}) & sleep 60", marker.display());
+        let r = run(&sh(&script), dir.path(), &[], Duration::from_millis(300)).await;
+        assert!(matches!(r.exit, Exit::TimedOut(_)), "{:?}", r.exit);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(!marker.exists(), "the background child was killed with the group");
+    }
+
+    #[tokio::test]
+    async fn reports_a_missing_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = run(&["/nonexistent/installer".into()], dir.path(), &[], Duration::from_secs(5)).await;
+        assert!(matches!(r.exit, Exit::NotStarted(_)));
+        assert!(r.describe("install").contains("could not start"));
+    }
+}

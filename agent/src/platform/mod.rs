@@ -1,0 +1,20 @@
+//! Everything that differs between operating systems, behind one seam: how install commands are started and
+//! killed, the default data directory, and the service stop signal. Linux (`unix.rs`) is complete and tested;
+//! Windows (`windows.rs`) is small and NOT YET VERIFIED (no Windows target on our build machines).
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix as imp;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as imp;
+
+pub use imp::{default_data_dir, kill_tree, prepare_command, shutdown_signal};
+
+/// The platform string reported to the controller and matched against package manifests.
+pub fn current() -> String {
+    rollcall_packaging::platform::current()
+}
