@@ -175,7 +175,17 @@ impl Agent {
             ..Outcome::default()
         };
         self.report(&id, Step::Downloading, outcome).await;
-        let fetched = match prepared.download(&self.dirs).await {
+        let partial = prepared.partial_bytes();
+        let mut result = prepared.download(&self.dirs).await;
+        if partial > 0 && matches!(result, Err(FetchError::Verification { .. })) {
+            // The kept partial file was bad (it has been discarded): start over once from byte 0.
+            warn!(action = %id, partial, "Resumed download failed verification; downloading again from the start.");
+            result = match fetch::prepare(&self.channel, &self.dirs, &a.target_name).await {
+                Ok(p) => p.download(&self.dirs).await,
+                Err(e) => Err(e),
+            };
+        }
+        let fetched = match result {
             Ok(f) => f,
             Err(e) => return self.fetch_failed(&id, e).await,
         };

@@ -1,1 +1,213 @@
-//! placeholder
+//! End-to-end harness: a real controller process on `127.0.0.1:0` in a temp dir, real agent processes, and an
+//! admin with offline keys who builds, signs and pushes packages through the same code as `rollcall pkg`.
+//! The tests in `tests/tests/` use it; `rollcall-bench` (src/bin) measures the check-in path.
+//!
+//! Binaries are found beside the test executable (cargo builds them for `cargo test --workspace`), or in
+//! `$ROLLCALL_BIN_DIR`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rollcall_controller::cli::local::{LocalAgent, LocalController};
+use rollcall_controller::cli::{pkg, AdminClient};
+use rollcall_proto::v1;
+
+pub use rollcall_controller::cli::local::bin;
+
+/// A running controller with an admin who holds the offline keys.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub controller: Option<LocalController>,
+    pub admin: AdminClient,
+    pub keys: PathBuf,
+    pub repo: PathBuf,
+    pub agents: Vec<LocalAgent>,
+}
+
+/// A package to build: manifest fields and payload scripts.
+pub struct PackageSpec<'a> {
+    pub name: &'a str,
+    pub version: &'a str,
+    pub release_counter: u64,
+    pub install: &'a str,
+    pub verify: &'a str,
+    pub rollback: Option<&'a str>,
+    pub install_timeout_secs: u64,
+}
+
+impl<'a> PackageSpec<'a> {
+    /// A package whose install writes `<data>/<name>.marker` with its version and whose verify checks it.
+    pub fn marker(name: &'a str, version: &'a str, release_counter: u64) -> PackageSpec<'a> {
+        PackageSpec {
+            name,
+            version,
+            release_counter,
+            install: "echo \"$ROLLCALL_VERSION\" > \"$ROLLCALL_DATA_DIR/$ROLLCALL_PACKAGE.marker\"",
+            verify: "grep -qx \"$ROLLCALL_VERSION\" \"$ROLLCALL_DATA_DIR/$ROLLCALL_PACKAGE.marker\"",
+            rollback: None,
+            install_timeout_secs: 60,
+        }
+    }
+}
+
+impl Cluster {
+    /// Start a controller (check-in every second) and set up the admin's keys and image repository.
+    pub async fn start() -> anyhow::Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix("rollcall-test-").tempdir()?;
+        let controller = LocalController::start(&dir.path().join("controller"), "1s").await?;
+        let admin = controller.admin().await?;
+        let keys = dir.path().join("keys");
+        let repo = dir.path().join("repo");
+        pkg::keygen(&keys)?;
+        let online = pkg::online_keys_of(&admin).await?;
+        pkg::init_repo(&keys, &repo, &online, Duration::from_secs(86400)).await?;
+        // Publish root.json (and the empty targets.json) so tokens can pin the root before any package exists.
+        pkg::push(&admin, &repo).await?;
+        Ok(Cluster {
+            dir,
+            controller: Some(controller),
+            admin,
+            keys,
+            repo,
+            agents: Vec::new(),
+        })
+    }
+
+    pub fn controller(&self) -> &LocalController {
+        self.controller.as_ref().expect("controller running")
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Build a package from `spec` (not yet signed). Returns the .tar.gz path.
+    pub fn build(&self, spec: &PackageSpec<'_>) -> anyhow::Result<PathBuf> {
+        let src = self.path(&format!("src/{}-{}", spec.name, spec.version));
+        std::fs::create_dir_all(src.join("payload"))?;
+        let mut manifest = format!(
+            "name = \"{}\"\nversion = \"{}\"\nrelease_counter = {}\nplatforms = [\"linux\"]\n\n[install]\ncommand = [\"sh\", \"install.sh\"]\ntimeout_secs = {}\n\n[verify]\ncommand = [\"sh\", \"verify.sh\"]\ntimeout_secs = 30\n",
+            spec.name, spec.version, spec.release_counter, spec.install_timeout_secs
+        );
+        std::fs::write(src.join("payload/install.sh"), format!("set -eu\n{}\n", spec.install))?;
+        std::fs::write(src.join("payload/verify.sh"), format!("set -eu\n{}\n", spec.verify))?;
+        if let Some(rollback) = spec.rollback {
+            manifest.push_str("\n[rollback]\ncommand = [\"sh\", \"rollback.sh\"]\ntimeout_secs = 30\n");
+            std::fs::write(src.join("payload/rollback.sh"), format!("set -eu\n{rollback}\n"))?;
+        }
+        std::fs::write(src.join("manifest.toml"), manifest)?;
+        let (path, _) = pkg::build(&src.join("manifest.toml"), &src.join("payload"), &self.path("out"))?;
+        Ok(path)
+    }
+
+    /// Build, sign with the targets key, and push.
+    pub async fn publish(&self, spec: &PackageSpec<'_>) -> anyhow::Result<v1::PushMetadataResponse> {
+        let package = self.build(spec)?;
+        pkg::sign(&self.repo, &self.keys, &package, Duration::from_secs(86400)).await?;
+        pkg::push(&self.admin, &self.repo).await
+    }
+
+    pub async fn token(&self, site: &str, uses: u32, ttl_secs: u64) -> anyhow::Result<String> {
+        Ok(self
+            .admin
+            .rpc
+            .clone()
+            .create_token(v1::CreateTokenRequest {
+                site: site.into(),
+                uses,
+                ttl_seconds: ttl_secs,
+            })
+            .await?
+            .into_inner()
+            .token)
+    }
+
+    /// Enroll `count` agents at `site` and start them. Returns their data dirs.
+    pub async fn add_agents(&mut self, site: &str, count: usize) -> anyhow::Result<Vec<PathBuf>> {
+        let token = self.token(site, count as u32, 600).await?;
+        let mut dirs = Vec::new();
+        for i in 0..count {
+            let hostname = format!("{site}-{:02}", self.agents.len() + i + 1);
+            let data = self.path(&format!("agents/{hostname}"));
+            let mut agent = LocalAgent::enroll(&data, &self.controller().url, &token, &hostname).await?;
+            agent.start()?;
+            dirs.push(data);
+            self.agents.push(agent);
+        }
+        Ok(dirs)
+    }
+
+    /// Create and start a rollout of `package@version` with one wave per entry of `waves`.
+    pub async fn rollout(&self, package: &str, version: &str, waves: &[&[&str]]) -> anyhow::Result<String> {
+        let mut rpc = self.admin.rpc.clone();
+        let created = rpc
+            .create_rollout(v1::CreateRolloutRequest {
+                package: package.into(),
+                version: version.into(),
+                waves: waves
+                    .iter()
+                    .map(|w| v1::WaveSpec {
+                        sites: w.iter().map(|s| s.to_string()).collect(),
+                    })
+                    .collect(),
+                name: String::new(),
+            })
+            .await?
+            .into_inner();
+        rpc.start_rollout(v1::RolloutRef { id: created.id.clone() }).await?;
+        Ok(created.id)
+    }
+
+    pub async fn status(&self, id: &str) -> anyhow::Result<v1::RolloutStatus> {
+        Ok(self
+            .admin
+            .rpc
+            .clone()
+            .get_rollout(v1::RolloutRef { id: id.into() })
+            .await?
+            .into_inner())
+    }
+
+    /// Poll until the rollout is completed, paused or cancelled (bounded: 60 s).
+    pub async fn settle(&self, id: &str) -> anyhow::Result<v1::RolloutStatus> {
+        let started = Instant::now();
+        loop {
+            let s = self.status(id).await?;
+            let state = v1::RolloutState::try_from(s.state).unwrap_or_default();
+            if matches!(
+                state,
+                v1::RolloutState::Completed | v1::RolloutState::Paused | v1::RolloutState::Cancelled
+            ) {
+                return Ok(s);
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("rollout {id} did not settle within 60 s: {s:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        for agent in &mut self.agents {
+            agent.stop().await;
+        }
+        if let Some(c) = self.controller.take() {
+            c.stop().await;
+        }
+    }
+}
+
+/// The agent's local state file, parsed.
+pub fn agent_state(data: &Path) -> anyhow::Result<serde_json::Value> {
+    let path = data.join("state.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Files in a folder (empty when it does not exist).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}

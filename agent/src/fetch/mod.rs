@@ -131,6 +131,14 @@ pub async fn prepare(channel: &Channel, dirs: &AgentDirs, target_name: &str) -> 
 }
 
 impl Prepared {
+    /// Bytes already on disk from an earlier, interrupted download of this payload.
+    pub fn partial_bytes(&self) -> u64 {
+        let part = self
+            .transport
+            .part_path(&format!("{}.{}", self.info.sha256, self.target_name));
+        std::fs::metadata(part).map(|m| m.len()).unwrap_or(0)
+    }
+
     /// Download and verify the payload into `staged/<sha256>` (resuming an earlier partial download).
     pub async fn download(self, dirs: &AgentDirs) -> Result<Fetched, FetchError> {
         let Prepared {

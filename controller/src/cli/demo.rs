@@ -7,14 +7,14 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use rollcall_proto::v1;
 use serde_json::json;
 
 use super::local::{LocalAgent, LocalController};
 use super::output::print_json;
 use super::rollout::{rollout_state, site_table, status_json};
-use super::{admin, pkg, rpc, usage};
+use super::{pkg, rpc, usage};
 
 pub const SITES: [&str; 3] = ["north-station", "central-station", "harbor-station"];
 
@@ -245,7 +245,7 @@ async fn drive(
             started.elapsed().as_secs_f64()
         );
         print!("{}", site_table(&status));
-        let sites = client
+        let enrolled = client
             .rpc
             .clone()
             .list_agents(v1::ListAgentsRequest::default())
@@ -253,8 +253,10 @@ async fn drive(
             .map_err(rpc)?
             .into_inner();
         println!();
-        println!("{} agents enrolled; marker files written by the signed install command: {markers}", sites.agents.len());
-        let _ = admin::state_name;
+        println!(
+            "{} agents enrolled; marker files written by the signed install command: {markers}",
+            enrolled.agents.len()
+        );
     }
     if !all_ok {
         eprintln!("error: not every agent succeeded (reason: {})", if status.reason.is_empty() { "timeout" } else { &status.reason });
@@ -291,9 +293,4 @@ fn progress_line(status: &v1::RolloutStatus, elapsed: Duration) -> String {
 /// For callers that want the demo's sample package (tests).
 pub fn sample_package_files() -> (&'static str, &'static str, &'static str) {
     (MANIFEST, INSTALL, VERIFY)
-}
-
-#[allow(dead_code)]
-fn context_hint() -> anyhow::Result<()> {
-    Err(anyhow::anyhow!("unused")).context("unused")
 }

@@ -7,8 +7,8 @@ mod controller;
 pub mod demo;
 pub mod local;
 mod output;
-mod pkg;
-mod rollout;
+pub mod pkg;
+pub mod rollout;
 
 use std::process::ExitCode;
 

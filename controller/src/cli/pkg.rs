@@ -93,7 +93,10 @@ fn expires_in(d: Duration) -> chrono::DateTime<chrono::Utc> {
 
 pub async fn run(cmd: PkgCmd, controller: Option<&str>, creds: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
-        PkgCmd::Keygen { keys } => keygen(&keys)?,
+        PkgCmd::Keygen { keys } => {
+            keygen(&keys)?;
+            println!("Wrote {} and {}", root_key(&keys).display(), targets_key(&keys).display());
+        }
         PkgCmd::Init {
             keys,
             repo,
@@ -192,7 +195,6 @@ pub async fn run(cmd: PkgCmd, controller: Option<&str>, creds: &Path, json: bool
 pub fn keygen(keys: &Path) -> anyhow::Result<()> {
     rollcall_packaging::generate_key(&root_key(keys))?;
     rollcall_packaging::generate_key(&targets_key(keys))?;
-    println!("Wrote {} and {}", root_key(keys).display(), targets_key(keys).display());
     Ok(())
 }
 

@@ -370,7 +370,7 @@ impl AdminService for AdminApi {
             }
         }
         let now = now();
-        let id = format!("r{}", store.next_id().map_err(internal)? + 1);
+        let id = format!("r{}", store.next_seq("rollout").map_err(internal)?);
         let rollout = RolloutRecord {
             id: id.clone(),
             name: if req.name.is_empty() { format!("{}@{}", package.name, package.version) } else { req.name },

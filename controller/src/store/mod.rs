@@ -95,9 +95,23 @@ impl Store {
         Ok(())
     }
 
-    /// A new id, unique for the life of the store.
+    /// A new id, unique for the life of the store (sparse: for keys nobody reads).
     pub fn next_id(&self) -> Result<u64> {
         Ok(self.db.generate_id()?)
+    }
+
+    /// The next number of a named sequence, 1, 2, 3, …: for ids people type (`r1`, `r2`).
+    pub fn next_seq(&self, name: &str) -> Result<u64> {
+        let key = format!("seq/{name}");
+        let updated = self.meta.update_and_fetch(key.as_bytes(), |old| {
+            let n = old
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_be_bytes);
+            Some((n + 1).to_be_bytes().to_vec())
+        })?;
+        Ok(updated
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(1, u64::from_be_bytes))
     }
 }
 

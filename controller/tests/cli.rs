@@ -1,0 +1,81 @@
+//! The `rollcall-controller` and `rollcall` binaries' refusals that need no running controller.
+
+use std::process::Command;
+
+fn controller() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rollcall-controller"))
+}
+
+fn rollcall() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rollcall"))
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn init_creates_a_data_dir_and_refuses_to_overwrite_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = controller().args(["init", "--data"]).arg(&data).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for f in ["controller.toml", "ca/ca.crt", "ca/ca.key", "tls/server.crt", "tuf/snapshot.pk8", "tuf/online-keys.json", "admin/client.crt"] {
+        assert!(data.join(f).exists(), "{f}");
+    }
+    let ca_before = std::fs::read(data.join("ca/ca.key")).unwrap();
+    let out = controller().args(["init", "--data"]).arg(&data).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("already a controller data directory"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(data.join("ca/ca.key")).unwrap(), ca_before, "the CA key was not replaced");
+}
+
+#[test]
+fn serve_refuses_an_uninitialised_dir_and_a_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = controller().args(["serve", "--data"]).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("rollcall-controller init"), "{}", stderr(&out));
+
+    let data = dir.path().join("data");
+    assert!(controller().args(["init", "--data"]).arg(&data).output().unwrap().status.success());
+    std::fs::write(data.join("controller.toml"), "version = 1\ncheckin_interval = \"often\"\n").unwrap();
+    let out = controller().args(["serve", "--data"]).arg(&data).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("controller.toml") && stderr(&out).contains("checkin_interval"), "{}", stderr(&out));
+    assert!(!data.join("controller.addr").exists(), "it never listened");
+}
+
+#[test]
+fn pkg_build_names_the_missing_manifest_field_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("payload")).unwrap();
+    std::fs::write(
+        dir.path().join("manifest.toml"),
+        "name = \"app\"\nversion = \"1.0\"\nrelease_counter = 1\nplatforms = [\"linux\"]\n[install]\ncommand = [\"sh\", \"install.sh\"]\n",
+    )
+    .unwrap();
+    let out = rollcall()
+        .current_dir(dir.path())
+        .args(["pkg", "build", "--manifest", "manifest.toml", "--payload", "payload", "--out", "out"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(err.contains("verify") && err.contains("manifest.toml"), "{err}");
+    assert!(!dir.path().join("out").exists());
+}
+
+#[test]
+fn commands_without_credentials_say_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = rollcall()
+        .args(["agents", "list", "--creds"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("no admin credentials"), "{}", stderr(&out));
+    let out = rollcall().args(["rollout", "create", "app"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "missing --wave is a usage error");
+}
