@@ -1,7 +1,10 @@
 //! Compiles `proto/rollcall/v1/*.proto` with protox (pure Rust, no system protoc) and generates tonic code.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/rollcall/v1/agent.proto", "proto/rollcall/v1/admin.proto"];
+    let files = [
+        "proto/rollcall/v1/agent.proto",
+        "proto/rollcall/v1/admin.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

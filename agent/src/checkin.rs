@@ -43,7 +43,9 @@ pub struct Agent {
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agent").field("agent_id", &self.config.agent_id).finish()
+        f.debug_struct("Agent")
+            .field("agent_id", &self.config.agent_id)
+            .finish()
     }
 }
 
@@ -104,11 +106,17 @@ impl Agent {
     /// One check-in: send inventory if needed and all pending reports; record what the controller acknowledged.
     pub async fn check_in(&mut self) -> Result<v1::CheckInResponse, tonic::Status> {
         let (inv, hash) = self.current_inventory();
-        let send_inventory = self.controller_wants_inventory || self.state.inventory_hash_sent != hash;
+        let send_inventory =
+            self.controller_wants_inventory || self.state.inventory_hash_sent != hash;
         let request = v1::CheckInRequest {
             inventory: send_inventory.then_some(inv),
             inventory_hash: hash.clone(),
-            reports: self.state.pending_reports.iter().map(|r| r.to_proto()).collect(),
+            reports: self
+                .state
+                .pending_reports
+                .iter()
+                .map(|r| r.to_proto())
+                .collect(),
             agent_version: crate::VERSION.to_owned(),
             installed: self.state.installed_proto(),
         };
@@ -140,18 +148,27 @@ impl Agent {
     /// Work through one assignment: verify, download, check, install, report.
     pub async fn process(&mut self, a: &v1::Assignment) {
         let id = a.action_id.clone();
-        if self.state.actions.get(&id).is_some_and(|p| p.step.is_terminal()) {
+        if self
+            .state
+            .actions
+            .get(&id)
+            .is_some_and(|p| p.step.is_terminal())
+        {
             return;
         }
-        let progress = self.state.actions.entry(id.clone()).or_insert(ActionProgress {
-            target_name: a.target_name.clone(),
-            package: a.package.clone(),
-            version: a.version.clone(),
-            step: Step::Downloading,
-            attempts: 0,
-            updated_at: now(),
-            detail: String::new(),
-        });
+        let progress = self
+            .state
+            .actions
+            .entry(id.clone())
+            .or_insert(ActionProgress {
+                target_name: a.target_name.clone(),
+                package: a.package.clone(),
+                version: a.version.clone(),
+                step: Step::Downloading,
+                attempts: 0,
+                updated_at: now(),
+                detail: String::new(),
+            });
         progress.attempts += 1;
         self.save();
 
@@ -162,11 +179,21 @@ impl Agent {
         let manifest = prepared.info.manifest.clone();
         let platform = crate::platform::current();
         if !manifest.supports_platform(&platform) {
-            let detail = format!("package supports {} but this device is {platform}", manifest.platforms.join(", "));
-            return self.report(&id, Step::Skipped, Outcome::detail(detail)).await;
+            let detail = format!(
+                "package supports {} but this device is {platform}",
+                manifest.platforms.join(", ")
+            );
+            return self
+                .report(&id, Step::Skipped, Outcome::detail(detail))
+                .await;
         }
-        if let Some(refusal) = self.state.rollback_refusal(&manifest.name, manifest.release_counter) {
-            return self.report(&id, Step::Failed, Outcome::detail(refusal)).await;
+        if let Some(refusal) = self
+            .state
+            .rollback_refusal(&manifest.name, manifest.release_counter)
+        {
+            return self
+                .report(&id, Step::Failed, Outcome::detail(refusal))
+                .await;
         }
         let total = prepared.info.length;
         let outcome = Outcome {
@@ -190,7 +217,10 @@ impl Agent {
             Err(e) => return self.fetch_failed(&id, e).await,
         };
         let detail = if fetched.resumed_bytes > 0 && fetched.resumed_bytes < fetched.length {
-            format!("downloaded and verified (resumed at byte {})", fetched.resumed_bytes)
+            format!(
+                "downloaded and verified (resumed at byte {})",
+                fetched.resumed_bytes
+            )
         } else {
             "downloaded and verified".to_owned()
         };
@@ -201,7 +231,12 @@ impl Agent {
             ..Outcome::default()
         };
         self.report(&id, Step::Downloaded, outcome).await;
-        self.report(&id, Step::Installing, Outcome::detail("running install command")).await;
+        self.report(
+            &id,
+            Step::Installing,
+            Outcome::detail("running install command"),
+        )
+        .await;
         let (step, outcome) = install::install(&self.dirs, &id, &manifest, &fetched.payload).await;
         if step == Step::Succeeded {
             self.state.installed.insert(
@@ -227,12 +262,17 @@ impl Agent {
             }
             return;
         }
-        self.report(id, Step::Failed, Outcome::detail(e.to_string())).await;
+        self.report(id, Step::Failed, Outcome::detail(e.to_string()))
+            .await;
     }
 }
 
 /// Run until `shutdown` resolves.
-pub async fn run(dirs: AgentDirs, controller: Option<String>, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+pub async fn run(
+    dirs: AgentDirs,
+    controller: Option<String>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     let mut agent = Agent::load(dirs, controller)?;
     info!(agent = %agent.config.agent_id, site = %agent.config.site, controller = %agent.config.controller, "Agent started.");
     tokio::pin!(shutdown);

@@ -12,7 +12,11 @@ use crate::enroll::EnrollError;
 const EXIT_USAGE: u8 = 64;
 
 #[derive(Debug, Parser)]
-#[command(name = "rollcall-agent", version, about = "The rollcall endpoint agent")]
+#[command(
+    name = "rollcall-agent",
+    version,
+    about = "The rollcall endpoint agent"
+)]
 struct Args {
     /// Data directory (identity, state, downloads).
     #[arg(long, global = true, env = "ROLLCALL_AGENT_DATA", value_name = "DIR")]
@@ -53,7 +57,9 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
                 _ => ExitCode::from(EXIT_USAGE),
             };
         }
@@ -64,8 +70,15 @@ pub fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-    let dirs = AgentDirs::new(args.data.clone().unwrap_or_else(crate::platform::default_data_dir));
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let dirs = AgentDirs::new(
+        args.data
+            .clone()
+            .unwrap_or_else(crate::platform::default_data_dir),
+    );
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -83,13 +96,23 @@ pub fn main() -> ExitCode {
                     .or_else(|| sysinfo::System::host_name().ok())
                     .unwrap_or_else(|| "unknown".into());
                 let root = absolute(dirs.root());
-                let enrolled = crate::enroll::enroll(&AgentDirs::new(root), &controller, &token, &hostname).await?;
-                println!("Enrolled as {} at site {}", enrolled.agent_id, enrolled.site);
+                let enrolled =
+                    crate::enroll::enroll(&AgentDirs::new(root), &controller, &token, &hostname)
+                        .await?;
+                println!(
+                    "Enrolled as {} at site {}",
+                    enrolled.agent_id, enrolled.site
+                );
                 Ok(())
             }
             Cmd::Run { controller } => {
                 let root = absolute(dirs.root());
-                crate::checkin::run(AgentDirs::new(root), controller, crate::platform::shutdown_signal()).await?;
+                crate::checkin::run(
+                    AgentDirs::new(root),
+                    controller,
+                    crate::platform::shutdown_signal(),
+                )
+                .await?;
                 Ok(())
             }
             Cmd::Status { json } => crate::status::print(&dirs, json),
@@ -99,9 +122,19 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
-            let usage = e.downcast_ref::<ConfigError>().is_some_and(|c| matches!(c, ConfigError::NotEnrolled { .. } | ConfigError::Invalid { .. }))
-                || e.downcast_ref::<EnrollError>().is_some_and(|c| matches!(c, EnrollError::BadToken(_) | EnrollError::AlreadyEnrolled { .. }))
-                || e.downcast_ref::<crate::checkin::RunError>().is_some_and(|c| matches!(c, crate::checkin::RunError::Config(_)));
+            let usage = e.downcast_ref::<ConfigError>().is_some_and(|c| {
+                matches!(
+                    c,
+                    ConfigError::NotEnrolled { .. } | ConfigError::Invalid { .. }
+                )
+            }) || e.downcast_ref::<EnrollError>().is_some_and(|c| {
+                matches!(
+                    c,
+                    EnrollError::BadToken(_) | EnrollError::AlreadyEnrolled { .. }
+                )
+            }) || e
+                .downcast_ref::<crate::checkin::RunError>()
+                .is_some_and(|c| matches!(c, crate::checkin::RunError::Config(_)));
             ExitCode::from(if usage { EXIT_USAGE } else { 1 })
         }
     }

@@ -60,11 +60,17 @@ pub enum ConfigError {
     #[error("{path} is not an enrolled agent: run `rollcall-agent enroll --controller URL --token TOKEN --data {dir}`")]
     NotEnrolled { path: PathBuf, dir: PathBuf },
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config {path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// `agent.toml`.
@@ -112,9 +118,11 @@ impl AgentConfig {
             "# rollcall agent configuration, written by `rollcall-agent enroll`.\n{}",
             toml::to_string(self).unwrap_or_default()
         );
-        crate::state::write_atomic(&dirs.config(), text.as_bytes(), 0o644).map_err(|source| ConfigError::Write {
-            path: dirs.config(),
-            source,
+        crate::state::write_atomic(&dirs.config(), text.as_bytes(), 0o644).map_err(|source| {
+            ConfigError::Write {
+                path: dirs.config(),
+                source,
+            }
         })
     }
 }

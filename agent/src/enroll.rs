@@ -29,7 +29,10 @@ pub enum EnrollError {
     #[error("cannot make a key pair: {0}")]
     Key(String),
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What enrollment produced.
@@ -39,7 +42,12 @@ pub struct Enrolled {
     pub site: String,
 }
 
-pub async fn enroll(dirs: &AgentDirs, controller: &str, token: &str, hostname: &str) -> Result<Enrolled, EnrollError> {
+pub async fn enroll(
+    dirs: &AgentDirs,
+    controller: &str,
+    token: &str,
+    hostname: &str,
+) -> Result<Enrolled, EnrollError> {
     let token = Token::parse(token).map_err(EnrollError::BadToken)?;
     if let Ok(existing) = AgentConfig::load(dirs) {
         return Err(EnrollError::AlreadyEnrolled {
@@ -47,13 +55,21 @@ pub async fn enroll(dirs: &AgentDirs, controller: &str, token: &str, hostname: &
             agent_id: existing.agent_id,
         });
     }
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| EnrollError::Key(e.to_string()))?;
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| EnrollError::Key(e.to_string()))?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, hostname);
-    let csr = params.serialize_request(&key).map_err(|e| EnrollError::Key(e.to_string()))?;
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| EnrollError::Key(e.to_string()))?;
 
-    let channel = rollcall_proto::connect(controller, ServerTrust::PinnedCa(token.ca_sha256.clone()), None).await?;
+    let channel = rollcall_proto::connect(
+        controller,
+        ServerTrust::PinnedCa(token.ca_sha256.clone()),
+        None,
+    )
+    .await?;
     let resp = AgentServiceClient::new(channel)
         .enroll(v1::EnrollRequest {
             token: token.to_string(),
@@ -65,7 +81,7 @@ pub async fn enroll(dirs: &AgentDirs, controller: &str, token: &str, hostname: &
         .await
         .map_err(|s| match s.code() {
             tonic::Code::Unavailable | tonic::Code::Unknown => {
-                EnrollError::Unreachable(format!("{}", s.message()))
+                EnrollError::Unreachable(s.message().to_string())
             }
             code => EnrollError::Refused {
                 code,
@@ -93,8 +109,16 @@ pub async fn enroll(dirs: &AgentDirs, controller: &str, token: &str, hostname: &
         write_atomic(&path, bytes, mode).map_err(|source| EnrollError::Write { path, source })
     };
     write(dirs.key(), key.serialize_pem().as_bytes(), 0o600)?;
-    write(dirs.cert(), pem("CERTIFICATE", &resp.certificate_der).as_bytes(), 0o644)?;
-    write(dirs.ca(), pem("CERTIFICATE", &resp.ca_certificate_der).as_bytes(), 0o644)?;
+    write(
+        dirs.cert(),
+        pem("CERTIFICATE", &resp.certificate_der).as_bytes(),
+        0o644,
+    )?;
+    write(
+        dirs.ca(),
+        pem("CERTIFICATE", &resp.ca_certificate_der).as_bytes(),
+        0o644,
+    )?;
     write(dirs.root_pin(), &resp.trusted_root, 0o644)?;
     for dir in [dirs.tuf_datastore(), dirs.downloads()] {
         std::fs::create_dir_all(&dir).map_err(|source| EnrollError::Write { path: dir, source })?;

@@ -12,7 +12,11 @@ pub fn collect(hostname: Option<&str>) -> v1::Inventory {
         Ok(mut sys) => {
             sys.refresh_memory();
             sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
-            let brand = sys.cpus().first().map(|c| c.brand().trim().to_owned()).unwrap_or_default();
+            let brand = sys
+                .cpus()
+                .first()
+                .map(|c| c.brand().trim().to_owned())
+                .unwrap_or_default();
             (brand, sys.cpus().len() as u32, sys.total_memory())
         }
         Err(_) => (String::new(), 0, 0),
@@ -37,7 +41,11 @@ pub fn collect(hostname: Option<&str>) -> v1::Inventory {
                 .map(|(name, data)| v1::NetworkInterface {
                     name: name.to_string_lossy().into_owned(),
                     mac_address: data.mac_address().to_string(),
-                    addresses: data.ip_networks().iter().map(|n| format!("{}/{}", n.addr, n.prefix)).collect(),
+                    addresses: data
+                        .ip_networks()
+                        .iter()
+                        .map(|n| format!("{}/{}", n.addr, n.prefix))
+                        .collect(),
                 })
                 .collect()
         })

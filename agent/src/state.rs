@@ -12,11 +12,17 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot read agent state {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("agent state {path} is corrupt: {reason}")]
     Corrupt { path: String, reason: String },
     #[error("cannot write agent state {path}: {source}")]
-    Write { path: String, source: std::io::Error },
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Where an action stands on this device.
@@ -34,7 +40,10 @@ pub enum Step {
 
 impl Step {
     pub fn is_terminal(self) -> bool {
-        matches!(self, Step::Succeeded | Step::Failed | Step::RolledBack | Step::Skipped)
+        matches!(
+            self,
+            Step::Succeeded | Step::Failed | Step::RolledBack | Step::Skipped
+        )
     }
 
     pub fn to_proto(self) -> v1::ActionState {
@@ -182,7 +191,8 @@ impl AgentState {
 
     /// Drop reports the controller acknowledged.
     pub fn acknowledge(&mut self, report_ids: &[String]) {
-        self.pending_reports.retain(|r| !report_ids.contains(&r.report_id));
+        self.pending_reports
+            .retain(|r| !report_ids.contains(&r.report_id));
     }
 
     /// The anti-rollback rule: a release counter below the installed one is refused.
@@ -312,7 +322,10 @@ mod tests {
                 installed_at: 0,
             },
         );
-        assert!(s.rollback_refusal("app", 4).unwrap().contains("lower than the installed 5"));
+        assert!(s
+            .rollback_refusal("app", 4)
+            .unwrap()
+            .contains("lower than the installed 5"));
         assert_eq!(s.rollback_refusal("app", 5), None);
         assert_eq!(s.rollback_refusal("app", 6), None);
     }

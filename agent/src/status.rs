@@ -30,7 +30,10 @@ pub fn print(dirs: &AgentDirs, as_json: bool) -> anyhow::Result<()> {
     } else {
         format!("{}s ago", now - state.last_checkin)
     };
-    println!("  last check-in: {last} (interval {}s)", state.checkin_interval_secs);
+    println!(
+        "  last check-in: {last} (interval {}s)",
+        state.checkin_interval_secs
+    );
     println!("  unsent reports: {}", state.pending_reports.len());
     println!("Installed:");
     if state.installed.is_empty() {
@@ -44,7 +47,13 @@ pub fn print(dirs: &AgentDirs, as_json: bool) -> anyhow::Result<()> {
         println!("  (none)");
     }
     for (id, a) in &state.actions {
-        println!("  {id}: {}@{} {} — {}", a.package, a.version, a.step.as_str(), a.detail);
+        println!(
+            "  {id}: {}@{} {} — {}",
+            a.package,
+            a.version,
+            a.step.as_str(),
+            a.detail
+        );
     }
     Ok(())
 }

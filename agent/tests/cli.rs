@@ -9,17 +9,28 @@ fn agent() -> Command {
 #[test]
 fn status_of_a_folder_that_never_enrolled_says_how_to_enroll() {
     let dir = tempfile::tempdir().unwrap();
-    let out = agent().args(["status", "--data"]).arg(dir.path()).output().unwrap();
+    let out = agent()
+        .args(["status", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("is not an enrolled agent") && stderr.contains("rollcall-agent enroll"), "{stderr}");
+    assert!(
+        stderr.contains("is not an enrolled agent") && stderr.contains("rollcall-agent enroll"),
+        "{stderr}"
+    );
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
 }
 
 #[test]
 fn run_refuses_to_start_unenrolled_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let out = agent().args(["run", "--data"]).arg(dir.path()).output().unwrap();
+    let out = agent()
+        .args(["run", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
@@ -28,7 +39,14 @@ fn run_refuses_to_start_unenrolled_and_writes_nothing() {
 fn a_malformed_token_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = agent()
-        .args(["enroll", "--controller", "https://127.0.0.1:1", "--token", "hello", "--data"])
+        .args([
+            "enroll",
+            "--controller",
+            "https://127.0.0.1:1",
+            "--token",
+            "hello",
+            "--data",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();

@@ -17,7 +17,10 @@ pub enum BlobError {
     #[error("payload hashed to {actual}, not the announced {announced}")]
     HashMismatch { announced: String, actual: String },
     #[error("blob store I/O on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -38,7 +41,9 @@ pub struct BlobWriter {
 }
 
 pub fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
@@ -58,7 +63,9 @@ impl Blobs {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        Ok(Blobs { dir: dir.to_owned() })
+        Ok(Blobs {
+            dir: dir.to_owned(),
+        })
     }
 
     pub fn path(&self, sha256: &str) -> Result<PathBuf, BlobError> {
@@ -94,11 +101,17 @@ impl Blobs {
     }
 
     /// Open a stored blob positioned at `offset`; returns the file and the blob's full length.
-    pub async fn read_from(&self, sha256: &str, offset: u64) -> Result<(tokio::fs::File, u64), BlobError> {
+    pub async fn read_from(
+        &self,
+        sha256: &str,
+        offset: u64,
+    ) -> Result<(tokio::fs::File, u64), BlobError> {
         let path = self.path(sha256)?;
         let mut file = tokio::fs::File::open(&path).await.map_err(io(&path))?;
         let len = file.metadata().await.map_err(io(&path))?.len();
-        file.seek(std::io::SeekFrom::Start(offset.min(len))).await.map_err(io(&path))?;
+        file.seek(std::io::SeekFrom::Start(offset.min(len)))
+            .await
+            .map_err(io(&path))?;
         Ok((file, len))
     }
 }
@@ -125,7 +138,9 @@ impl BlobWriter {
     pub async fn finish(mut self) -> Result<(), BlobError> {
         let result = self.check_and_sync().await;
         match result {
-            Ok(()) => tokio::fs::rename(&self.tmp, &self.final_path).await.map_err(io(&self.final_path)),
+            Ok(()) => tokio::fs::rename(&self.tmp, &self.final_path)
+                .await
+                .map_err(io(&self.final_path)),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&self.tmp).await;
                 Err(e)
@@ -169,18 +184,30 @@ mod tests {
 
         let mut w = blobs.writer(&sha, data.len() as u64).await.unwrap();
         w.write(b"payload bytez").await.unwrap();
-        assert!(matches!(w.finish().await, Err(BlobError::HashMismatch { .. })));
+        assert!(matches!(
+            w.finish().await,
+            Err(BlobError::HashMismatch { .. })
+        ));
         assert!(!blobs.contains(&sha, data.len() as u64));
 
         let mut w = blobs.writer(&sha, 3).await.unwrap();
-        assert!(matches!(w.write(data).await, Err(BlobError::TooLong { .. })));
+        assert!(matches!(
+            w.write(data).await,
+            Err(BlobError::TooLong { .. })
+        ));
         w.discard().await;
 
         let mut w = blobs.writer(&sha, data.len() as u64).await.unwrap();
         w.write(data).await.unwrap();
         w.finish().await.unwrap();
         assert!(blobs.contains(&sha, data.len() as u64));
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
-        assert!(matches!(blobs.path("../etc/passwd"), Err(BlobError::BadName(_))));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        assert!(matches!(
+            blobs.path("../etc/passwd"),
+            Err(BlobError::BadName(_))
+        ));
     }
 }

@@ -80,7 +80,10 @@ impl ControllerConfig {
         if config.version != 1 {
             return Err(Error::Config {
                 path: path.to_owned(),
-                reason: format!("unsupported version {} (this controller reads version 1)", config.version),
+                reason: format!(
+                    "unsupported version {} (this controller reads version 1)",
+                    config.version
+                ),
             });
         }
         if config.checkin_interval.is_zero() {
@@ -115,13 +118,23 @@ mod tests {
 
     #[test]
     fn bad_config_names_the_problem() {
-        let e = ControllerConfig::parse("version = 2", Path::new("c.toml")).unwrap_err().to_string();
-        assert!(e.contains("c.toml") && e.contains("unsupported version 2"), "{e}");
-        let e = ControllerConfig::parse("version = 1\ncheckin_interval = \"soon\"", Path::new("c.toml"))
+        let e = ControllerConfig::parse("version = 2", Path::new("c.toml"))
             .unwrap_err()
             .to_string();
+        assert!(
+            e.contains("c.toml") && e.contains("unsupported version 2"),
+            "{e}"
+        );
+        let e = ControllerConfig::parse(
+            "version = 1\ncheckin_interval = \"soon\"",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("checkin_interval") || e.contains("soon"), "{e}");
-        let e = ControllerConfig::parse("version = 1\nlisten_addr = \"x\"", Path::new("c.toml")).unwrap_err().to_string();
+        let e = ControllerConfig::parse("version = 1\nlisten_addr = \"x\"", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen_addr"), "{e}");
     }
 }

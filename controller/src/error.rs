@@ -7,10 +7,18 @@ use crate::store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
-    #[error("{path} is already a controller data directory (found {found}); refusing to overwrite it")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is already a controller data directory (found {found}); refusing to overwrite it"
+    )]
     AlreadyInitialised { path: PathBuf, found: PathBuf },
     #[error("{path} is not a controller data directory: run `rollcall-controller init --data {path}` first")]
     NotInitialised { path: PathBuf },
@@ -25,7 +33,10 @@ pub enum Error {
     #[error(transparent)]
     Packaging(#[from] rollcall_packaging::Error),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("gRPC server failed: {0}")]
     Serve(String),
 }

@@ -48,7 +48,11 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
     let ca = Ca::generate("rollcall device CA")?;
     ca.save(&data.ca_cert(), &data.ca_key())?;
 
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     if let Some(host) = local_hostname() {
         names.push(host);
     }
@@ -60,7 +64,11 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
     let server = ca.issue_server(&names, SERVER_CERT_VALIDITY)?;
     let chain = format!("{}{}", server.pem, ca.cert_pem());
     write_atomic(&data.server_cert(), chain.as_bytes(), 0o644)?;
-    write_atomic(&data.server_key(), server.key_pem.unwrap_or_default().as_bytes(), 0o600)?;
+    write_atomic(
+        &data.server_key(),
+        server.key_pem.unwrap_or_default().as_bytes(),
+        0o600,
+    )?;
 
     rollcall_packaging::keys::generate_key(&data.snapshot_key())?;
     rollcall_packaging::keys::generate_key(&data.timestamp_key())?;
@@ -75,7 +83,11 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
     let creds = data.admin_creds();
     write_atomic(&creds.join("ca.crt"), ca.cert_pem().as_bytes(), 0o644)?;
     write_atomic(&creds.join("client.crt"), admin.pem.as_bytes(), 0o644)?;
-    write_atomic(&creds.join("client.key"), admin.key_pem.clone().unwrap_or_default().as_bytes(), 0o600)?;
+    write_atomic(
+        &creds.join("client.key"),
+        admin.key_pem.clone().unwrap_or_default().as_bytes(),
+        0o600,
+    )?;
     store.put_cert(
         &rollcall_proto::sha256_hex(&admin.der),
         &CertRecord {

@@ -18,31 +18,81 @@ fn stderr(out: &std::process::Output) -> String {
 fn init_creates_a_data_dir_and_refuses_to_overwrite_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = controller().args(["init", "--data"]).arg(&data).output().unwrap();
+    let out = controller()
+        .args(["init", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    for f in ["controller.toml", "ca/ca.crt", "ca/ca.key", "tls/server.crt", "tuf/snapshot.pk8", "tuf/online-keys.json", "admin/client.crt"] {
+    for f in [
+        "controller.toml",
+        "ca/ca.crt",
+        "ca/ca.key",
+        "tls/server.crt",
+        "tuf/snapshot.pk8",
+        "tuf/online-keys.json",
+        "admin/client.crt",
+    ] {
         assert!(data.join(f).exists(), "{f}");
     }
     let ca_before = std::fs::read(data.join("ca/ca.key")).unwrap();
-    let out = controller().args(["init", "--data"]).arg(&data).output().unwrap();
+    let out = controller()
+        .args(["init", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
-    assert!(stderr(&out).contains("already a controller data directory"), "{}", stderr(&out));
-    assert_eq!(std::fs::read(data.join("ca/ca.key")).unwrap(), ca_before, "the CA key was not replaced");
+    assert!(
+        stderr(&out).contains("already a controller data directory"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read(data.join("ca/ca.key")).unwrap(),
+        ca_before,
+        "the CA key was not replaced"
+    );
 }
 
 #[test]
 fn serve_refuses_an_uninitialised_dir_and_a_bad_config() {
     let dir = tempfile::tempdir().unwrap();
-    let out = controller().args(["serve", "--data"]).arg(dir.path()).output().unwrap();
+    let out = controller()
+        .args(["serve", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
-    assert!(stderr(&out).contains("rollcall-controller init"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("rollcall-controller init"),
+        "{}",
+        stderr(&out)
+    );
 
     let data = dir.path().join("data");
-    assert!(controller().args(["init", "--data"]).arg(&data).output().unwrap().status.success());
-    std::fs::write(data.join("controller.toml"), "version = 1\ncheckin_interval = \"often\"\n").unwrap();
-    let out = controller().args(["serve", "--data"]).arg(&data).output().unwrap();
+    assert!(controller()
+        .args(["init", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    std::fs::write(
+        data.join("controller.toml"),
+        "version = 1\ncheckin_interval = \"often\"\n",
+    )
+    .unwrap();
+    let out = controller()
+        .args(["serve", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
-    assert!(stderr(&out).contains("controller.toml") && stderr(&out).contains("checkin_interval"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("controller.toml") && stderr(&out).contains("checkin_interval"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!data.join("controller.addr").exists(), "it never listened");
 }
 
@@ -57,12 +107,24 @@ fn pkg_build_names_the_missing_manifest_field_and_writes_nothing() {
     .unwrap();
     let out = rollcall()
         .current_dir(dir.path())
-        .args(["pkg", "build", "--manifest", "manifest.toml", "--payload", "payload", "--out", "out"])
+        .args([
+            "pkg",
+            "build",
+            "--manifest",
+            "manifest.toml",
+            "--payload",
+            "payload",
+            "--out",
+            "out",
+        ])
         .output()
         .unwrap();
     assert_ne!(out.status.code(), Some(0));
     let err = stderr(&out);
-    assert!(err.contains("verify") && err.contains("manifest.toml"), "{err}");
+    assert!(
+        err.contains("verify") && err.contains("manifest.toml"),
+        "{err}"
+    );
     assert!(!dir.path().join("out").exists());
 }
 
@@ -75,7 +137,18 @@ fn commands_without_credentials_say_what_is_missing() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
-    assert!(stderr(&out).contains("no admin credentials"), "{}", stderr(&out));
-    let out = rollcall().args(["rollout", "create", "app"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(64), "missing --wave is a usage error");
+    assert!(
+        stderr(&out).contains("no admin credentials"),
+        "{}",
+        stderr(&out)
+    );
+    let out = rollcall()
+        .args(["rollout", "create", "app"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "missing --wave is a usage error"
+    );
 }

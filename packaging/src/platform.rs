@@ -30,7 +30,9 @@ pub fn os_of(platform: &str) -> &str {
 /// the exact platform, or its OS.
 pub fn matches(platforms: &[String], platform: &str) -> bool {
     let os = os_of(platform);
-    platforms.iter().any(|p| p == "any" || p == platform || p == os)
+    platforms
+        .iter()
+        .any(|p| p == "any" || p == platform || p == os)
 }
 
 /// Why a manifest's platform entry is not one we know, or `None` when it is valid.

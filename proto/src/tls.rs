@@ -17,6 +17,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+/// Certificate and key types, re-exported for callers that build identities in memory.
+pub use rustls::pki_types;
+
 /// Lowercase hex sha256 of some bytes: certificate fingerprints, root pins, payload names.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -94,10 +97,18 @@ impl ClientIdentity {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| read_err("client certificate", cert, &e))?;
         if chain.is_empty() {
-            return Err(read_err("client certificate", cert, &"no certificate in file"));
+            return Err(read_err(
+                "client certificate",
+                cert,
+                &"no certificate in file",
+            ));
         }
-        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| read_err("private key", key, &e))?;
-        Ok(ClientIdentity { chain, key: key_der })
+        let key_der =
+            PrivateKeyDer::from_pem_file(key).map_err(|e| read_err("private key", key, &e))?;
+        Ok(ClientIdentity {
+            chain,
+            key: key_der,
+        })
     }
 }
 
@@ -127,7 +138,11 @@ pub fn connect_lazy(
     Ok(endpoint.connect_with_connector_lazy(connector))
 }
 
-type Connector = tower::util::BoxCloneSyncService<Uri, TokioIo<tokio_rustls::client::TlsStream<TcpStream>>, std::io::Error>;
+type Connector = tower::util::BoxCloneSyncService<
+    Uri,
+    TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+    std::io::Error,
+>;
 
 fn endpoint(
     url: &str,
@@ -138,13 +153,18 @@ fn endpoint(
         url: url.to_owned(),
         reason: reason.to_owned(),
     };
-    let uri: Uri = url.parse().map_err(|e: tonic::codegen::http::uri::InvalidUri| bad(&e.to_string()))?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: tonic::codegen::http::uri::InvalidUri| bad(&e.to_string()))?;
     if uri.scheme_str() != Some("https") {
         return Err(bad("the scheme must be https"));
     }
     let host = uri.host().ok_or_else(|| bad("no host"))?;
     let port = uri.port_u16().ok_or_else(|| bad("no port"))?;
-    let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let bare_host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let server_name = ServerName::try_from(bare_host.clone()).map_err(|e| bad(&e.to_string()))?;
     let addr = if bare_host.contains(':') {
         format!("[{bare_host}]:{port}")
@@ -187,12 +207,14 @@ fn client_config(
             roots.add(ca)?;
             builder.with_root_certificates(roots)
         }
-        ServerTrust::PinnedCa(pin) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedCaVerifier {
-                pin: pin.to_ascii_lowercase(),
-                provider,
-            })),
+        ServerTrust::PinnedCa(pin) => {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedCaVerifier {
+                    pin: pin.to_ascii_lowercase(),
+                    provider,
+                }))
+        }
     };
     let mut config = match identity {
         Some(id) => builder.with_client_auth_cert(id.chain, id.key)?,
@@ -228,9 +250,10 @@ impl ServerCertVerifier for PinnedCaVerifier {
             })?;
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned())?;
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
         verifier.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
     }
 
@@ -240,7 +263,12 @@ impl ServerCertVerifier for PinnedCaVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -249,11 +277,18 @@ impl ServerCertVerifier for PinnedCaVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

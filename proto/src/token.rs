@@ -46,7 +46,11 @@ impl Token {
 
 impl std::fmt::Display for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{PREFIX}.{}.{}.{}", self.secret, self.ca_sha256, self.root_sha256)
+        write!(
+            f,
+            "{PREFIX}.{}.{}.{}",
+            self.secret, self.ca_sha256, self.root_sha256
+        )
     }
 }
 

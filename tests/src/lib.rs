@@ -44,7 +44,8 @@ impl<'a> PackageSpec<'a> {
             version,
             release_counter,
             install: "echo \"$ROLLCALL_VERSION\" > \"$ROLLCALL_DATA_DIR/$ROLLCALL_PACKAGE.marker\"",
-            verify: "grep -qx \"$ROLLCALL_VERSION\" \"$ROLLCALL_DATA_DIR/$ROLLCALL_PACKAGE.marker\"",
+            verify:
+                "grep -qx \"$ROLLCALL_VERSION\" \"$ROLLCALL_DATA_DIR/$ROLLCALL_PACKAGE.marker\"",
             rollback: None,
             install_timeout_secs: 60,
         }
@@ -54,7 +55,9 @@ impl<'a> PackageSpec<'a> {
 impl Cluster {
     /// Start a controller (check-in every second) and set up the admin's keys and image repository.
     pub async fn start() -> anyhow::Result<Cluster> {
-        let dir = tempfile::Builder::new().prefix("rollcall-test-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("rollcall-test-")
+            .tempdir()?;
         let controller = LocalController::start(&dir.path().join("controller"), "1s").await?;
         let admin = controller.admin().await?;
         let keys = dir.path().join("keys");
@@ -90,19 +93,36 @@ impl Cluster {
             "name = \"{}\"\nversion = \"{}\"\nrelease_counter = {}\nplatforms = [\"linux\"]\n\n[install]\ncommand = [\"sh\", \"install.sh\"]\ntimeout_secs = {}\n\n[verify]\ncommand = [\"sh\", \"verify.sh\"]\ntimeout_secs = 30\n",
             spec.name, spec.version, spec.release_counter, spec.install_timeout_secs
         );
-        std::fs::write(src.join("payload/install.sh"), format!("set -eu\n{}\n", spec.install))?;
-        std::fs::write(src.join("payload/verify.sh"), format!("set -eu\n{}\n", spec.verify))?;
+        std::fs::write(
+            src.join("payload/install.sh"),
+            format!("set -eu\n{}\n", spec.install),
+        )?;
+        std::fs::write(
+            src.join("payload/verify.sh"),
+            format!("set -eu\n{}\n", spec.verify),
+        )?;
         if let Some(rollback) = spec.rollback {
-            manifest.push_str("\n[rollback]\ncommand = [\"sh\", \"rollback.sh\"]\ntimeout_secs = 30\n");
-            std::fs::write(src.join("payload/rollback.sh"), format!("set -eu\n{rollback}\n"))?;
+            manifest
+                .push_str("\n[rollback]\ncommand = [\"sh\", \"rollback.sh\"]\ntimeout_secs = 30\n");
+            std::fs::write(
+                src.join("payload/rollback.sh"),
+                format!("set -eu\n{rollback}\n"),
+            )?;
         }
         std::fs::write(src.join("manifest.toml"), manifest)?;
-        let (path, _) = pkg::build(&src.join("manifest.toml"), &src.join("payload"), &self.path("out"))?;
+        let (path, _) = pkg::build(
+            &src.join("manifest.toml"),
+            &src.join("payload"),
+            &self.path("out"),
+        )?;
         Ok(path)
     }
 
     /// Build, sign with the targets key, and push.
-    pub async fn publish(&self, spec: &PackageSpec<'_>) -> anyhow::Result<v1::PushMetadataResponse> {
+    pub async fn publish(
+        &self,
+        spec: &PackageSpec<'_>,
+    ) -> anyhow::Result<v1::PushMetadataResponse> {
         let package = self.build(spec)?;
         pkg::sign(&self.repo, &self.keys, &package, Duration::from_secs(86400)).await?;
         pkg::push(&self.admin, &self.repo).await
@@ -130,7 +150,8 @@ impl Cluster {
         for i in 0..count {
             let hostname = format!("{site}-{:02}", self.agents.len() + i + 1);
             let data = self.path(&format!("agents/{hostname}"));
-            let mut agent = LocalAgent::enroll(&data, &self.controller().url, &token, &hostname).await?;
+            let mut agent =
+                LocalAgent::enroll(&data, &self.controller().url, &token, &hostname).await?;
             agent.start()?;
             dirs.push(data);
             self.agents.push(agent);
@@ -139,7 +160,12 @@ impl Cluster {
     }
 
     /// Create and start a rollout of `package@version` with one wave per entry of `waves`.
-    pub async fn rollout(&self, package: &str, version: &str, waves: &[&[&str]]) -> anyhow::Result<String> {
+    pub async fn rollout(
+        &self,
+        package: &str,
+        version: &str,
+        waves: &[&[&str]],
+    ) -> anyhow::Result<String> {
         let mut rpc = self.admin.rpc.clone();
         let created = rpc
             .create_rollout(v1::CreateRolloutRequest {
@@ -155,7 +181,10 @@ impl Cluster {
             })
             .await?
             .into_inner();
-        rpc.start_rollout(v1::RolloutRef { id: created.id.clone() }).await?;
+        rpc.start_rollout(v1::RolloutRef {
+            id: created.id.clone(),
+        })
+        .await?;
         Ok(created.id)
     }
 
@@ -177,7 +206,9 @@ impl Cluster {
             let state = v1::RolloutState::try_from(s.state).unwrap_or_default();
             if matches!(
                 state,
-                v1::RolloutState::Completed | v1::RolloutState::Paused | v1::RolloutState::Cancelled
+                v1::RolloutState::Completed
+                    | v1::RolloutState::Paused
+                    | v1::RolloutState::Cancelled
             ) {
                 return Ok(s);
             }
@@ -201,13 +232,18 @@ impl Cluster {
 /// The agent's local state file, parsed.
 pub fn agent_state(data: &Path) -> anyhow::Result<serde_json::Value> {
     let path = data.join("state.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     Ok(serde_json::from_str(&text)?)
 }
 
 /// Files in a folder (empty when it does not exist).
 pub fn files_in(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }

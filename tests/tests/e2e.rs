@@ -11,7 +11,10 @@ fn state_of(s: &v1::RolloutStatus) -> v1::RolloutState {
 }
 
 fn device<'a>(s: &'a v1::RolloutStatus, site: &str) -> &'a v1::DeviceStatus {
-    s.devices.iter().find(|d| d.site == site).expect("device of site")
+    s.devices
+        .iter()
+        .find(|d| d.site == site)
+        .expect("device of site")
 }
 
 fn action_state(d: &v1::DeviceStatus) -> v1::ActionState {
@@ -26,17 +29,31 @@ async fn demo_runs_twelve_agents_through_three_waves() {
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(summary["agents"], 12);
-    assert_eq!(summary["markers"], 12, "every agent ran the signed install command");
+    assert_eq!(
+        summary["markers"], 12,
+        "every agent ran the signed install command"
+    );
     let rollout = &summary["rollout"];
     assert_eq!(rollout["state"], "completed");
     let waves = rollout["waves"].as_array().unwrap();
     assert_eq!(waves.len(), 3);
     for wave in waves {
         assert_eq!(wave["sites"].as_array().unwrap().len(), 1);
-        assert_eq!((wave["succeeded"].as_u64(), wave["failed"].as_u64(), wave["pending"].as_u64()), (Some(4), Some(0), Some(0)));
+        assert_eq!(
+            (
+                wave["succeeded"].as_u64(),
+                wave["failed"].as_u64(),
+                wave["pending"].as_u64()
+            ),
+            (Some(4), Some(0), Some(0))
+        );
     }
 }
 
@@ -46,10 +63,14 @@ async fn a_failed_install_rolls_back_and_stops_the_rollout_at_the_first_site() {
     let first = c.add_agents("first", 1).await.unwrap();
     let second = c.add_agents("second", 1).await.unwrap();
     let mut bad = PackageSpec::marker("bad-app", "1.0", 1);
-    bad.install = "echo installing; touch \"$ROLLCALL_DATA_DIR/bad-app.partial\"; echo disk full >&2; exit 3";
+    bad.install =
+        "echo installing; touch \"$ROLLCALL_DATA_DIR/bad-app.partial\"; echo disk full >&2; exit 3";
     bad.rollback = Some("rm -f \"$ROLLCALL_DATA_DIR/bad-app.partial\"; echo rolled back");
     c.publish(&bad).await.unwrap();
-    let id = c.rollout("bad-app", "1.0", &[&["first"], &["second"]]).await.unwrap();
+    let id = c
+        .rollout("bad-app", "1.0", &[&["first"], &["second"]])
+        .await
+        .unwrap();
     let s = c.settle(&id).await.unwrap();
 
     assert_eq!(state_of(&s), v1::RolloutState::Paused);
@@ -57,11 +78,25 @@ async fn a_failed_install_rolls_back_and_stops_the_rollout_at_the_first_site() {
     let d = device(&s, "first");
     assert_eq!(action_state(d), v1::ActionState::RolledBack);
     assert_eq!(d.exit_code, Some(3));
-    assert!(d.detail.contains("install command exited 3; rolled back"), "{}", d.detail);
+    assert!(
+        d.detail.contains("install command exited 3; rolled back"),
+        "{}",
+        d.detail
+    );
     assert!(d.output_tail.contains("disk full"), "{}", d.output_tail);
-    assert!(!first[0].join("bad-app.partial").exists(), "the rollback command ran");
-    assert_eq!(action_state(device(&s, "second")), v1::ActionState::Pending, "second site never offered");
-    assert!(agent_state(&first[0]).unwrap()["installed"].as_object().unwrap().is_empty());
+    assert!(
+        !first[0].join("bad-app.partial").exists(),
+        "the rollback command ran"
+    );
+    assert_eq!(
+        action_state(device(&s, "second")),
+        v1::ActionState::Pending,
+        "second site never offered"
+    );
+    assert!(agent_state(&first[0]).unwrap()["installed"]
+        .as_object()
+        .unwrap()
+        .is_empty());
     assert!(!second[0].join("bad-app.marker").exists());
 
     // A hanging install is killed at its timeout and reported; nothing counts as installed.
@@ -73,15 +108,25 @@ async fn a_failed_install_rolls_back_and_stops_the_rollout_at_the_first_site() {
     let s = c.settle(&id).await.unwrap();
     let d = device(&s, "second");
     assert_eq!(action_state(d), v1::ActionState::Failed);
-    assert!(d.detail.contains("install command timed out after 2s"), "{}", d.detail);
-    assert!(agent_state(&second[0]).unwrap()["installed"].as_object().unwrap().is_empty());
+    assert!(
+        d.detail.contains("install command timed out after 2s"),
+        "{}",
+        d.detail
+    );
+    assert!(agent_state(&second[0]).unwrap()["installed"]
+        .as_object()
+        .unwrap()
+        .is_empty());
     c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_payload_is_refused_and_nothing_is_installed() {
     let mut c = Cluster::start().await.unwrap();
-    let pushed = c.publish(&PackageSpec::marker("app", "1.0", 1)).await.unwrap();
+    let pushed = c
+        .publish(&PackageSpec::marker("app", "1.0", 1))
+        .await
+        .unwrap();
     let sha = &pushed.new_packages[0].sha256;
     // A compromised controller (or disk) flips one byte of the stored payload.
     let blob = c.controller().data.join("blobs").join(sha);
@@ -97,33 +142,88 @@ async fn a_tampered_payload_is_refused_and_nothing_is_installed() {
     assert_eq!(action_state(d), v1::ActionState::Failed);
     assert!(d.detail.contains("failed verification"), "{}", d.detail);
     assert!(!agents[0].join("app.marker").exists(), "install never ran");
-    assert!(files_in(&agents[0].join("staged")).is_empty(), "nothing staged");
-    assert!(files_in(&agents[0].join("downloads")).is_empty(), "bad partial download discarded");
-    assert!(files_in(&agents[0].join("work")).is_empty(), "nothing extracted");
-    assert!(agent_state(&agents[0]).unwrap()["installed"].as_object().unwrap().is_empty());
+    assert!(
+        files_in(&agents[0].join("staged")).is_empty(),
+        "nothing staged"
+    );
+    assert!(
+        files_in(&agents[0].join("downloads")).is_empty(),
+        "bad partial download discarded"
+    );
+    assert!(
+        files_in(&agents[0].join("work")).is_empty(),
+        "nothing extracted"
+    );
+    assert!(agent_state(&agents[0]).unwrap()["installed"]
+        .as_object()
+        .unwrap()
+        .is_empty());
     c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_signed_by_an_unknown_key_is_refused_by_the_controller() {
     let c = Cluster::start().await.unwrap();
-    c.publish(&PackageSpec::marker("app", "1.0", 1)).await.unwrap();
-    let before = c.admin.rpc.clone().get_repository(v1::GetRepositoryRequest {}).await.unwrap().into_inner();
+    c.publish(&PackageSpec::marker("app", "1.0", 1))
+        .await
+        .unwrap();
+    let before = c
+        .admin
+        .rpc
+        .clone()
+        .get_repository(v1::GetRepositoryRequest {})
+        .await
+        .unwrap()
+        .into_inner();
 
     // An attacker with their own root and targets keys (but the controller's public online keys).
     let evil_keys = c.path("evil-keys");
     let evil_repo = c.path("evil-repo");
     rollcall_controller::cli::pkg::keygen(&evil_keys).unwrap();
-    let online = rollcall_controller::cli::pkg::online_keys_of(&c.admin).await.unwrap();
-    rollcall_controller::cli::pkg::init_repo(&evil_keys, &evil_repo, &online, Duration::from_secs(3600)).await.unwrap();
+    let online = rollcall_controller::cli::pkg::online_keys_of(&c.admin)
+        .await
+        .unwrap();
+    rollcall_controller::cli::pkg::init_repo(
+        &evil_keys,
+        &evil_repo,
+        &online,
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
     let evil = c.build(&PackageSpec::marker("evil", "6.6.6", 99)).unwrap();
-    rollcall_controller::cli::pkg::sign(&evil_repo, &evil_keys, &evil, Duration::from_secs(3600)).await.unwrap();
-    let err = rollcall_controller::cli::pkg::push(&c.admin, &evil_repo).await.unwrap_err().to_string();
-    assert!(err.contains("targets.json refused") && err.contains("InvalidArgument"), "{err}");
+    rollcall_controller::cli::pkg::sign(&evil_repo, &evil_keys, &evil, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let err = rollcall_controller::cli::pkg::push(&c.admin, &evil_repo)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("targets.json refused") && err.contains("InvalidArgument"),
+        "{err}"
+    );
 
-    let after = c.admin.rpc.clone().get_repository(v1::GetRepositoryRequest {}).await.unwrap().into_inner();
-    assert_eq!(before.targets_version, after.targets_version, "nothing was published");
-    let packages = c.admin.rpc.clone().list_packages(v1::ListPackagesRequest {}).await.unwrap().into_inner();
+    let after = c
+        .admin
+        .rpc
+        .clone()
+        .get_repository(v1::GetRepositoryRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        before.targets_version, after.targets_version,
+        "nothing was published"
+    );
+    let packages = c
+        .admin
+        .rpc
+        .clone()
+        .list_packages(v1::ListPackagesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(packages.packages.iter().all(|p| p.name != "evil"));
     let refused = c
         .admin
@@ -132,7 +232,9 @@ async fn metadata_signed_by_an_unknown_key_is_refused_by_the_controller() {
         .create_rollout(v1::CreateRolloutRequest {
             package: "evil".into(),
             version: "6.6.6".into(),
-            waves: vec![v1::WaveSpec { sites: vec!["x".into()] }],
+            waves: vec![v1::WaveSpec {
+                sites: vec!["x".into()],
+            }],
             name: String::new(),
         })
         .await
@@ -141,10 +243,11 @@ async fn metadata_signed_by_an_unknown_key_is_refused_by_the_controller() {
 
     // The offline tooling refuses to sign with a key the root does not list for targets.
     let wrong = c.build(&PackageSpec::marker("app", "2.0", 2)).unwrap();
-    let err = rollcall_controller::cli::pkg::sign(&c.repo, &evil_keys, &wrong, Duration::from_secs(3600))
-        .await
-        .unwrap_err()
-        .to_string();
+    let err =
+        rollcall_controller::cli::pkg::sign(&c.repo, &evil_keys, &wrong, Duration::from_secs(3600))
+            .await
+            .unwrap_err()
+            .to_string();
     assert!(err.contains("targets"), "{err}");
     c.stop().await;
 }
@@ -152,10 +255,15 @@ async fn metadata_signed_by_an_unknown_key_is_refused_by_the_controller() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_enrollment_tokens_are_refused_and_enroll_nothing() {
     let c = Cluster::start().await.unwrap();
-    c.publish(&PackageSpec::marker("app", "1.0", 1)).await.unwrap();
+    c.publish(&PackageSpec::marker("app", "1.0", 1))
+        .await
+        .unwrap();
     let good = c.token("north", 1, 600).await.unwrap();
     let parts: Vec<&str> = good.split('.').collect();
-    let forged = format!("{}.{}.{}.{}", parts[0], "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", parts[2], parts[3]);
+    let forged = format!(
+        "{}.{}.{}.{}",
+        parts[0], "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", parts[2], parts[3]
+    );
     let wrong_ca = format!("{}.{}.{}.{}", parts[0], parts[1], "0".repeat(64), parts[3]);
     let wrong_root = format!("{}.{}.{}.{}", parts[0], parts[1], parts[2], "0".repeat(64));
     let short = c.token("north", 1, 1).await.unwrap();
@@ -165,24 +273,48 @@ async fn bad_enrollment_tokens_are_refused_and_enroll_nothing() {
         let url = c.controller().url.clone();
         async move {
             let out = tokio::process::Command::new(bin("rollcall-agent").unwrap())
-                .args(["enroll", "--controller", &url, "--token", &token, "--hostname", "h", "--data"])
+                .args([
+                    "enroll",
+                    "--controller",
+                    &url,
+                    "--token",
+                    &token,
+                    "--hostname",
+                    "h",
+                    "--data",
+                ])
                 .arg(&data)
                 .output()
                 .await
                 .unwrap();
-            (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), data)
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+                data,
+            )
         }
     };
     let cases = [
         (forged, "forged", "unknown enrollment token"),
-        (wrong_ca, "wrong-ca", "does not match the CA pin in the enrollment token"),
-        ("not-a-token".to_owned(), "garbage", "not a rollcall enrollment token"),
+        (
+            wrong_ca,
+            "wrong-ca",
+            "does not match the CA pin in the enrollment token",
+        ),
+        (
+            "not-a-token".to_owned(),
+            "garbage",
+            "not a rollcall enrollment token",
+        ),
     ];
     for (token, name, message) in cases {
         let (code, stderr, data) = enroll(token, name).await;
         assert_ne!(code, Some(0), "{name}");
         assert!(stderr.contains(message), "{name}: {stderr}");
-        assert!(!data.join("agent.toml").exists() && !data.join("identity").exists(), "{name}: nothing written");
+        assert!(
+            !data.join("agent.toml").exists() && !data.join("identity").exists(),
+            "{name}: nothing written"
+        );
     }
     // The root pin is checked after the controller answered: refused, and the token spent is not reused.
     let (code, stderr, data) = enroll(wrong_root, "wrong-root").await;
@@ -197,8 +329,20 @@ async fn bad_enrollment_tokens_are_refused_and_enroll_nothing() {
     assert_ne!(code, Some(0));
     assert!(stderr.contains("expired"), "{stderr}");
 
-    let agents = c.admin.rpc.clone().list_agents(v1::ListAgentsRequest::default()).await.unwrap().into_inner();
-    assert_eq!(agents.agents.len(), 1, "only the wrong-root attempt consumed the token: {:?}", agents.agents);
+    let agents = c
+        .admin
+        .rpc
+        .clone()
+        .list_agents(v1::ListAgentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        agents.agents.len(),
+        1,
+        "only the wrong-root attempt consumed the token: {:?}",
+        agents.agents
+    );
     c.stop().await;
 }
 
@@ -206,19 +350,45 @@ async fn bad_enrollment_tokens_are_refused_and_enroll_nothing() {
 async fn anti_rollback_refuses_a_lower_release_counter() {
     let mut c = Cluster::start().await.unwrap();
     let agents = c.add_agents("north", 1).await.unwrap();
-    c.publish(&PackageSpec::marker("app", "1.0", 1)).await.unwrap();
-    c.publish(&PackageSpec::marker("app", "2.0", 2)).await.unwrap();
+    c.publish(&PackageSpec::marker("app", "1.0", 1))
+        .await
+        .unwrap();
+    c.publish(&PackageSpec::marker("app", "2.0", 2))
+        .await
+        .unwrap();
     let id = c.rollout("app", "2.0", &[&["north"]]).await.unwrap();
-    assert_eq!(state_of(&c.settle(&id).await.unwrap()), v1::RolloutState::Completed);
-    assert_eq!(std::fs::read_to_string(agents[0].join("app.marker")).unwrap().trim(), "2.0");
+    assert_eq!(
+        state_of(&c.settle(&id).await.unwrap()),
+        v1::RolloutState::Completed
+    );
+    assert_eq!(
+        std::fs::read_to_string(agents[0].join("app.marker"))
+            .unwrap()
+            .trim(),
+        "2.0"
+    );
 
     let id = c.rollout("app", "1.0", &[&["north"]]).await.unwrap();
     let s = c.settle(&id).await.unwrap();
     let d = device(&s, "north");
     assert_eq!(action_state(d), v1::ActionState::Failed);
-    assert!(d.detail.contains("release counter 1 is lower than the installed 2"), "{}", d.detail);
-    assert_eq!(std::fs::read_to_string(agents[0].join("app.marker")).unwrap().trim(), "2.0", "v2 untouched");
-    assert_eq!(agent_state(&agents[0]).unwrap()["installed"]["app"]["release_counter"], 2);
+    assert!(
+        d.detail
+            .contains("release counter 1 is lower than the installed 2"),
+        "{}",
+        d.detail
+    );
+    assert_eq!(
+        std::fs::read_to_string(agents[0].join("app.marker"))
+            .unwrap()
+            .trim(),
+        "2.0",
+        "v2 untouched"
+    );
+    assert_eq!(
+        agent_state(&agents[0]).unwrap()["installed"]["app"]["release_counter"],
+        2
+    );
     c.stop().await;
 }
 
@@ -229,11 +399,17 @@ async fn an_interrupted_download_resumes_where_it_stopped() {
     // A payload of a few MB that gzip cannot shrink much, so it has a middle to stop in.
     let payload_dir = c.path("src/big-1.0/payload");
     std::fs::create_dir_all(&payload_dir).unwrap();
-    let noise: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let noise: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(payload_dir.join("blob.bin"), &noise).unwrap();
     let package = c.build(&spec).unwrap();
-    rollcall_controller::cli::pkg::sign(&c.repo, &c.keys, &package, Duration::from_secs(3600)).await.unwrap();
-    let pushed = rollcall_controller::cli::pkg::push(&c.admin, &c.repo).await.unwrap();
+    rollcall_controller::cli::pkg::sign(&c.repo, &c.keys, &package, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let pushed = rollcall_controller::cli::pkg::push(&c.admin, &c.repo)
+        .await
+        .unwrap();
     let info = &pushed.new_packages[0];
 
     // Enroll, then leave the first part of the payload where an interrupted download would have left it.
@@ -242,14 +418,31 @@ async fn an_interrupted_download_resumes_where_it_stopped() {
     let bad = c.path("agents/corrupt");
     let mut agents = Vec::new();
     for (data, prefix) in [(&good, false), (&bad, true)] {
-        let agent = rollcall_controller::cli::local::LocalAgent::enroll(data, &c.controller().url, &token, "h").await.unwrap();
-        let payload = std::fs::read(c.repo.join("targets").join(format!("{}.{}", info.sha256, info.target_name))).unwrap();
+        let agent = rollcall_controller::cli::local::LocalAgent::enroll(
+            data,
+            &c.controller().url,
+            &token,
+            "h",
+        )
+        .await
+        .unwrap();
+        let payload = std::fs::read(
+            c.repo
+                .join("targets")
+                .join(format!("{}.{}", info.sha256, info.target_name)),
+        )
+        .unwrap();
         let mut part = payload[..payload.len() / 2].to_vec();
         if prefix {
             part[10] ^= 0xff;
         }
         std::fs::create_dir_all(data.join("downloads")).unwrap();
-        std::fs::write(data.join("downloads").join(format!("{}.{}.part", info.sha256, info.target_name)), &part).unwrap();
+        std::fs::write(
+            data.join("downloads")
+                .join(format!("{}.{}.part", info.sha256, info.target_name)),
+            &part,
+        )
+        .unwrap();
         agents.push(agent);
     }
     for agent in &mut agents {
@@ -261,8 +454,14 @@ async fn an_interrupted_download_resumes_where_it_stopped() {
     assert_eq!(state_of(&s), v1::RolloutState::Completed, "{s:?}");
     assert!(good.join("big.marker").exists() && bad.join("big.marker").exists());
     let log = std::fs::read_to_string(good.with_extension("log")).unwrap();
-    assert!(log.contains("resumed at byte"), "the good partial download was resumed:\n{log}");
+    assert!(
+        log.contains("resumed at byte"),
+        "the good partial download was resumed:\n{log}"
+    );
     let log = std::fs::read_to_string(bad.with_extension("log")).unwrap();
-    assert!(log.contains("downloading again from the start"), "the corrupt partial was discarded:\n{log}");
+    assert!(
+        log.contains("downloading again from the start"),
+        "the corrupt partial was discarded:\n{log}"
+    );
     c.stop().await;
 }

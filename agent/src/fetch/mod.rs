@@ -37,7 +37,10 @@ pub enum FetchError {
         reason: String,
     },
     #[error("local I/O on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl FetchError {
@@ -81,7 +84,11 @@ pub struct Prepared {
 }
 
 /// Refresh metadata through the controller and find `target_name` in it.
-pub async fn prepare(channel: &Channel, dirs: &AgentDirs, target_name: &str) -> Result<Prepared, FetchError> {
+pub async fn prepare(
+    channel: &Channel,
+    dirs: &AgentDirs,
+    target_name: &str,
+) -> Result<Prepared, FetchError> {
     let root = std::fs::read(dirs.root_pin()).map_err(|source| FetchError::Io {
         path: dirs.root_pin(),
         source,
@@ -100,7 +107,8 @@ pub async fn prepare(channel: &Channel, dirs: &AgentDirs, target_name: &str) -> 
         .load()
         .await
         .map_err(|e| FetchError::Metadata(chain(&e)))?;
-    let name = TargetName::new(target_name).map_err(|_| FetchError::NotSigned(target_name.to_owned()))?;
+    let name =
+        TargetName::new(target_name).map_err(|_| FetchError::NotSigned(target_name.to_owned()))?;
     let target = repo
         .targets()
         .signed

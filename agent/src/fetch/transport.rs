@@ -34,7 +34,8 @@ impl GrpcTransport {
 
     /// The `.part` file of a target file name (`<sha256>.<target>`).
     pub fn part_path(&self, file: &str) -> PathBuf {
-        self.downloads.join(format!("{}.part", file.replace(['/', '\\'], "_")))
+        self.downloads
+            .join(format!("{}.part", file.replace(['/', '\\'], "_")))
     }
 }
 
@@ -51,7 +52,10 @@ impl Transport for GrpcTransport {
         } else if let Some(file) = path.strip_prefix("/targets/") {
             (v1::FetchKind::Target, file.to_owned())
         } else {
-            return Err(TransportError::new(TransportErrorKind::UnsupportedUrlScheme, url.as_str()));
+            return Err(TransportError::new(
+                TransportErrorKind::UnsupportedUrlScheme,
+                url.as_str(),
+            ));
         };
         let part = (kind == v1::FetchKind::Target).then(|| self.part_path(&file));
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, TransportError>>(8);
@@ -63,7 +67,9 @@ impl Transport for GrpcTransport {
         let mut part_file = None;
         if let Some(part) = &part {
             if let Some(dir) = part.parent() {
-                tokio::fs::create_dir_all(dir).await.map_err(|e| other(&url, e))?;
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| other(&url, e))?;
             }
             let f = tokio::fs::OpenOptions::new()
                 .create(true)
@@ -83,7 +89,10 @@ impl Transport for GrpcTransport {
         let mut stream = match client.fetch(request).await {
             Ok(resp) => resp.into_inner(),
             Err(status) if status.code() == tonic::Code::NotFound => {
-                return Err(TransportError::new(TransportErrorKind::FileNotFound, url.as_str()))
+                return Err(TransportError::new(
+                    TransportErrorKind::FileNotFound,
+                    url.as_str(),
+                ))
             }
             Err(status) => return Err(other(&url, status.message())),
         };
@@ -91,7 +100,9 @@ impl Transport for GrpcTransport {
         let url_text = url.to_string();
         let part_path = part.clone();
         tokio::spawn(async move {
-            let fail = |msg: String| TransportError::new_with_cause(TransportErrorKind::Other, url_text.clone(), msg);
+            let fail = |msg: String| {
+                TransportError::new_with_cause(TransportErrorKind::Other, url_text.clone(), msg)
+            };
             if let Some(path) = part_path.as_ref() {
                 let mut replay = match tokio::fs::File::open(path).await {
                     Ok(r) => r,
@@ -108,7 +119,11 @@ impl Transport for GrpcTransport {
                         Ok(0) => break,
                         Ok(n) => {
                             left -= n as u64;
-                            if tx.send(Ok(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                            if tx
+                                .send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -124,20 +139,30 @@ impl Transport for GrpcTransport {
                 let chunk = match item {
                     Ok(c) => c,
                     Err(status) => {
-                        let _ = tx.send(Err(fail(format!("download interrupted: {}", status.message())))).await;
+                        let _ = tx
+                            .send(Err(fail(format!(
+                                "download interrupted: {}",
+                                status.message()
+                            ))))
+                            .await;
                         return;
                     }
                 };
                 if chunk.offset != expected {
                     let _ = tx
-                        .send(Err(fail(format!("controller sent offset {}, expected {expected}", chunk.offset))))
+                        .send(Err(fail(format!(
+                            "controller sent offset {}, expected {expected}",
+                            chunk.offset
+                        ))))
                         .await;
                     return;
                 }
                 expected += chunk.data.len() as u64;
                 if let Some(f) = part_file.as_mut() {
                     if let Err(e) = f.write_all(&chunk.data).await {
-                        let _ = tx.send(Err(fail(format!("cannot write partial download: {e}")))).await;
+                        let _ = tx
+                            .send(Err(fail(format!("cannot write partial download: {e}"))))
+                            .await;
                         return;
                     }
                 }

@@ -13,7 +13,12 @@ use crate::state::{Outcome, Step};
 use runner::RunResult;
 
 /// Install `payload` (already verified) as described by `manifest`. Returns the final step and its report.
-pub async fn install(dirs: &AgentDirs, action_id: &str, manifest: &Manifest, payload: &Path) -> (Step, Outcome) {
+pub async fn install(
+    dirs: &AgentDirs,
+    action_id: &str,
+    manifest: &Manifest,
+    payload: &Path,
+) -> (Step, Outcome) {
     let work = dirs.work().join(action_id.replace(['/', '\\', ':'], "_"));
     if work.exists() {
         let _ = std::fs::remove_dir_all(&work);
@@ -22,14 +27,26 @@ pub async fn install(dirs: &AgentDirs, action_id: &str, manifest: &Manifest, pay
         let _ = std::fs::create_dir_all(parent);
     }
     if let Err(e) = rollcall_packaging::extract_payload(payload, &work) {
-        return (Step::Failed, Outcome::detail(format!("payload could not be extracted: {e}")));
+        return (
+            Step::Failed,
+            Outcome::detail(format!("payload could not be extracted: {e}")),
+        );
     }
     let env = vec![
         ("ROLLCALL_PACKAGE".to_owned(), manifest.name.clone()),
         ("ROLLCALL_VERSION".to_owned(), manifest.version.clone()),
-        ("ROLLCALL_RELEASE_COUNTER".to_owned(), manifest.release_counter.to_string()),
-        ("ROLLCALL_DATA_DIR".to_owned(), dirs.root().display().to_string()),
-        ("ROLLCALL_PAYLOAD_DIR".to_owned(), work.display().to_string()),
+        (
+            "ROLLCALL_RELEASE_COUNTER".to_owned(),
+            manifest.release_counter.to_string(),
+        ),
+        (
+            "ROLLCALL_DATA_DIR".to_owned(),
+            dirs.root().display().to_string(),
+        ),
+        (
+            "ROLLCALL_PAYLOAD_DIR".to_owned(),
+            work.display().to_string(),
+        ),
     ];
     let run = |cmd: &rollcall_packaging::Command| {
         let argv = cmd.command.clone();
@@ -62,7 +79,12 @@ pub async fn install(dirs: &AgentDirs, action_id: &str, manifest: &Manifest, pay
 }
 
 /// After a failed install or verify: run the rollback command if the package has one.
-async fn undo<F, Fut>(manifest: &Manifest, failed: &RunResult, what: &str, run: F) -> (Step, Outcome)
+async fn undo<F, Fut>(
+    manifest: &Manifest,
+    failed: &RunResult,
+    what: &str,
+    run: F,
+) -> (Step, Outcome)
 where
     F: Fn(&rollcall_packaging::Command) -> Fut,
     Fut: std::future::Future<Output = RunResult>,
@@ -83,7 +105,10 @@ where
     let (step, detail) = if rolled.success() {
         (Step::RolledBack, format!("{failure}; rolled back"))
     } else {
-        (Step::Failed, format!("{failure}; {}", rolled.describe("rollback")))
+        (
+            Step::Failed,
+            format!("{failure}; {}", rolled.describe("rollback")),
+        )
     };
     (
         step,

@@ -50,14 +50,22 @@ impl RunResult {
             Exit::Code(0) => format!("{what} command succeeded"),
             Exit::Code(c) => format!("{what} command exited {c}"),
             Exit::Signal => format!("{what} command was killed by a signal"),
-            Exit::TimedOut(d) => format!("{what} command timed out after {}s and was killed", d.as_secs()),
+            Exit::TimedOut(d) => format!(
+                "{what} command timed out after {}s and was killed",
+                d.as_secs()
+            ),
             Exit::NotStarted(e) => format!("{what} command could not start: {e}"),
         }
     }
 }
 
 /// Run `argv` in `cwd` with extra `env`, killing its whole process tree after `timeout`.
-pub async fn run(argv: &[String], cwd: &Path, env: &[(String, String)], timeout: Duration) -> RunResult {
+pub async fn run(
+    argv: &[String],
+    cwd: &Path,
+    env: &[(String, String)],
+    timeout: Duration,
+) -> RunResult {
     let Some((program, args)) = argv.split_first() else {
         return RunResult {
             exit: Exit::NotStarted("empty command".into()),
@@ -156,8 +164,16 @@ mod tests {
         let r = run(&sh(script), dir.path(), &[], Duration::from_secs(10)).await;
         assert_eq!(r.exit, Exit::Code(3));
         assert_eq!(r.exit_code(), Some(3));
-        assert!(r.tail.contains("line 30") && r.tail.contains("oops"), "{}", r.tail);
-        assert!(!r.tail.contains("line 5\n"), "only the tail is kept: {}", r.tail);
+        assert!(
+            r.tail.contains("line 30") && r.tail.contains("oops"),
+            "{}",
+            r.tail
+        );
+        assert!(
+            !r.tail.contains("line 5\n"),
+            "only the tail is kept: {}",
+            r.tail
+        );
         assert_eq!(r.describe("verify"), "verify command exited 3");
     }
 
@@ -169,13 +185,22 @@ mod tests {
         let r = run(&sh(&script), dir.path(), &[], Duration::from_millis(300)).await;
         assert!(matches!(r.exit, Exit::TimedOut(_)), "{:?}", r.exit);
         tokio::time::sleep(Duration::from_secs(4)).await;
-        assert!(!marker.exists(), "the background child was killed with the group");
+        assert!(
+            !marker.exists(),
+            "the background child was killed with the group"
+        );
     }
 
     #[tokio::test]
     async fn reports_a_missing_program() {
         let dir = tempfile::tempdir().unwrap();
-        let r = run(&["/nonexistent/installer".into()], dir.path(), &[], Duration::from_secs(5)).await;
+        let r = run(
+            &["/nonexistent/installer".into()],
+            dir.path(),
+            &[],
+            Duration::from_secs(5),
+        )
+        .await;
         assert!(matches!(r.exit, Exit::NotStarted(_)));
         assert!(r.describe("install").contains("could not start"));
     }

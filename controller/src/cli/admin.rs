@@ -13,7 +13,11 @@ use super::output::{ago, print_json, table};
 use super::{demo, pkg, rollout, rpc, AdminClient};
 
 #[derive(Debug, Parser)]
-#[command(name = "rollcall", version, about = "rollcall: staged, signed updates for endpoints")]
+#[command(
+    name = "rollcall",
+    version,
+    about = "rollcall: staged, signed updates for endpoints"
+)]
 pub struct Args {
     /// Controller URL, e.g. https://controller.example:8443 (default: the `controller` file in the creds folder).
     #[arg(long, env = "ROLLCALL_CONTROLLER", global = true, value_name = "URL")]
@@ -95,11 +99,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let connect = || AdminClient::connect(args.controller.as_deref(), &creds);
     match args.cmd {
         Cmd::Demo(demo_args) => return demo::run(demo_args, args.json).await,
-        Cmd::Pkg { cmd } => return pkg::run(cmd, args.controller.as_deref(), &creds, args.json).await,
+        Cmd::Pkg { cmd } => {
+            return pkg::run(cmd, args.controller.as_deref(), &creds, args.json).await
+        }
         Cmd::Rollout { cmd } => return rollout::run(cmd, &connect().await?, args.json).await,
-        Cmd::Agents { cmd: AgentsCmd::List { site } } => list_agents(&connect().await?, site, args.json).await?,
-        Cmd::Agents { cmd: AgentsCmd::Show { agent_id } } => show_agent(&connect().await?, &agent_id, args.json).await?,
-        Cmd::Sites { cmd: SitesCmd::List } => list_sites(&connect().await?, args.json).await?,
+        Cmd::Agents {
+            cmd: AgentsCmd::List { site },
+        } => list_agents(&connect().await?, site, args.json).await?,
+        Cmd::Agents {
+            cmd: AgentsCmd::Show { agent_id },
+        } => show_agent(&connect().await?, &agent_id, args.json).await?,
+        Cmd::Sites {
+            cmd: SitesCmd::List,
+        } => list_sites(&connect().await?, args.json).await?,
         Cmd::Token {
             cmd: TokenCmd::Create { site, uses, ttl },
         } => create_token(&connect().await?, &site, uses, ttl, args.json).await?,
@@ -115,7 +127,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn create_token(client: &AdminClient, site: &str, uses: u32, ttl: Duration, json: bool) -> anyhow::Result<()> {
+pub async fn create_token(
+    client: &AdminClient,
+    site: &str,
+    uses: u32,
+    ttl: Duration,
+    json: bool,
+) -> anyhow::Result<()> {
     let resp = client
         .rpc
         .clone()
@@ -128,7 +146,9 @@ pub async fn create_token(client: &AdminClient, site: &str, uses: u32, ttl: Dura
         .map_err(rpc)?
         .into_inner();
     if json {
-        print_json(&json!({"token": resp.token, "site": resp.site, "uses": resp.uses, "expires_at": resp.expires_at_unix}));
+        print_json(
+            &json!({"token": resp.token, "site": resp.site, "uses": resp.uses, "expires_at": resp.expires_at_unix}),
+        );
     } else {
         println!("{}", resp.token);
     }
@@ -168,11 +188,28 @@ async fn list_agents(client: &AdminClient, site: Option<String>, json: bool) -> 
                 a.site.clone(),
                 a.os.clone(),
                 ago(a.last_checkin_unix, resp.now_unix),
-                a.installed.iter().map(|p| format!("{}@{}", p.name, p.version)).collect::<Vec<_>>().join(" "),
+                a.installed
+                    .iter()
+                    .map(|p| format!("{}@{}", p.name, p.version))
+                    .collect::<Vec<_>>()
+                    .join(" "),
             ]
         })
         .collect();
-    print!("{}", table(&["AGENT", "HOSTNAME", "SITE", "OS", "LAST CHECK-IN", "INSTALLED"], &rows));
+    print!(
+        "{}",
+        table(
+            &[
+                "AGENT",
+                "HOSTNAME",
+                "SITE",
+                "OS",
+                "LAST CHECK-IN",
+                "INSTALLED"
+            ],
+            &rows
+        )
+    );
     Ok(())
 }
 
@@ -180,7 +217,9 @@ async fn show_agent(client: &AdminClient, id: &str, json: bool) -> anyhow::Resul
     let d = client
         .rpc
         .clone()
-        .get_agent(v1::GetAgentRequest { agent_id: id.to_owned() })
+        .get_agent(v1::GetAgentRequest {
+            agent_id: id.to_owned(),
+        })
         .await
         .map_err(rpc)?
         .into_inner();
@@ -201,7 +240,10 @@ async fn show_agent(client: &AdminClient, id: &str, json: bool) -> anyhow::Resul
         return Ok(());
     }
     println!("{} ({}) at {}", s.hostname, s.agent_id, s.site);
-    println!("  OS:      {} {} (kernel {}), {}", inv.os_name, inv.os_version, inv.kernel_version, s.platform);
+    println!(
+        "  OS:      {} {} (kernel {}), {}",
+        inv.os_name, inv.os_version, inv.kernel_version, s.platform
+    );
     println!("  CPU:     {} x{}", inv.cpu_brand, inv.cpu_count);
     println!("  Memory:  {} MiB", inv.memory_total_bytes / (1024 * 1024));
     for disk in &inv.disks {
@@ -213,7 +255,12 @@ async fn show_agent(client: &AdminClient, id: &str, json: bool) -> anyhow::Resul
         );
     }
     for n in &inv.interfaces {
-        println!("  Network: {} {} {}", n.name, n.mac_address, n.addresses.join(" "));
+        println!(
+            "  Network: {} {} {}",
+            n.name,
+            n.mac_address,
+            n.addresses.join(" ")
+        );
     }
     println!();
     let rows: Vec<Vec<String>> = d
@@ -229,7 +276,10 @@ async fn show_agent(client: &AdminClient, id: &str, json: bool) -> anyhow::Resul
             ]
         })
         .collect();
-    print!("{}", table(&["ROLLOUT", "PACKAGE", "STATE", "EXIT", "DETAIL"], &rows));
+    print!(
+        "{}",
+        table(&["ROLLOUT", "PACKAGE", "STATE", "EXIT", "DETAIL"], &rows)
+    );
     Ok(())
 }
 

@@ -37,7 +37,8 @@ impl AdminClient {
                 })?,
         };
         let trust = ServerTrust::ca_pem_file(&creds.join("ca.crt"))?;
-        let identity = ClientIdentity::from_pem_files(&creds.join("client.crt"), &creds.join("client.key"))?;
+        let identity =
+            ClientIdentity::from_pem_files(&creds.join("client.crt"), &creds.join("client.key"))?;
         let channel = rollcall_proto::connect(&url, trust, Some(identity)).await?;
         Ok(AdminClient {
             rpc: AdminServiceClient::new(channel)

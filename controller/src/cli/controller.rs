@@ -13,7 +13,11 @@ use crate::init::{init, InitOptions};
 use crate::server::{serve, ServeOptions};
 
 #[derive(Debug, Parser)]
-#[command(name = "rollcall-controller", version, about = "The rollcall controller daemon")]
+#[command(
+    name = "rollcall-controller",
+    version,
+    about = "The rollcall controller daemon"
+)]
 pub struct Args {
     #[command(subcommand)]
     cmd: Cmd,
@@ -75,11 +79,21 @@ enum TokenCmd {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.cmd {
         Cmd::Init { data, names } => {
-            let report = init(&InitOptions { data: data.clone(), names }).await?;
+            let report = init(&InitOptions {
+                data: data.clone(),
+                names,
+            })
+            .await?;
             println!("Initialised controller data in {}", data.display());
             println!("  CA fingerprint (sha256): {}", report.ca_fingerprint);
-            println!("  admin credentials:       {}", report.admin_creds.display());
-            println!("  online TUF keys:         {}", report.online_keys.display());
+            println!(
+                "  admin credentials:       {}",
+                report.admin_creds.display()
+            );
+            println!(
+                "  online TUF keys:         {}",
+                report.online_keys.display()
+            );
             println!("Next: rollcall-controller serve --data {}", data.display());
         }
         Cmd::Serve {
@@ -107,7 +121,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     json,
                 },
         } => {
-            let client = AdminClient::connect(controller.as_deref(), &DataDir::new(&data).admin_creds()).await?;
+            let client =
+                AdminClient::connect(controller.as_deref(), &DataDir::new(&data).admin_creds())
+                    .await?;
             create_token(&client, &site, uses, ttl, json).await?;
         }
     }

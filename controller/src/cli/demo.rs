@@ -47,7 +47,8 @@ timeout_secs = 30
 "#;
 
 const INSTALL: &str = "#!/bin/sh\nset -eu\necho \"$ROLLCALL_PACKAGE $ROLLCALL_VERSION\" > \"$ROLLCALL_DATA_DIR/demo-app.marker\"\necho installed demo-app\n";
-const VERIFY: &str = "#!/bin/sh\nset -eu\ngrep -q \"demo-app 1.0.0\" \"$ROLLCALL_DATA_DIR/demo-app.marker\"\n";
+const VERIFY: &str =
+    "#!/bin/sh\nset -eu\ngrep -q \"demo-app 1.0.0\" \"$ROLLCALL_DATA_DIR/demo-app.marker\"\n";
 
 /// Where progress goes: a redrawn line on a terminal, plain lines otherwise.
 struct Progress {
@@ -86,7 +87,9 @@ pub async fn run(args: DemoArgs, json: bool) -> anyhow::Result<ExitCode> {
     if args.agents == 0 {
         return Err(usage("--agents must be at least 1"));
     }
-    let tmp = tempfile::Builder::new().prefix("rollcall-demo-").tempdir()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("rollcall-demo-")
+        .tempdir()?;
     let root = tmp.path().to_owned();
     let mut progress = Progress {
         tty: std::io::stderr().is_terminal(),
@@ -148,11 +151,19 @@ async fn drive(
     std::fs::write(src.join("manifest.toml"), MANIFEST)?;
     std::fs::write(src.join("payload/install.sh"), INSTALL)?;
     std::fs::write(src.join("payload/verify.sh"), VERIFY)?;
-    let (package, _) = pkg::build(&src.join("manifest.toml"), &src.join("payload"), &root.join("admin/out"))?;
+    let (package, _) = pkg::build(
+        &src.join("manifest.toml"),
+        &src.join("payload"),
+        &root.join("admin/out"),
+    )?;
     pkg::sign(&repo, &keys, &package, Duration::from_secs(30 * 86400)).await?;
     pkg::push(&client, &repo).await?;
 
-    progress.step(&format!("Enrolling {} agents in {} sites", args.agents, SITES.len()));
+    progress.step(&format!(
+        "Enrolling {} agents in {} sites",
+        args.agents,
+        SITES.len()
+    ));
     let per_site = args.agents.div_ceil(SITES.len());
     let mut tokens = Vec::new();
     for site in SITES {
@@ -171,8 +182,18 @@ async fn drive(
     }
     for i in 0..args.agents {
         let site = i % SITES.len();
-        let hostname = format!("mdc-{}-{:02}", SITES[site].trim_end_matches("-station"), i / SITES.len() + 1);
-        let mut agent = LocalAgent::enroll(&root.join("agents").join(&hostname), &controller.url, &tokens[site], &hostname).await?;
+        let hostname = format!(
+            "mdc-{}-{:02}",
+            SITES[site].trim_end_matches("-station"),
+            i / SITES.len() + 1
+        );
+        let mut agent = LocalAgent::enroll(
+            &root.join("agents").join(&hostname),
+            &controller.url,
+            &tokens[site],
+            &hostname,
+        )
+        .await?;
         agent.start()?;
         agents.push(agent);
     }
@@ -183,44 +204,69 @@ async fn drive(
         .create_rollout(v1::CreateRolloutRequest {
             package: "demo-app".into(),
             version: "1.0.0".into(),
-            waves: SITES.iter().map(|s| v1::WaveSpec { sites: vec![(*s).into()] }).collect(),
+            waves: SITES
+                .iter()
+                .map(|s| v1::WaveSpec {
+                    sites: vec![(*s).into()],
+                })
+                .collect(),
             name: "demo".into(),
         })
         .await
         .map_err(rpc)?
         .into_inner();
     rpc_client
-        .start_rollout(v1::RolloutRef { id: created.id.clone() })
+        .start_rollout(v1::RolloutRef {
+            id: created.id.clone(),
+        })
         .await
         .map_err(rpc)?;
 
     let started = Instant::now();
     let status = loop {
         let status = rpc_client
-            .get_rollout(v1::RolloutRef { id: created.id.clone() })
+            .get_rollout(v1::RolloutRef {
+                id: created.id.clone(),
+            })
             .await
             .map_err(rpc)?
             .into_inner();
         progress.update(progress_line(&status, started.elapsed()));
-        let state = v1::RolloutState::try_from(status.state).unwrap_or(v1::RolloutState::Unspecified);
-        if matches!(state, v1::RolloutState::Completed | v1::RolloutState::Paused | v1::RolloutState::Cancelled) {
+        let state =
+            v1::RolloutState::try_from(status.state).unwrap_or(v1::RolloutState::Unspecified);
+        if matches!(
+            state,
+            v1::RolloutState::Completed | v1::RolloutState::Paused | v1::RolloutState::Cancelled
+        ) {
             break status;
         }
         if started.elapsed() > args.timeout {
             progress.clear();
-            eprintln!("error: the rollout did not finish within {:?}", args.timeout);
+            eprintln!(
+                "error: the rollout did not finish within {:?}",
+                args.timeout
+            );
             break status;
         }
         for agent in agents.iter_mut() {
             if !agent.is_running() {
-                bail!("agent {} exited; see {}", agent.hostname, agent.data.with_extension("log").display());
+                bail!(
+                    "agent {} exited; see {}",
+                    agent.hostname,
+                    agent.data.with_extension("log").display()
+                );
             }
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     progress.clear();
 
-    let succeeded: u32 = status.waves.iter().flat_map(|w| &w.site_counts).map(|c| c.succeeded).sum();
+    let succeeded: u32 = status
+        .waves
+        .iter()
+        .flat_map(|w| &w.site_counts)
+        .map(|c| c.succeeded)
+        .sum();
     let markers = agents
         .iter()
         .filter(|a| a.data.join("demo-app.marker").exists())
@@ -234,7 +280,9 @@ async fn drive(
         if let Some(obj) = rollout.as_object_mut() {
             obj.remove("devices");
         }
-        print_json(&json!({ "rollout": rollout, "agents": agents.len(), "succeeded": succeeded, "markers": markers }));
+        print_json(
+            &json!({ "rollout": rollout, "agents": agents.len(), "succeeded": succeeded, "markers": markers }),
+        );
     } else {
         println!();
         println!(
@@ -259,7 +307,14 @@ async fn drive(
         );
     }
     if !all_ok {
-        eprintln!("error: not every agent succeeded (reason: {})", if status.reason.is_empty() { "timeout" } else { &status.reason });
+        eprintln!(
+            "error: not every agent succeeded (reason: {})",
+            if status.reason.is_empty() {
+                "timeout"
+            } else {
+                &status.reason
+            }
+        );
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
@@ -278,8 +333,16 @@ fn progress_line(status: &v1::RolloutStatus, elapsed: Duration) -> String {
                 "open" => "…",
                 _ => " ",
             };
-            let failed = if failed > 0 { format!(" {failed} failed") } else { String::new() };
-            format!("wave {} [{}] {ok}/{total}{failed} {mark}", w.index + 1, w.sites.join(","))
+            let failed = if failed > 0 {
+                format!(" {failed} failed")
+            } else {
+                String::new()
+            };
+            format!(
+                "wave {} [{}] {ok}/{total}{failed} {mark}",
+                w.index + 1,
+                w.sites.join(",")
+            )
         })
         .collect();
     format!(

@@ -39,7 +39,11 @@ pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
 
 /// Run a command to completion; its stderr becomes the error when it fails.
 pub async fn run_ok(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.stdin(Stdio::null()).output().await.context("cannot start command")?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("cannot start command")?;
     if !out.status.success() {
         bail!(
             "{} failed ({}): {}",
@@ -55,7 +59,11 @@ pub async fn run_ok(cmd: &mut Command) -> anyhow::Result<String> {
 pub async fn terminate(child: &mut Child, grace: Duration) {
     if let Some(pid) = child.id() {
         #[cfg(unix)]
-        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
         #[cfg(not(unix))]
         let _ = pid;
     }
@@ -77,7 +85,13 @@ impl LocalController {
     /// `rollcall-controller init` then `serve --listen 127.0.0.1:0`; returns once it listens.
     pub async fn start(data: &Path, checkin_interval: &str) -> anyhow::Result<LocalController> {
         let controller = bin("rollcall-controller")?;
-        run_ok(Command::new(&controller).arg("init").arg("--data").arg(data)).await?;
+        run_ok(
+            Command::new(&controller)
+                .arg("init")
+                .arg("--data")
+                .arg(data),
+        )
+        .await?;
         Self::serve(data, checkin_interval).await
     }
 
@@ -87,12 +101,24 @@ impl LocalController {
         let dirs = DataDir::new(data);
         let _ = std::fs::remove_file(dirs.addr_file());
         let log = data.with_extension("log");
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let mut child = Command::new(&controller)
-            .args(["serve", "--listen", "127.0.0.1:0", "--checkin-interval", checkin_interval])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--checkin-interval",
+                checkin_interval,
+            ])
             .args(["--engine-interval", "1s", "--data"])
             .arg(data)
-            .env("ROLLCALL_LOG", std::env::var("ROLLCALL_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "ROLLCALL_LOG",
+                std::env::var("ROLLCALL_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -105,10 +131,16 @@ impl LocalController {
                 break text.trim().to_owned();
             }
             if let Some(status) = child.try_wait()? {
-                bail!("controller exited ({status}) before listening; see {}", log.display());
+                bail!(
+                    "controller exited ({status}) before listening; see {}",
+                    log.display()
+                );
             }
             if started.elapsed() > Duration::from_secs(30) {
-                bail!("controller did not listen within 30 s; see {}", log.display());
+                bail!(
+                    "controller did not listen within 30 s; see {}",
+                    log.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
@@ -147,11 +179,24 @@ pub struct LocalAgent {
 
 impl LocalAgent {
     /// `rollcall-agent enroll`.
-    pub async fn enroll(data: &Path, url: &str, token: &str, hostname: &str) -> anyhow::Result<LocalAgent> {
+    pub async fn enroll(
+        data: &Path,
+        url: &str,
+        token: &str,
+        hostname: &str,
+    ) -> anyhow::Result<LocalAgent> {
         run_ok(
             Command::new(bin("rollcall-agent")?)
                 .arg("enroll")
-                .args(["--controller", url, "--token", token, "--hostname", hostname, "--data"])
+                .args([
+                    "--controller",
+                    url,
+                    "--token",
+                    token,
+                    "--hostname",
+                    hostname,
+                    "--data",
+                ])
                 .arg(data),
         )
         .await
@@ -166,18 +211,28 @@ impl LocalAgent {
     /// Start `rollcall-agent run`, logging to `<data>.log`.
     pub fn start(&mut self) -> anyhow::Result<()> {
         let log = self.data.with_extension("log");
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let mut child = std::process::Command::new(bin("rollcall-agent")?);
         child
             .arg("run")
             .arg("--data")
             .arg(&self.data)
-            .env("ROLLCALL_LOG", std::env::var("ROLLCALL_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "ROLLCALL_LOG",
+                std::env::var("ROLLCALL_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);
         let mut cmd = Command::from(child);
-        self.child = Some(cmd.kill_on_drop(true).spawn().context("cannot start rollcall-agent")?);
+        self.child = Some(
+            cmd.kill_on_drop(true)
+                .spawn()
+                .context("cannot start rollcall-agent")?,
+        );
         Ok(())
     }
 

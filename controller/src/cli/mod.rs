@@ -43,7 +43,12 @@ fn exit_with(result: anyhow::Result<ExitCode>) -> ExitCode {
         Err(e) => {
             let usage = e.downcast_ref::<UsageError>().is_some()
                 || e.downcast_ref::<crate::Error>().is_some_and(|e| {
-                    matches!(e, crate::Error::Config { .. } | crate::Error::NotInitialised { .. } | crate::Error::AlreadyInitialised { .. })
+                    matches!(
+                        e,
+                        crate::Error::Config { .. }
+                            | crate::Error::NotInitialised { .. }
+                            | crate::Error::AlreadyInitialised { .. }
+                    )
                 });
             eprintln!("error: {}", one_line(&e));
             ExitCode::from(if usage { EXIT_USAGE } else { 1 })
@@ -67,15 +72,21 @@ fn parse<T: clap::Parser>() -> Result<T, ExitCode> {
     T::try_parse().map_err(|e| {
         let _ = e.print();
         match e.kind() {
-            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
-            clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => ExitCode::from(EXIT_USAGE),
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                ExitCode::SUCCESS
+            }
+            clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                ExitCode::from(EXIT_USAGE)
+            }
             _ => ExitCode::from(EXIT_USAGE),
         }
     })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn init_tracing(default: &str) {

@@ -41,7 +41,10 @@ pub fn ago(then: i64, now: i64) -> String {
 }
 
 pub fn print_json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 #[cfg(test)]

@@ -82,7 +82,10 @@ fn targets_key(keys: &Path) -> PathBuf {
 
 /// `demo-app_1.0.tar.gz` → `demo-app_1.0.manifest.toml`.
 pub fn manifest_beside(package: &Path) -> PathBuf {
-    let name = package.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = package
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let stem = name.strip_suffix(".tar.gz").unwrap_or(&name);
     package.with_file_name(format!("{stem}.manifest.toml"))
 }
@@ -91,11 +94,20 @@ fn expires_in(d: Duration) -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now() + chrono::Duration::seconds(d.as_secs() as i64)
 }
 
-pub async fn run(cmd: PkgCmd, controller: Option<&str>, creds: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    cmd: PkgCmd,
+    controller: Option<&str>,
+    creds: &Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     match cmd {
         PkgCmd::Keygen { keys } => {
             keygen(&keys)?;
-            println!("Wrote {} and {}", root_key(&keys).display(), targets_key(&keys).display());
+            println!(
+                "Wrote {} and {}",
+                root_key(&keys).display(),
+                targets_key(&keys).display()
+            );
         }
         PkgCmd::Init {
             keys,
@@ -115,9 +127,16 @@ pub async fn run(cmd: PkgCmd, controller: Option<&str>, creds: &Path, json: bool
                 }
             };
             init_repo(&keys, &repo, &online, expires).await?;
-            println!("Created image repository {} (root.json v1, empty targets.json)", repo.display());
+            println!(
+                "Created image repository {} (root.json v1, empty targets.json)",
+                repo.display()
+            );
         }
-        PkgCmd::Build { manifest, payload, out } => {
+        PkgCmd::Build {
+            manifest,
+            payload,
+            out,
+        } => {
             let (path, m) = build(&manifest, &payload, &out)?;
             if json {
                 print_json(&json!({"package": path, "name": m.name, "version": m.version}));
@@ -147,9 +166,15 @@ pub async fn run(cmd: PkgCmd, controller: Option<&str>, creds: &Path, json: bool
                 print_json(&json!({"targets_version": resp.targets_version,
                     "new_packages": resp.new_packages.iter().map(|p| format!("{}@{}", p.name, p.version)).collect::<Vec<_>>()}));
             } else {
-                println!("Published targets v{} (snapshot v{})", resp.targets_version, resp.snapshot_version);
+                println!(
+                    "Published targets v{} (snapshot v{})",
+                    resp.targets_version, resp.snapshot_version
+                );
                 for p in &resp.new_packages {
-                    println!("  new: {}@{} (release {})", p.name, p.version, p.release_counter);
+                    println!(
+                        "  new: {}@{} (release {})",
+                        p.name, p.version, p.release_counter
+                    );
                 }
             }
         }
@@ -185,7 +210,13 @@ pub async fn run(cmd: PkgCmd, controller: Option<&str>, creds: &Path, json: bool
                         ]
                     })
                     .collect();
-                print!("{}", table(&["NAME", "VERSION", "RELEASE", "KIND", "PLATFORMS", "BYTES"], &rows));
+                print!(
+                    "{}",
+                    table(
+                        &["NAME", "VERSION", "RELEASE", "KIND", "PLATFORMS", "BYTES"],
+                        &rows
+                    )
+                );
             }
         }
     }
@@ -209,15 +240,30 @@ pub async fn online_keys_of(client: &AdminClient) -> anyhow::Result<OnlineKeys> 
     Ok(OnlineKeys::from_json(&info.online_keys_json)?)
 }
 
-pub async fn init_repo(keys: &Path, repo: &Path, online: &OnlineKeys, expires: Duration) -> anyhow::Result<ImageRepo> {
-    Ok(ImageRepo::create(repo, &root_key(keys), &targets_key(keys), online, expires_in(expires)).await?)
+pub async fn init_repo(
+    keys: &Path,
+    repo: &Path,
+    online: &OnlineKeys,
+    expires: Duration,
+) -> anyhow::Result<ImageRepo> {
+    Ok(ImageRepo::create(
+        repo,
+        &root_key(keys),
+        &targets_key(keys),
+        online,
+        expires_in(expires),
+    )
+    .await?)
 }
 
 /// Build `OUT/<name>_<version>.tar.gz` and copy the manifest beside it.
 pub fn build(manifest: &Path, payload: &Path, out: &Path) -> anyhow::Result<(PathBuf, Manifest)> {
     let m = Manifest::read(manifest)?;
     if !payload.is_dir() {
-        return Err(usage(format!("payload {} is not a folder", payload.display())));
+        return Err(usage(format!(
+            "payload {} is not a folder",
+            payload.display()
+        )));
     }
     std::fs::create_dir_all(out)?;
     let path = out.join(m.target_name());
@@ -241,7 +287,10 @@ pub async fn sign(
 }
 
 /// Upload every payload the controller lacks, then the metadata (with root.json while the controller has none).
-pub async fn push(client: &AdminClient, repo_dir: &Path) -> anyhow::Result<v1::PushMetadataResponse> {
+pub async fn push(
+    client: &AdminClient,
+    repo_dir: &Path,
+) -> anyhow::Result<v1::PushMetadataResponse> {
     let repo = ImageRepo::open(repo_dir)?;
     let info = client
         .rpc
@@ -251,9 +300,19 @@ pub async fn push(client: &AdminClient, repo_dir: &Path) -> anyhow::Result<v1::P
         .map_err(rpc)?
         .into_inner();
     for entry in repo.entries()? {
-        upload(client, &repo.payload_path(&entry), &entry.sha256, entry.length).await?;
+        upload(
+            client,
+            &repo.payload_path(&entry),
+            &entry.sha256,
+            entry.length,
+        )
+        .await?;
     }
-    let root_json = if info.root_version == 0 { repo.root_bytes()? } else { Vec::new() };
+    let root_json = if info.root_version == 0 {
+        repo.root_bytes()?
+    } else {
+        Vec::new()
+    };
     let resp = client
         .rpc
         .clone()
@@ -267,7 +326,12 @@ pub async fn push(client: &AdminClient, repo_dir: &Path) -> anyhow::Result<v1::P
     Ok(resp)
 }
 
-async fn upload(client: &AdminClient, path: &Path, sha256: &str, length: u64) -> anyhow::Result<()> {
+async fn upload(
+    client: &AdminClient,
+    path: &Path,
+    sha256: &str,
+    length: u64,
+) -> anyhow::Result<()> {
     let mut file = tokio::fs::File::open(path)
         .await
         .map_err(|e| anyhow::anyhow!("cannot read payload {}: {e}", path.display()))?;

@@ -55,7 +55,11 @@ pub async fn run(cmd: RolloutCmd, client: &AdminClient, json: bool) -> anyhow::R
             let waves: Vec<v1::WaveSpec> = waves
                 .iter()
                 .map(|w| v1::WaveSpec {
-                    sites: w.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+                    sites: w
+                        .split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect(),
                 })
                 .collect();
             let mut status = rpc_client
@@ -70,7 +74,9 @@ pub async fn run(cmd: RolloutCmd, client: &AdminClient, json: bool) -> anyhow::R
                 .into_inner();
             if start {
                 status = rpc_client
-                    .start_rollout(v1::RolloutRef { id: status.id.clone() })
+                    .start_rollout(v1::RolloutRef {
+                        id: status.id.clone(),
+                    })
                     .await
                     .map_err(rpc)?
                     .into_inner();
@@ -78,15 +84,27 @@ pub async fn run(cmd: RolloutCmd, client: &AdminClient, json: bool) -> anyhow::R
             print_status(&status, json, false);
         }
         RolloutCmd::Start { id } => {
-            let s = rpc_client.start_rollout(v1::RolloutRef { id }).await.map_err(rpc)?.into_inner();
+            let s = rpc_client
+                .start_rollout(v1::RolloutRef { id })
+                .await
+                .map_err(rpc)?
+                .into_inner();
             print_status(&s, json, false);
         }
         RolloutCmd::Pause { id } => {
-            let s = rpc_client.pause_rollout(v1::RolloutRef { id }).await.map_err(rpc)?.into_inner();
+            let s = rpc_client
+                .pause_rollout(v1::RolloutRef { id })
+                .await
+                .map_err(rpc)?
+                .into_inner();
             print_status(&s, json, false);
         }
         RolloutCmd::Status { id, devices } => {
-            let s = rpc_client.get_rollout(v1::RolloutRef { id }).await.map_err(rpc)?.into_inner();
+            let s = rpc_client
+                .get_rollout(v1::RolloutRef { id })
+                .await
+                .map_err(rpc)?
+                .into_inner();
             print_status(&s, json, devices);
         }
         RolloutCmd::List => list(client, json).await?,
@@ -115,20 +133,33 @@ pub async fn list(client: &AdminClient, json: bool) -> anyhow::Result<()> {
                 r.id.clone(),
                 format!("{}@{}", r.package, r.version),
                 rollout_state(r.state).into(),
-                format!("{}/{}", (r.current_wave + 1).min(r.waves.len() as u32), r.waves.len()),
+                format!(
+                    "{}/{}",
+                    (r.current_wave + 1).min(r.waves.len() as u32),
+                    r.waves.len()
+                ),
                 format!("{ok}/{total}"),
                 failed.to_string(),
             ]
         })
         .collect();
-    print!("{}", table(&["ROLLOUT", "PACKAGE", "STATE", "WAVE", "SUCCEEDED", "FAILED"], &rows));
+    print!(
+        "{}",
+        table(
+            &["ROLLOUT", "PACKAGE", "STATE", "WAVE", "SUCCEEDED", "FAILED"],
+            &rows
+        )
+    );
     Ok(())
 }
 
 fn totals(r: &v1::RolloutStatus) -> (u32, u32, u32) {
-    r.waves.iter().flat_map(|w| &w.site_counts).fold((0, 0, 0), |(ok, f, t), c| {
-        (ok + c.succeeded, f + c.failed, t + c.total)
-    })
+    r.waves
+        .iter()
+        .flat_map(|w| &w.site_counts)
+        .fold((0, 0, 0), |(ok, f, t), c| {
+            (ok + c.succeeded, f + c.failed, t + c.total)
+        })
 }
 
 pub fn rollout_state(state: i32) -> &'static str {
@@ -188,7 +219,19 @@ pub fn site_table(r: &v1::RolloutStatus) -> String {
             ]);
         }
     }
-    table(&["WAVE", "SITE", "WAVE STATE", "AGENTS", "SUCCEEDED", "FAILED", "IN PROGRESS", "PENDING"], &rows)
+    table(
+        &[
+            "WAVE",
+            "SITE",
+            "WAVE STATE",
+            "AGENTS",
+            "SUCCEEDED",
+            "FAILED",
+            "IN PROGRESS",
+            "PENDING",
+        ],
+        &rows,
+    )
 }
 
 fn print_status(r: &v1::RolloutStatus, json: bool, all_devices: bool) {
@@ -230,6 +273,9 @@ fn print_status(r: &v1::RolloutStatus, json: bool, all_devices: bool) {
                 ]
             })
             .collect();
-        print!("{}", table(&["DEVICE", "SITE", "STATE", "EXIT", "DETAIL"], &rows));
+        print!(
+            "{}",
+            table(&["DEVICE", "SITE", "STATE", "EXIT", "DETAIL"], &rows)
+        );
     }
 }

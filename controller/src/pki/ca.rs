@@ -5,8 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SerialNumber, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
+    PKCS_ECDSA_P256_SHA256,
 };
 use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer};
 use time::OffsetDateTime;
@@ -22,7 +23,9 @@ pub struct Ca {
 
 impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ca").field("fingerprint", &self.fingerprint()).finish()
+        f.debug_struct("Ca")
+            .field("fingerprint", &self.fingerprint())
+            .finish()
     }
 }
 
@@ -62,7 +65,11 @@ impl Ca {
         dn.push(DnType::OrganizationName, "rollcall");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.serial_number = Some(random_serial());
         validity(&mut params, Duration::from_secs(10 * 365 * 86400));
         let cert = params.self_signed(&key)?;
@@ -81,10 +88,15 @@ impl Ca {
             })
         };
         let cert_pem = read(cert_path)?;
-        let key = KeyPair::from_pem(&read(key_path)?).map_err(|e| Error::Pki(format!("{}: {e}", key_path.display())))?;
+        let key = KeyPair::from_pem(&read(key_path)?)
+            .map_err(|e| Error::Pki(format!("{}: {e}", key_path.display())))?;
         let cert_der = rustls::pki_types::pem::PemObject::from_pem_slice(cert_pem.as_bytes())
             .map_err(|e| Error::Pki(format!("{}: {e}", cert_path.display())))?;
-        Ok(Ca { cert_der, cert_pem, key })
+        Ok(Ca {
+            cert_der,
+            cert_pem,
+            key,
+        })
     }
 
     pub fn save(&self, cert_path: &Path, key_path: &Path) -> Result<()> {
@@ -114,7 +126,9 @@ impl Ca {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::new(names.to_vec())?;
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, "rollcall controller");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "rollcall controller");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.serial_number = Some(random_serial());
@@ -180,18 +194,29 @@ mod tests {
     fn signs_a_csr_and_refuses_garbage() {
         let ca = Ca::generate("test CA").unwrap();
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
-        let csr = CertificateParams::default().serialize_request(&key).unwrap();
-        let issued = ca.sign_csr(csr.der(), "agent-1", Duration::from_secs(3600)).unwrap();
+        let csr = CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap();
+        let issued = ca
+            .sign_csr(csr.der(), "agent-1", Duration::from_secs(3600))
+            .unwrap();
         assert!(issued.not_after > OffsetDateTime::now_utc().unix_timestamp());
-        let e = ca.sign_csr(b"not a csr", "agent-1", Duration::from_secs(3600)).unwrap_err();
-        assert!(e.to_string().contains("certificate signing request is invalid"), "{e}");
+        let e = ca
+            .sign_csr(b"not a csr", "agent-1", Duration::from_secs(3600))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("certificate signing request is invalid"),
+            "{e}"
+        );
     }
 
     #[test]
     fn save_and_load_keep_the_fingerprint() {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::generate("test CA").unwrap();
-        ca.save(&dir.path().join("ca.crt"), &dir.path().join("ca.key")).unwrap();
+        ca.save(&dir.path().join("ca.crt"), &dir.path().join("ca.key"))
+            .unwrap();
         let loaded = Ca::load(&dir.path().join("ca.crt"), &dir.path().join("ca.key")).unwrap();
         assert_eq!(ca.fingerprint(), loaded.fingerprint());
     }

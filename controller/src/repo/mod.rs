@@ -17,7 +17,9 @@ use crate::store::{PackageRecord, Store, StoreError, TufFiles, TufState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("the controller has no TUF root yet: push root.json together with the first targets.json")]
+    #[error(
+        "the controller has no TUF root yet: push root.json together with the first targets.json"
+    )]
     NoRoot,
     #[error("the pushed root.json differs from the published root (version {published}); root rotation is not supported yet")]
     RootChanged { published: u64 },
@@ -57,7 +59,12 @@ pub struct Repository {
 }
 
 impl Repository {
-    pub fn load(data: &DataDir, store: Store, blobs: Blobs, validity: Duration) -> Result<Repository, Error> {
+    pub fn load(
+        data: &DataDir,
+        store: Store,
+        blobs: Blobs,
+        validity: Duration,
+    ) -> Result<Repository, Error> {
         let path = data.online_keys();
         let text = std::fs::read_to_string(&path).map_err(|source| Error::Read { path, source })?;
         Ok(Repository {
@@ -87,11 +94,15 @@ impl Repository {
         let mut files = TufFiles::default();
 
         let (root_bytes, root) = if state.root_version == 0 {
-            let bytes = root_json.filter(|b| !b.is_empty()).ok_or(PublishError::NoRoot)?;
+            let bytes = root_json
+                .filter(|b| !b.is_empty())
+                .ok_or(PublishError::NoRoot)?;
             let root = online::verify_root(bytes).map_err(PublishError::BadRoot)?;
             online::check_root_online_keys(&root, &self.online).map_err(PublishError::BadRoot)?;
             state.root_version = u64::from(root.signed.version);
-            files.files.push((format!("{}.root.json", state.root_version), bytes.to_vec()));
+            files
+                .files
+                .push((format!("{}.root.json", state.root_version), bytes.to_vec()));
             (bytes.to_vec(), root)
         } else {
             let published = self.root_bytes(state.root_version)?;
@@ -107,7 +118,8 @@ impl Repository {
         };
         let _ = root_bytes;
 
-        let targets = online::verify_targets(&root, targets_json).map_err(PublishError::BadTargets)?;
+        let targets =
+            online::verify_targets(&root, targets_json).map_err(PublishError::BadTargets)?;
         let targets_version = u64::from(targets.signed.version);
         if targets_version <= state.targets_version {
             return Err(PublishError::NotNewer {
@@ -146,7 +158,10 @@ impl Repository {
             }
         }
         state.targets_version = targets_version;
-        files.files.push((format!("{targets_version}.targets.json"), targets_json.to_vec()));
+        files.files.push((
+            format!("{targets_version}.targets.json"),
+            targets_json.to_vec(),
+        ));
         self.sign_snapshot_and_timestamp(&root, targets_json, &mut state, &mut files, now)
             .await?;
         self.store.publish_tuf(&files, &state, &new_packages)?;
@@ -157,7 +172,10 @@ impl Repository {
             new_packages = new_packages.len(),
             "Repository metadata published."
         );
-        Ok(Published { state, new_packages })
+        Ok(Published {
+            state,
+            new_packages,
+        })
     }
 
     /// Re-sign snapshot and timestamp once the timestamp is past half its life, so agents never see it expire
@@ -172,7 +190,8 @@ impl Repository {
         if state.timestamp_expires - now.timestamp() > half_life {
             return Ok(false);
         }
-        let root = online::verify_root(&self.root_bytes(state.root_version)?).map_err(PublishError::BadRoot)?;
+        let root = online::verify_root(&self.root_bytes(state.root_version)?)
+            .map_err(PublishError::BadRoot)?;
         let targets = self
             .store
             .tuf_file(&format!("{}.targets.json", state.targets_version))?
@@ -182,7 +201,10 @@ impl Repository {
             .await?;
         self.store.publish_tuf(&files, &state, &[])?;
         self.store.flush().await?;
-        info!(snapshot_version = state.snapshot_version, "Snapshot and timestamp re-signed.");
+        info!(
+            snapshot_version = state.snapshot_version,
+            "Snapshot and timestamp re-signed."
+        );
         Ok(true)
     }
 
@@ -211,13 +233,22 @@ impl Repository {
         )
         .await
         .map_err(PublishError::Sign)?;
-        let timestamp = online::sign_timestamp(root, &snapshot, state.timestamp_version + 1, &self.timestamp_key, expires)
-            .await
-            .map_err(PublishError::Sign)?;
+        let timestamp = online::sign_timestamp(
+            root,
+            &snapshot,
+            state.timestamp_version + 1,
+            &self.timestamp_key,
+            expires,
+        )
+        .await
+        .map_err(PublishError::Sign)?;
         state.snapshot_version = snapshot.version;
         state.timestamp_version = timestamp.version;
         state.timestamp_expires = expires.timestamp();
-        files.files.push((format!("{}.snapshot.json", snapshot.version), snapshot.bytes));
+        files.files.push((
+            format!("{}.snapshot.json", snapshot.version),
+            snapshot.bytes,
+        ));
         files.files.push(("timestamp.json".into(), timestamp.bytes));
         Ok(())
     }

@@ -62,7 +62,11 @@ pub fn tallies(store: &Store, rollout: &RolloutRecord) -> Result<Vec<Tally>, Sto
 }
 
 /// The assignments a checking-in agent gets from all running rollouts; records new offers.
-pub fn assignments_for(store: &Store, agent: &AgentRecord, now: i64) -> Result<Vec<v1::Assignment>, StoreError> {
+pub fn assignments_for(
+    store: &Store,
+    agent: &AgentRecord,
+    now: i64,
+) -> Result<Vec<v1::Assignment>, StoreError> {
     let mut out = Vec::new();
     for rollout in store.rollouts()? {
         if rollout.state != RolloutState::Running {
@@ -84,7 +88,13 @@ pub fn assignments_for(store: &Store, agent: &AgentRecord, now: i64) -> Result<V
             }
             Offer::Offer { wave } => {
                 if existing.is_none() {
-                    store.put_action(&new_action(&rollout, agent, wave, ActionState::Offered, now))?;
+                    store.put_action(&new_action(
+                        &rollout,
+                        agent,
+                        wave,
+                        ActionState::Offered,
+                        now,
+                    ))?;
                 }
                 out.push(v1::Assignment {
                     action_id: id,
@@ -100,7 +110,13 @@ pub fn assignments_for(store: &Store, agent: &AgentRecord, now: i64) -> Result<V
     Ok(out)
 }
 
-fn new_action(rollout: &RolloutRecord, agent: &AgentRecord, wave: u32, state: ActionState, now: i64) -> ActionRecord {
+fn new_action(
+    rollout: &RolloutRecord,
+    agent: &AgentRecord,
+    wave: u32,
+    state: ActionState,
+    now: i64,
+) -> ActionRecord {
     ActionRecord {
         id: ActionRecord::id_for(&rollout.id, &agent.id),
         rollout_id: rollout.id.clone(),
@@ -156,7 +172,11 @@ pub fn apply_report(
     }
     action.bytes_done = report.bytes_done;
     action.bytes_total = report.bytes_total;
-    action.updated_at = if report.at_unix > 0 { report.at_unix.min(now) } else { now };
+    action.updated_at = if report.at_unix > 0 {
+        report.at_unix.min(now)
+    } else {
+        now
+    };
     store.put_action(&action)?;
     Ok(ReportOutcome::Recorded {
         terminal: state.is_terminal(),
@@ -204,7 +224,14 @@ mod tests {
             version: "1.0".into(),
             target_name: "app_1.0.tar.gz".into(),
             platforms: vec!["linux".into()],
-            waves: vec![WaveRecord { sites: vec!["north".into()] }, WaveRecord { sites: vec!["south".into()] }],
+            waves: vec![
+                WaveRecord {
+                    sites: vec!["north".into()],
+                },
+                WaveRecord {
+                    sites: vec!["south".into()],
+                },
+            ],
             state: RolloutState::Running,
             current_wave: 0,
             created_at: 0,
@@ -215,7 +242,10 @@ mod tests {
         store.put_rollout(&rollout).unwrap();
 
         let south = store.agent("b1").unwrap().unwrap();
-        assert!(assignments_for(&store, &south, 1).unwrap().is_empty(), "wave 2 closed");
+        assert!(
+            assignments_for(&store, &south, 1).unwrap().is_empty(),
+            "wave 2 closed"
+        );
         for id in ["a1", "a2"] {
             let a = store.agent(id).unwrap().unwrap();
             let got = assignments_for(&store, &a, 1).unwrap();
@@ -241,7 +271,10 @@ mod tests {
         assert_eq!(got.len(), 1);
         apply_report(&store, "b1", &report("r1/b1", ActionState::Succeeded), 8).unwrap();
         tick(&store, 9).unwrap();
-        assert_eq!(store.rollout("r1").unwrap().unwrap().state, RolloutState::Completed);
+        assert_eq!(
+            store.rollout("r1").unwrap().unwrap().state,
+            RolloutState::Completed
+        );
     }
 
     #[test]
@@ -255,7 +288,9 @@ mod tests {
             version: "1.0".into(),
             target_name: "app_1.0.tar.gz".into(),
             platforms: vec!["windows".into()],
-            waves: vec![WaveRecord { sites: vec!["north".into()] }],
+            waves: vec![WaveRecord {
+                sites: vec!["north".into()],
+            }],
             state: RolloutState::Running,
             current_wave: 0,
             created_at: 0,
@@ -265,8 +300,14 @@ mod tests {
         };
         store.put_rollout(&rollout).unwrap();
         let a = store.agent("a1").unwrap().unwrap();
-        assert!(assignments_for(&store, &a, 1).unwrap().is_empty(), "wrong platform is skipped, not offered");
-        assert_eq!(store.action("r2/a1").unwrap().unwrap().state, ActionState::Skipped);
+        assert!(
+            assignments_for(&store, &a, 1).unwrap().is_empty(),
+            "wrong platform is skipped, not offered"
+        );
+        assert_eq!(
+            store.action("r2/a1").unwrap().unwrap().state,
+            ActionState::Skipped
+        );
 
         let mut linux = rollout.clone();
         linux.id = "r3".into();
@@ -286,6 +327,9 @@ mod tests {
         assert_eq!(r.state, RolloutState::Paused);
         assert!(r.reason.contains("1 device(s) failed"));
         let action = store.action("r3/a1").unwrap().unwrap();
-        assert_eq!((action.state, action.exit_code), (ActionState::Failed, Some(3)));
+        assert_eq!(
+            (action.state, action.exit_code),
+            (ActionState::Failed, Some(3))
+        );
     }
 }

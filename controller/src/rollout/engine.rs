@@ -125,8 +125,12 @@ mod tests {
             target_name: "app_1.tar.gz".into(),
             platforms: vec!["linux".into()],
             waves: vec![
-                WaveRecord { sites: vec!["a".into()] },
-                WaveRecord { sites: vec!["b".into(), "c".into()] },
+                WaveRecord {
+                    sites: vec!["a".into()],
+                },
+                WaveRecord {
+                    sites: vec!["b".into(), "c".into()],
+                },
             ],
             state,
             current_wave,
@@ -165,18 +169,27 @@ mod tests {
     #[test]
     fn wave_opens_only_when_every_device_succeeded() {
         let r = rollout(0, RolloutState::Running);
-        let waiting = [tally(&[Some(ActionState::Succeeded), Some(ActionState::Installing)]), tally(&[None])];
+        let waiting = [
+            tally(&[Some(ActionState::Succeeded), Some(ActionState::Installing)]),
+            tally(&[None]),
+        ];
         assert_eq!(decide(&r, &waiting), Decision::Wait);
         let unoffered = [tally(&[Some(ActionState::Succeeded), None]), tally(&[None])];
         assert_eq!(decide(&r, &unoffered), Decision::Wait);
-        let done = [tally(&[Some(ActionState::Succeeded), Some(ActionState::Skipped)]), tally(&[None])];
+        let done = [
+            tally(&[Some(ActionState::Succeeded), Some(ActionState::Skipped)]),
+            tally(&[None]),
+        ];
         assert_eq!(decide(&r, &done), Decision::OpenWave(1));
     }
 
     #[test]
     fn last_wave_done_completes() {
         let r = rollout(1, RolloutState::Running);
-        let t = [tally(&[Some(ActionState::Succeeded)]), tally(&[Some(ActionState::Succeeded)])];
+        let t = [
+            tally(&[Some(ActionState::Succeeded)]),
+            tally(&[Some(ActionState::Succeeded)]),
+        ];
         assert_eq!(decide(&r, &t), Decision::Complete);
     }
 
@@ -188,7 +201,10 @@ mod tests {
             tally(&[Some(ActionState::Succeeded)]),
         ];
         match decide(&r, &t) {
-            Decision::Pause(reason) => assert!(reason.contains("1 device(s) failed (first in wave 1)"), "{reason}"),
+            Decision::Pause(reason) => assert!(
+                reason.contains("1 device(s) failed (first in wave 1)"),
+                "{reason}"
+            ),
             other => panic!("expected pause, got {other:?}"),
         }
     }
@@ -196,27 +212,54 @@ mod tests {
     #[test]
     fn empty_wave_passes() {
         let r = rollout(0, RolloutState::Running);
-        assert_eq!(decide(&r, &[Tally::default(), Tally::default()]), Decision::OpenWave(1));
+        assert_eq!(
+            decide(&r, &[Tally::default(), Tally::default()]),
+            Decision::OpenWave(1)
+        );
     }
 
     #[test]
     fn offers_follow_open_waves_and_membership() {
         let running = rollout(0, RolloutState::Running);
         assert_eq!(offer(&running, "a", true, None), Offer::Offer { wave: 0 });
-        assert_eq!(offer(&running, "b", true, None), Offer::Nothing, "wave 2 not open yet");
-        assert_eq!(offer(&running, "zzz", true, None), Offer::Nothing, "not a member");
+        assert_eq!(
+            offer(&running, "b", true, None),
+            Offer::Nothing,
+            "wave 2 not open yet"
+        );
+        assert_eq!(
+            offer(&running, "zzz", true, None),
+            Offer::Nothing,
+            "not a member"
+        );
         assert_eq!(offer(&running, "a", false, None), Offer::Skip { wave: 0 });
         let wider = rollout(1, RolloutState::Running);
         assert_eq!(offer(&wider, "c", true, None), Offer::Offer { wave: 1 });
-        assert_eq!(offer(&wider, "a", true, None), Offer::Offer { wave: 0 }, "late joiner of an earlier wave");
+        assert_eq!(
+            offer(&wider, "a", true, None),
+            Offer::Offer { wave: 0 },
+            "late joiner of an earlier wave"
+        );
         assert_eq!(
             offer(&wider, "a", true, Some(&action(ActionState::Downloading))),
             Offer::Offer { wave: 0 },
             "resent until finished"
         );
-        assert_eq!(offer(&wider, "a", true, Some(&action(ActionState::Succeeded))), Offer::Nothing);
-        for state in [RolloutState::Draft, RolloutState::Paused, RolloutState::Completed, RolloutState::Cancelled] {
-            assert_eq!(offer(&rollout(1, state), "a", true, None), Offer::Nothing, "{state:?}");
+        assert_eq!(
+            offer(&wider, "a", true, Some(&action(ActionState::Succeeded))),
+            Offer::Nothing
+        );
+        for state in [
+            RolloutState::Draft,
+            RolloutState::Paused,
+            RolloutState::Completed,
+            RolloutState::Cancelled,
+        ] {
+            assert_eq!(
+                offer(&rollout(1, state), "a", true, None),
+                Offer::Nothing,
+                "{state:?}"
+            );
         }
     }
 }

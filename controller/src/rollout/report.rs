@@ -9,7 +9,10 @@ use super::state::ActionState;
 use crate::store::{ActionRecord, RolloutRecord, Store, StoreError};
 
 /// Build the full status of a rollout.
-pub fn rollout_status(store: &Store, rollout: &RolloutRecord) -> Result<v1::RolloutStatus, StoreError> {
+pub fn rollout_status(
+    store: &Store,
+    rollout: &RolloutRecord,
+) -> Result<v1::RolloutStatus, StoreError> {
     let actions: HashMap<String, ActionRecord> = store
         .actions_of(&rollout.id)?
         .into_iter()
@@ -18,9 +21,14 @@ pub fn rollout_status(store: &Store, rollout: &RolloutRecord) -> Result<v1::Roll
     let mut per_site: BTreeMap<String, Tally> = BTreeMap::new();
     let mut devices = Vec::new();
     for agent in store.agents_in_sites(&rollout.all_sites())? {
-        let Some(wave) = rollout.wave_of(&agent.site) else { continue };
+        let Some(wave) = rollout.wave_of(&agent.site) else {
+            continue;
+        };
         let action = actions.get(&agent.id);
-        per_site.entry(agent.site.clone()).or_default().add(action.map(|a| a.state));
+        per_site
+            .entry(agent.site.clone())
+            .or_default()
+            .add(action.map(|a| a.state));
         devices.push(v1::DeviceStatus {
             agent_id: agent.id.clone(),
             hostname: agent.hostname.clone(),

@@ -42,7 +42,9 @@ impl RolloutState {
             (S::WaitingApproval, E::Approve) => Some(S::Running),
             (S::Running | S::WaitingApproval, E::Pause | E::DeviceFailed) => Some(S::Paused),
             (S::Running, E::Finished) => Some(S::Completed),
-            (S::Draft | S::Running | S::Paused | S::WaitingApproval, E::Cancel) => Some(S::Cancelled),
+            (S::Draft | S::Running | S::Paused | S::WaitingApproval, E::Cancel) => {
+                Some(S::Cancelled)
+            }
             _ => None,
         }
     }
@@ -187,8 +189,22 @@ mod tests {
     fn rollout_transitions_table() {
         use RolloutEvent as E;
         use RolloutState as S;
-        let all_states = [S::Draft, S::Running, S::Paused, S::WaitingApproval, S::Completed, S::Cancelled];
-        let all_events = [E::Start, E::Pause, E::DeviceFailed, E::Finished, E::Approve, E::Cancel];
+        let all_states = [
+            S::Draft,
+            S::Running,
+            S::Paused,
+            S::WaitingApproval,
+            S::Completed,
+            S::Cancelled,
+        ];
+        let all_events = [
+            E::Start,
+            E::Pause,
+            E::DeviceFailed,
+            E::Finished,
+            E::Approve,
+            E::Cancel,
+        ];
         let legal = [
             (S::Draft, E::Start, S::Running),
             (S::Paused, E::Start, S::Running),
@@ -205,7 +221,10 @@ mod tests {
         ];
         for s in all_states {
             for e in all_events {
-                let expected = legal.iter().find(|(from, ev, _)| *from == s && *ev == e).map(|l| l.2);
+                let expected = legal
+                    .iter()
+                    .find(|(from, ev, _)| *from == s && *ev == e)
+                    .map(|l| l.2);
                 assert_eq!(s.on(e), expected, "{s:?} on {e:?}");
             }
         }
@@ -215,14 +234,68 @@ mod tests {
     fn action_transitions_table() {
         use ActionState::*;
         let all = [
-            Pending, Offered, Downloading, Downloaded, Installing, Succeeded, Failed, RolledBack, Cancelled, Skipped,
+            Pending,
+            Offered,
+            Downloading,
+            Downloaded,
+            Installing,
+            Succeeded,
+            Failed,
+            RolledBack,
+            Cancelled,
+            Skipped,
         ];
         let legal: &[(ActionState, &[ActionState])] = &[
-            (Pending, &[Offered, Downloading, Downloaded, Installing, Succeeded, Failed, RolledBack, Cancelled, Skipped]),
-            (Offered, &[Downloading, Downloaded, Installing, Succeeded, Failed, RolledBack, Cancelled, Skipped]),
-            (Downloading, &[Downloading, Downloaded, Installing, Succeeded, Failed, RolledBack, Cancelled, Skipped]),
-            (Downloaded, &[Installing, Succeeded, Failed, RolledBack, Cancelled, Skipped]),
-            (Installing, &[Succeeded, Failed, RolledBack, Cancelled, Skipped]),
+            (
+                Pending,
+                &[
+                    Offered,
+                    Downloading,
+                    Downloaded,
+                    Installing,
+                    Succeeded,
+                    Failed,
+                    RolledBack,
+                    Cancelled,
+                    Skipped,
+                ],
+            ),
+            (
+                Offered,
+                &[
+                    Downloading,
+                    Downloaded,
+                    Installing,
+                    Succeeded,
+                    Failed,
+                    RolledBack,
+                    Cancelled,
+                    Skipped,
+                ],
+            ),
+            (
+                Downloading,
+                &[
+                    Downloading,
+                    Downloaded,
+                    Installing,
+                    Succeeded,
+                    Failed,
+                    RolledBack,
+                    Cancelled,
+                    Skipped,
+                ],
+            ),
+            (
+                Downloaded,
+                &[
+                    Installing, Succeeded, Failed, RolledBack, Cancelled, Skipped,
+                ],
+            ),
+            (
+                Installing,
+                &[Succeeded, Failed, RolledBack, Cancelled, Skipped],
+            ),
             (Succeeded, &[]),
             (Failed, &[]),
             (RolledBack, &[]),
@@ -230,16 +303,28 @@ mod tests {
             (Skipped, &[]),
         ];
         for from in all {
-            let allowed = legal.iter().find(|(f, _)| *f == from).map(|l| l.1).unwrap_or(&[]);
+            let allowed = legal
+                .iter()
+                .find(|(f, _)| *f == from)
+                .map(|l| l.1)
+                .unwrap_or(&[]);
             for to in all {
-                assert_eq!(from.can_become(to), allowed.contains(&to), "{from:?} -> {to:?}");
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&to),
+                    "{from:?} -> {to:?}"
+                );
             }
         }
     }
 
     #[test]
     fn proto_round_trip() {
-        for s in [ActionState::Offered, ActionState::RolledBack, ActionState::Skipped] {
+        for s in [
+            ActionState::Offered,
+            ActionState::RolledBack,
+            ActionState::Skipped,
+        ] {
             assert_eq!(ActionState::from_proto(s.to_proto() as i32), Some(s));
         }
         assert_eq!(ActionState::from_proto(0), None);

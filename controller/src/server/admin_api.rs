@@ -14,7 +14,9 @@ use super::Shared;
 use crate::repo::PublishError;
 use crate::rollout::report::rollout_status;
 use crate::rollout::state::{RolloutEvent, RolloutState};
-use crate::store::{ActionRecord, AgentRecord, AuditEntry, RolloutRecord, Role, TokenRecord, WaveRecord};
+use crate::store::{
+    ActionRecord, AgentRecord, AuditEntry, Role, RolloutRecord, TokenRecord, WaveRecord,
+};
 
 const READ: &[Role] = &[Role::Admin, Role::Tech];
 const WRITE: &[Role] = &[Role::Admin];
@@ -53,7 +55,11 @@ impl AdminApi {
     }
 
     /// Apply an admin event to a rollout, or explain why it does not apply.
-    async fn transition(&self, req: Request<v1::RolloutRef>, event: RolloutEvent) -> Result<Response<v1::RolloutStatus>, Status> {
+    async fn transition(
+        &self,
+        req: Request<v1::RolloutRef>,
+        event: RolloutEvent,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
         let caller = authorize(&self.shared.store, &req, WRITE, now())?;
         let mut rollout = self.rollout(&req.get_ref().id)?;
         let next = rollout.state.on(event).ok_or_else(|| {
@@ -72,10 +78,16 @@ impl AdminApi {
             rollout.reason = format!("paused by {}", caller.subject);
         }
         self.shared.store.put_rollout(&rollout).map_err(internal)?;
-        self.audit(&caller, &format!("rollout {event:?}").to_lowercase(), rollout.id.clone())?;
+        self.audit(
+            &caller,
+            &format!("rollout {event:?}").to_lowercase(),
+            rollout.id.clone(),
+        )?;
         self.shared.store.flush().await.map_err(internal)?;
         self.shared.engine_wake.notify_one();
-        Ok(Response::new(rollout_status(&self.shared.store, &rollout).map_err(internal)?))
+        Ok(Response::new(
+            rollout_status(&self.shared.store, &rollout).map_err(internal)?,
+        ))
     }
 }
 
@@ -86,7 +98,9 @@ fn now() -> i64 {
 fn valid_site(site: &str) -> bool {
     !site.is_empty()
         && site.len() <= 64
-        && site.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && site
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 fn summary(agent: &AgentRecord) -> v1::AgentSummary {
@@ -114,7 +128,9 @@ fn summary(agent: &AgentRecord) -> v1::AgentSummary {
 
 fn publish_status(e: PublishError) -> Status {
     match e {
-        PublishError::BadRoot(_) | PublishError::BadTargets(_) => Status::invalid_argument(e.to_string()),
+        PublishError::BadRoot(_) | PublishError::BadTargets(_) => {
+            Status::invalid_argument(e.to_string())
+        }
         PublishError::NoRoot
         | PublishError::RootChanged { .. }
         | PublishError::NotNewer { .. }
@@ -126,7 +142,10 @@ fn publish_status(e: PublishError) -> Status {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
-    async fn list_agents(&self, req: Request<v1::ListAgentsRequest>) -> Result<Response<v1::ListAgentsResponse>, Status> {
+    async fn list_agents(
+        &self,
+        req: Request<v1::ListAgentsRequest>,
+    ) -> Result<Response<v1::ListAgentsResponse>, Status> {
         authorize(&self.shared.store, &req, READ, now())?;
         let site = &req.get_ref().site;
         let mut agents: Vec<v1::AgentSummary> = self
@@ -139,10 +158,16 @@ impl AdminService for AdminApi {
             .map(summary)
             .collect();
         agents.sort_by(|a, b| (&a.site, &a.hostname).cmp(&(&b.site, &b.hostname)));
-        Ok(Response::new(v1::ListAgentsResponse { agents, now_unix: now() }))
+        Ok(Response::new(v1::ListAgentsResponse {
+            agents,
+            now_unix: now(),
+        }))
     }
 
-    async fn get_agent(&self, req: Request<v1::GetAgentRequest>) -> Result<Response<v1::AgentDetail>, Status> {
+    async fn get_agent(
+        &self,
+        req: Request<v1::GetAgentRequest>,
+    ) -> Result<Response<v1::AgentDetail>, Status> {
         authorize(&self.shared.store, &req, READ, now())?;
         let store = &self.shared.store;
         let id = &req.get_ref().agent_id;
@@ -156,7 +181,10 @@ impl AdminService for AdminApi {
             .and_then(|bytes| v1::Inventory::decode(bytes.as_slice()).ok());
         let mut actions = Vec::new();
         for rollout in store.rollouts().map_err(internal)? {
-            if let Some(a) = store.action(&ActionRecord::id_for(&rollout.id, id)).map_err(internal)? {
+            if let Some(a) = store
+                .action(&ActionRecord::id_for(&rollout.id, id))
+                .map_err(internal)?
+            {
                 actions.push(v1::DeviceStatus {
                     agent_id: agent.id.clone(),
                     hostname: agent.hostname.clone(),
@@ -180,7 +208,10 @@ impl AdminService for AdminApi {
         }))
     }
 
-    async fn list_sites(&self, req: Request<v1::ListSitesRequest>) -> Result<Response<v1::ListSitesResponse>, Status> {
+    async fn list_sites(
+        &self,
+        req: Request<v1::ListSitesRequest>,
+    ) -> Result<Response<v1::ListSitesResponse>, Status> {
         authorize(&self.shared.store, &req, READ, now())?;
         let store = &self.shared.store;
         let agents = store.agents().map_err(internal)?;
@@ -190,10 +221,14 @@ impl AdminService for AdminApi {
             .map_err(internal)?
             .into_iter()
             .map(|site| {
-                let members: Vec<&AgentRecord> = agents.iter().filter(|a| a.site == site.name).collect();
+                let members: Vec<&AgentRecord> =
+                    agents.iter().filter(|a| a.site == site.name).collect();
                 v1::SiteSummary {
                     agents: members.len() as u32,
-                    online: members.iter().filter(|a| a.last_checkin >= online_after).count() as u32,
+                    online: members
+                        .iter()
+                        .filter(|a| a.last_checkin >= online_after)
+                        .count() as u32,
                     name: site.name,
                 }
             })
@@ -201,7 +236,10 @@ impl AdminService for AdminApi {
         Ok(Response::new(v1::ListSitesResponse { sites }))
     }
 
-    async fn create_token(&self, req: Request<v1::CreateTokenRequest>) -> Result<Response<v1::CreateTokenResponse>, Status> {
+    async fn create_token(
+        &self,
+        req: Request<v1::CreateTokenRequest>,
+    ) -> Result<Response<v1::CreateTokenResponse>, Status> {
         let caller = authorize(&self.shared.store, &req, WRITE, now())?;
         let req = req.into_inner();
         let store = &self.shared.store;
@@ -215,7 +253,9 @@ impl AdminService for AdminApi {
             return Err(Status::invalid_argument("a token needs at least 1 use"));
         }
         if req.ttl_seconds == 0 || req.ttl_seconds > MAX_TOKEN_TTL {
-            return Err(Status::invalid_argument("token lifetime must be between 1 second and 90 days"));
+            return Err(Status::invalid_argument(
+                "token lifetime must be between 1 second and 90 days",
+            ));
         }
         let tuf = store.tuf_state().map_err(internal)?;
         if tuf.root_version == 0 {
@@ -236,9 +276,18 @@ impl AdminService for AdminApi {
             created_at: now,
             root_version: tuf.root_version,
         };
-        store.put_token(&Token::secret_hash(&token.secret), &record).map_err(internal)?;
+        store
+            .put_token(&Token::secret_hash(&token.secret), &record)
+            .map_err(internal)?;
         store.ensure_site(&req.site, now).map_err(internal)?;
-        self.audit(&caller, "token create", format!("site {} uses {} ttl {}s", req.site, req.uses, req.ttl_seconds))?;
+        self.audit(
+            &caller,
+            "token create",
+            format!(
+                "site {} uses {} ttl {}s",
+                req.site, req.uses, req.ttl_seconds
+            ),
+        )?;
         store.flush().await.map_err(internal)?;
         Ok(Response::new(v1::CreateTokenResponse {
             token: token.to_string(),
@@ -248,7 +297,10 @@ impl AdminService for AdminApi {
         }))
     }
 
-    async fn get_repository(&self, req: Request<v1::GetRepositoryRequest>) -> Result<Response<v1::RepositoryInfo>, Status> {
+    async fn get_repository(
+        &self,
+        req: Request<v1::GetRepositoryRequest>,
+    ) -> Result<Response<v1::RepositoryInfo>, Status> {
         authorize(&self.shared.store, &req, READ, now())?;
         let state = self.shared.store.tuf_state().map_err(internal)?;
         Ok(Response::new(v1::RepositoryInfo {
@@ -258,7 +310,10 @@ impl AdminService for AdminApi {
         }))
     }
 
-    async fn push_payload(&self, req: Request<Streaming<v1::PayloadChunk>>) -> Result<Response<v1::PushPayloadResponse>, Status> {
+    async fn push_payload(
+        &self,
+        req: Request<Streaming<v1::PayloadChunk>>,
+    ) -> Result<Response<v1::PushPayloadResponse>, Status> {
         let caller = authorize(&self.shared.store, &req, WRITE, now())?;
         let mut stream = req.into_inner();
         let first = stream
@@ -267,11 +322,16 @@ impl AdminService for AdminApi {
             .ok_or_else(|| Status::invalid_argument("payload upload is empty"))??;
         let (sha256, length) = (first.sha256.clone(), first.length);
         if length > MAX_PAYLOAD {
-            return Err(Status::invalid_argument(format!("payload of {length} bytes is over the {MAX_PAYLOAD}-byte limit")));
+            return Err(Status::invalid_argument(format!(
+                "payload of {length} bytes is over the {MAX_PAYLOAD}-byte limit"
+            )));
         }
         let blobs = &self.shared.blobs;
         if blobs.contains(&sha256, length) {
-            return Ok(Response::new(v1::PushPayloadResponse { sha256, already_present: true }));
+            return Ok(Response::new(v1::PushPayloadResponse {
+                sha256,
+                already_present: true,
+            }));
         }
         let mut writer = blobs
             .writer(&sha256, length)
@@ -292,12 +352,25 @@ impl AdminService for AdminApi {
                 }
             };
         }
-        writer.finish().await.map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.audit(&caller, "payload push", format!("{sha256} ({length} bytes)"))?;
-        Ok(Response::new(v1::PushPayloadResponse { sha256, already_present: false }))
+        writer
+            .finish()
+            .await
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.audit(
+            &caller,
+            "payload push",
+            format!("{sha256} ({length} bytes)"),
+        )?;
+        Ok(Response::new(v1::PushPayloadResponse {
+            sha256,
+            already_present: false,
+        }))
     }
 
-    async fn push_metadata(&self, req: Request<v1::PushMetadataRequest>) -> Result<Response<v1::PushMetadataResponse>, Status> {
+    async fn push_metadata(
+        &self,
+        req: Request<v1::PushMetadataRequest>,
+    ) -> Result<Response<v1::PushMetadataResponse>, Status> {
         let caller = authorize(&self.shared.store, &req, WRITE, now())?;
         let req = req.into_inner();
         let root = (!req.root_json.is_empty()).then_some(req.root_json.as_slice());
@@ -315,7 +388,11 @@ impl AdminService for AdminApi {
         self.audit(
             &caller,
             "metadata push",
-            format!("targets v{} new packages [{}]", published.state.targets_version, names.join(", ")),
+            format!(
+                "targets v{} new packages [{}]",
+                published.state.targets_version,
+                names.join(", ")
+            ),
         )?;
         Ok(Response::new(v1::PushMetadataResponse {
             targets_version: published.state.targets_version,
@@ -325,7 +402,10 @@ impl AdminService for AdminApi {
         }))
     }
 
-    async fn list_packages(&self, req: Request<v1::ListPackagesRequest>) -> Result<Response<v1::ListPackagesResponse>, Status> {
+    async fn list_packages(
+        &self,
+        req: Request<v1::ListPackagesRequest>,
+    ) -> Result<Response<v1::ListPackagesResponse>, Status> {
         authorize(&self.shared.store, &req, READ, now())?;
         let packages = self.shared.store.packages().map_err(internal)?;
         Ok(Response::new(v1::ListPackagesResponse {
@@ -333,7 +413,10 @@ impl AdminService for AdminApi {
         }))
     }
 
-    async fn create_rollout(&self, req: Request<v1::CreateRolloutRequest>) -> Result<Response<v1::RolloutStatus>, Status> {
+    async fn create_rollout(
+        &self,
+        req: Request<v1::CreateRolloutRequest>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
         let caller = authorize(&self.shared.store, &req, WRITE, now())?;
         let req = req.into_inner();
         let store = &self.shared.store;
@@ -347,24 +430,40 @@ impl AdminService for AdminApi {
                 ))
             })?;
         if req.waves.is_empty() {
-            return Err(Status::invalid_argument("a rollout needs at least one wave (--wave SITE[,SITE…])"));
+            return Err(Status::invalid_argument(
+                "a rollout needs at least one wave (--wave SITE[,SITE…])",
+            ));
         }
-        let known: Vec<String> = store.sites().map_err(internal)?.into_iter().map(|s| s.name).collect();
+        let known: Vec<String> = store
+            .sites()
+            .map_err(internal)?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
         let mut seen: Vec<&str> = Vec::new();
         for (i, wave) in req.waves.iter().enumerate() {
             if wave.sites.is_empty() {
-                return Err(Status::invalid_argument(format!("wave {} names no site", i + 1)));
+                return Err(Status::invalid_argument(format!(
+                    "wave {} names no site",
+                    i + 1
+                )));
             }
             for site in &wave.sites {
                 if !known.contains(site) {
                     return Err(Status::not_found(format!(
                         "wave {}: unknown site {site:?} (known: {})",
                         i + 1,
-                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
                     )));
                 }
                 if seen.contains(&site.as_str()) {
-                    return Err(Status::invalid_argument(format!("site {site:?} is in more than one wave")));
+                    return Err(Status::invalid_argument(format!(
+                        "site {site:?} is in more than one wave"
+                    )));
                 }
                 seen.push(site);
             }
@@ -373,12 +472,20 @@ impl AdminService for AdminApi {
         let id = format!("r{}", store.next_seq("rollout").map_err(internal)?);
         let rollout = RolloutRecord {
             id: id.clone(),
-            name: if req.name.is_empty() { format!("{}@{}", package.name, package.version) } else { req.name },
+            name: if req.name.is_empty() {
+                format!("{}@{}", package.name, package.version)
+            } else {
+                req.name
+            },
             package: package.name.clone(),
             version: package.version.clone(),
             target_name: package.target_name.clone(),
             platforms: package.platforms.clone(),
-            waves: req.waves.into_iter().map(|w| WaveRecord { sites: w.sites }).collect(),
+            waves: req
+                .waves
+                .into_iter()
+                .map(|w| WaveRecord { sites: w.sites })
+                .collect(),
             state: RolloutState::Draft,
             current_wave: 0,
             created_at: now,
@@ -387,26 +494,46 @@ impl AdminService for AdminApi {
             created_by: caller.subject.clone(),
         };
         store.put_rollout(&rollout).map_err(internal)?;
-        self.audit(&caller, "rollout create", format!("{id} {}@{}", package.name, package.version))?;
+        self.audit(
+            &caller,
+            "rollout create",
+            format!("{id} {}@{}", package.name, package.version),
+        )?;
         store.flush().await.map_err(internal)?;
-        Ok(Response::new(rollout_status(store, &rollout).map_err(internal)?))
+        Ok(Response::new(
+            rollout_status(store, &rollout).map_err(internal)?,
+        ))
     }
 
-    async fn start_rollout(&self, req: Request<v1::RolloutRef>) -> Result<Response<v1::RolloutStatus>, Status> {
+    async fn start_rollout(
+        &self,
+        req: Request<v1::RolloutRef>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
         self.transition(req, RolloutEvent::Start).await
     }
 
-    async fn pause_rollout(&self, req: Request<v1::RolloutRef>) -> Result<Response<v1::RolloutStatus>, Status> {
+    async fn pause_rollout(
+        &self,
+        req: Request<v1::RolloutRef>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
         self.transition(req, RolloutEvent::Pause).await
     }
 
-    async fn get_rollout(&self, req: Request<v1::RolloutRef>) -> Result<Response<v1::RolloutStatus>, Status> {
+    async fn get_rollout(
+        &self,
+        req: Request<v1::RolloutRef>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
         authorize(&self.shared.store, &req, READ, now())?;
         let rollout = self.rollout(&req.get_ref().id)?;
-        Ok(Response::new(rollout_status(&self.shared.store, &rollout).map_err(internal)?))
+        Ok(Response::new(
+            rollout_status(&self.shared.store, &rollout).map_err(internal)?,
+        ))
     }
 
-    async fn list_rollouts(&self, req: Request<v1::ListRolloutsRequest>) -> Result<Response<v1::ListRolloutsResponse>, Status> {
+    async fn list_rollouts(
+        &self,
+        req: Request<v1::ListRolloutsRequest>,
+    ) -> Result<Response<v1::ListRolloutsResponse>, Status> {
         authorize(&self.shared.store, &req, READ, now())?;
         let store = &self.shared.store;
         let mut rollouts = Vec::new();

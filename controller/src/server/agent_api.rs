@@ -15,8 +15,8 @@ use super::auth::{authorize, internal};
 use super::Shared;
 use crate::blobs::is_sha256;
 use crate::rollout::driver::{self, ReportOutcome};
-use crate::store::{AgentRecord, CertRecord, EnrollOutcome, NewAgent, Role, TokenRefusal};
 use crate::store::agents_installed;
+use crate::store::{AgentRecord, CertRecord, EnrollOutcome, NewAgent, Role, TokenRefusal};
 
 const CHUNK: usize = 64 * 1024;
 
@@ -51,7 +51,10 @@ type FetchStream = Pin<Box<dyn Stream<Item = Result<v1::FetchChunk, Status>> + S
 
 #[tonic::async_trait]
 impl AgentService for AgentApi {
-    async fn enroll(&self, req: Request<v1::EnrollRequest>) -> Result<Response<v1::EnrollResponse>, Status> {
+    async fn enroll(
+        &self,
+        req: Request<v1::EnrollRequest>,
+    ) -> Result<Response<v1::EnrollResponse>, Status> {
         let req = req.into_inner();
         let s = &self.shared;
         let now = now();
@@ -63,7 +66,9 @@ impl AgentService for AgentApi {
             return Err(Status::invalid_argument("enrollment token is empty"));
         }
         if req.hostname.trim().is_empty() || req.platform.trim().is_empty() {
-            return Err(Status::invalid_argument("enrollment needs the agent's hostname and platform"));
+            return Err(Status::invalid_argument(
+                "enrollment needs the agent's hostname and platform",
+            ));
         }
         let hash = Token::secret_hash(&secret);
         if let Err(refusal) = s.store.check_token(&hash, now).map_err(internal)? {
@@ -71,10 +76,9 @@ impl AgentService for AgentApi {
             return Err(refusal_status(&refusal));
         }
         let agent_id = new_agent_id();
-        let issued = s
-            .ca
-            .sign_csr(&req.csr_der, &agent_id, s.config.agent_cert_validity)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let issued =
+            s.ca.sign_csr(&req.csr_der, &agent_id, s.config.agent_cert_validity)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let fingerprint = sha256_hex(&issued.der);
         let (outcome, _) = s
             .store
@@ -108,7 +112,9 @@ impl AgentService for AgentApi {
             .store
             .tuf_file(&format!("{}.root.json", token.root_version))
             .map_err(internal)?
-            .ok_or_else(|| Status::failed_precondition("the root this token pins is no longer stored"))?;
+            .ok_or_else(|| {
+                Status::failed_precondition("the root this token pins is no longer stored")
+            })?;
         s.store.flush().await.map_err(internal)?;
         info!(agent = %agent_id, site = %token.site, hostname = %req.hostname, "Agent enrolled.");
         Ok(Response::new(v1::EnrollResponse {
@@ -121,7 +127,10 @@ impl AgentService for AgentApi {
         }))
     }
 
-    async fn check_in(&self, req: Request<v1::CheckInRequest>) -> Result<Response<v1::CheckInResponse>, Status> {
+    async fn check_in(
+        &self,
+        req: Request<v1::CheckInRequest>,
+    ) -> Result<Response<v1::CheckInResponse>, Status> {
         let s = &self.shared;
         let now = now();
         let caller = authorize(&s.store, &req, &[Role::Agent], now)?;
@@ -130,7 +139,9 @@ impl AgentService for AgentApi {
             .store
             .agent(&caller.subject)
             .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("agent {} is not enrolled", caller.subject)))?;
+            .ok_or_else(|| {
+                Status::not_found(format!("agent {} is not enrolled", caller.subject))
+            })?;
         agent.last_checkin = now;
         agent.agent_version = req.agent_version.clone();
         agent.installed = agents_installed(&req.installed);
@@ -142,7 +153,9 @@ impl AgentService for AgentApi {
             if !inventory.hostname.is_empty() {
                 agent.hostname = inventory.hostname.clone();
             }
-            agent.os = format!("{} {}", inventory.os_name, inventory.os_version).trim().to_owned();
+            agent.os = format!("{} {}", inventory.os_name, inventory.os_version)
+                .trim()
+                .to_owned();
         }
         let send_inventory = req.inventory.is_none() && agent.inventory_hash != req.inventory_hash;
         s.store.put_agent(&agent).map_err(internal)?;
@@ -178,19 +191,30 @@ impl AgentService for AgentApi {
 
     async fn fetch(&self, req: Request<v1::FetchRequest>) -> Result<Response<FetchStream>, Status> {
         let s = &self.shared;
-        authorize(&s.store, &req, &[Role::Agent, Role::Admin, Role::Tech], now())?;
+        authorize(
+            &s.store,
+            &req,
+            &[Role::Agent, Role::Admin, Role::Tech],
+            now(),
+        )?;
         let req = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<v1::FetchChunk, Status>>(4);
         match v1::FetchKind::try_from(req.kind).unwrap_or(v1::FetchKind::Unspecified) {
             v1::FetchKind::Metadata => {
-                if req.path.contains('/') || req.path.contains("..") || !req.path.ends_with(".json") {
-                    return Err(Status::invalid_argument(format!("{:?} is not a repository metadata file", req.path)));
+                if req.path.contains('/') || req.path.contains("..") || !req.path.ends_with(".json")
+                {
+                    return Err(Status::invalid_argument(format!(
+                        "{:?} is not a repository metadata file",
+                        req.path
+                    )));
                 }
                 let bytes = s
                     .store
                     .tuf_file(&req.path)
                     .map_err(internal)?
-                    .ok_or_else(|| Status::not_found(format!("repository file {} does not exist", req.path)))?;
+                    .ok_or_else(|| {
+                        Status::not_found(format!("repository file {} does not exist", req.path))
+                    })?;
                 let total = bytes.len() as u64;
                 let start = req.offset.min(total) as usize;
                 tokio::spawn(async move {
@@ -217,11 +241,9 @@ impl AgentService for AgentApi {
                         req.path
                     )));
                 }
-                let (mut file, total) = s
-                    .blobs
-                    .read_from(sha, req.offset)
-                    .await
-                    .map_err(|_| Status::not_found(format!("target {} does not exist", req.path)))?;
+                let (mut file, total) = s.blobs.read_from(sha, req.offset).await.map_err(|_| {
+                    Status::not_found(format!("target {} does not exist", req.path))
+                })?;
                 let mut offset = req.offset.min(total);
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; CHUNK];
@@ -247,8 +269,12 @@ impl AgentService for AgentApi {
                     }
                 });
             }
-            v1::FetchKind::Unspecified => return Err(Status::invalid_argument("fetch kind is missing")),
+            v1::FetchKind::Unspecified => {
+                return Err(Status::invalid_argument("fetch kind is missing"))
+            }
         }
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }

@@ -14,29 +14,46 @@ pub struct Caller {
 }
 
 /// Authenticate the caller of `req` and check it has one of `roles`.
-pub fn authorize<T>(store: &Store, req: &Request<T>, roles: &[Role], now: i64) -> Result<Caller, Status> {
-    let certs = req
-        .peer_certs()
-        .ok_or_else(|| Status::unauthenticated("this call needs a client certificate issued by this controller"))?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| Status::unauthenticated("this call needs a client certificate issued by this controller"))?;
+pub fn authorize<T>(
+    store: &Store,
+    req: &Request<T>,
+    roles: &[Role],
+    now: i64,
+) -> Result<Caller, Status> {
+    let certs = req.peer_certs().ok_or_else(|| {
+        Status::unauthenticated("this call needs a client certificate issued by this controller")
+    })?;
+    let leaf = certs.first().ok_or_else(|| {
+        Status::unauthenticated("this call needs a client certificate issued by this controller")
+    })?;
     let record = store
         .cert(&sha256_hex(leaf))
         .map_err(internal)?
-        .ok_or_else(|| Status::unauthenticated("the client certificate is not known to this controller"))?;
+        .ok_or_else(|| {
+            Status::unauthenticated("the client certificate is not known to this controller")
+        })?;
     if record.revoked {
-        return Err(Status::unauthenticated(format!("the certificate of {} has been revoked", record.subject)));
+        return Err(Status::unauthenticated(format!(
+            "the certificate of {} has been revoked",
+            record.subject
+        )));
     }
     if record.not_after <= now {
-        return Err(Status::unauthenticated(format!("the certificate of {} has expired", record.subject)));
+        return Err(Status::unauthenticated(format!(
+            "the certificate of {} has expired",
+            record.subject
+        )));
     }
     if !roles.contains(&record.role) {
         return Err(Status::permission_denied(format!(
             "{} has the {:?} role; this call needs {}",
             record.subject,
             record.role,
-            roles.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(" or ")
+            roles
+                .iter()
+                .map(|r| format!("{r:?}"))
+                .collect::<Vec<_>>()
+                .join(" or ")
         )));
     }
     Ok(Caller {

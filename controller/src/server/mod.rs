@@ -58,10 +58,15 @@ pub(crate) struct Shared {
 }
 
 /// Load the data directory, bind, and serve until `shutdown` resolves.
-pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn serve(
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let data = DataDir::new(&opts.data);
     if !data.config().exists() {
-        return Err(Error::NotInitialised { path: opts.data.clone() });
+        return Err(Error::NotInitialised {
+            path: opts.data.clone(),
+        });
     }
     let mut config = ControllerConfig::load(&data.config())?;
     if let Some(listen) = opts.listen {
@@ -76,21 +81,33 @@ pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send
     }
     let store = Store::open(&data.store())?;
     let blobs = Blobs::open(&data.blobs()).map_err(|e| Error::Serve(e.to_string()))?;
-    let repo = Repository::load(&data, store.clone(), blobs.clone(), config.timestamp_validity)?;
+    let repo = Repository::load(
+        &data,
+        store.clone(),
+        blobs.clone(),
+        config.timestamp_validity,
+    )?;
     let ca = Ca::load(&data.ca_cert(), &data.ca_key())?;
-    let tls = crate::pki::tls::server_config(&data.ca_cert(), &data.server_cert(), &data.server_key())?;
+    let tls =
+        crate::pki::tls::server_config(&data.ca_cert(), &data.server_cert(), &data.server_key())?;
 
-    let listener = TcpListener::bind(&config.listen).await.map_err(|source| Error::Listen {
-        addr: config.listen.clone(),
-        source,
-    })?;
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
     let local = listener.local_addr().map_err(|source| Error::Listen {
         addr: config.listen.clone(),
         source,
     })?;
     let url = client_url(local);
     write_atomic(&data.addr_file(), format!("{local}\n").as_bytes(), 0o644)?;
-    write_atomic(&data.admin_creds().join("controller"), format!("{url}\n").as_bytes(), 0o644)?;
+    write_atomic(
+        &data.admin_creds().join("controller"),
+        format!("{url}\n").as_bytes(),
+        0o644,
+    )?;
     info!(addr = %local, ca = %ca.fingerprint(), "Controller listening.");
 
     let shared = Arc::new(Shared {
@@ -113,7 +130,9 @@ pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()> + Send
 
     let mut stop_serve = stop_rx.clone();
     let server = tonic::transport::Server::builder()
-        .add_service(AgentServiceServer::new(agent_api::AgentApi::new(shared.clone())))
+        .add_service(AgentServiceServer::new(agent_api::AgentApi::new(
+            shared.clone(),
+        )))
         .add_service(
             AdminServiceServer::new(admin_api::AdminApi::new(shared.clone()))
                 .max_decoding_message_size(MAX_MESSAGE)

@@ -89,7 +89,8 @@ impl Store {
                 let key = token_hash.as_bytes();
                 let token: Option<TokenRecord> = match tokens.get(key)? {
                     Some(bytes) => Some(
-                        decode("tokens", key, &bytes).map_err(ConflictableTransactionError::Abort)?,
+                        decode("tokens", key, &bytes)
+                            .map_err(ConflictableTransactionError::Abort)?,
                     ),
                     None => None,
                 };
@@ -144,7 +145,7 @@ impl Store {
         Ok(self
             .agents()?
             .into_iter()
-            .filter(|a| sites.iter().any(|s| *s == a.site))
+            .filter(|a| sites.contains(&a.site))
             .collect())
     }
 
@@ -177,7 +178,9 @@ impl Store {
 }
 
 /// The installed-package list as the store keeps it.
-pub fn agents_installed(installed: &[rollcall_proto::v1::InstalledPackage]) -> Vec<InstalledRecord> {
+pub fn agents_installed(
+    installed: &[rollcall_proto::v1::InstalledPackage],
+) -> Vec<InstalledRecord> {
     installed
         .iter()
         .map(|p| InstalledRecord {

@@ -15,7 +15,10 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use agents::{agents_installed, AgentRecord, CertRecord, EnrollOutcome, InstalledRecord, NewAgent, Role, SiteRecord};
+pub use agents::{
+    agents_installed, AgentRecord, CertRecord, EnrollOutcome, InstalledRecord, NewAgent, Role,
+    SiteRecord,
+};
 pub use audit::AuditEntry;
 pub use packages::{PackageRecord, TufFiles, TufState};
 pub use rollouts::{ActionRecord, ActionUpdate, RolloutRecord, WaveRecord};
@@ -130,7 +133,11 @@ fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], bytes: &[u8]) -> 
     })
 }
 
-fn get<T: DeserializeOwned>(tree: &sled::Tree, name: &'static str, key: &[u8]) -> Result<Option<T>> {
+fn get<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &'static str,
+    key: &[u8],
+) -> Result<Option<T>> {
     match tree.get(key)? {
         Some(bytes) => Ok(Some(decode(name, key, &bytes)?)),
         None => Ok(None),
@@ -142,7 +149,11 @@ fn put<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> Result<()> {
     Ok(())
 }
 
-fn scan<T: DeserializeOwned>(tree: &sled::Tree, name: &'static str, prefix: &[u8]) -> Result<Vec<T>> {
+fn scan<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &'static str,
+    prefix: &[u8],
+) -> Result<Vec<T>> {
     tree.scan_prefix(prefix)
         .map(|item| {
             let (k, v) = item?;

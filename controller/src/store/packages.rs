@@ -56,14 +56,22 @@ impl Store {
     }
 
     /// Write new repository files, the new role versions and new packages in one transaction.
-    pub fn publish_tuf(&self, files: &TufFiles, state: &TufState, packages: &[PackageRecord]) -> Result<()> {
+    pub fn publish_tuf(
+        &self,
+        files: &TufFiles,
+        state: &TufState,
+        packages: &[PackageRecord],
+    ) -> Result<()> {
         let result = (&self.tuf, &self.meta, &self.packages).transaction(|(tuf, meta, pkgs)| {
             for (name, bytes) in &files.files {
                 tuf.insert(name.as_bytes(), bytes.as_slice())?;
             }
             meta.insert(STATE_KEY, encode(state))?;
             for p in packages {
-                pkgs.insert(PackageRecord::key(&p.name, &p.version).as_bytes(), encode(p))?;
+                pkgs.insert(
+                    PackageRecord::key(&p.name, &p.version).as_bytes(),
+                    encode(p),
+                )?;
             }
             Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
         });
@@ -75,7 +83,11 @@ impl Store {
     }
 
     pub fn package(&self, name: &str, version: &str) -> Result<Option<PackageRecord>> {
-        get(&self.packages, "packages", PackageRecord::key(name, version).as_bytes())
+        get(
+            &self.packages,
+            "packages",
+            PackageRecord::key(name, version).as_bytes(),
+        )
     }
 
     pub fn packages(&self) -> Result<Vec<PackageRecord>> {

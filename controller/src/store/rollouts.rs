@@ -40,7 +40,10 @@ impl RolloutRecord {
     }
 
     pub fn all_sites(&self) -> Vec<String> {
-        self.waves.iter().flat_map(|w| w.sites.iter().cloned()).collect()
+        self.waves
+            .iter()
+            .flat_map(|w| w.sites.iter().cloned())
+            .collect()
     }
 }
 
@@ -106,6 +109,10 @@ impl Store {
     }
 
     pub fn actions_of(&self, rollout_id: &str) -> Result<Vec<ActionRecord>> {
-        scan(&self.actions, "actions", format!("{rollout_id}/").as_bytes())
+        scan(
+            &self.actions,
+            "actions",
+            format!("{rollout_id}/").as_bytes(),
+        )
     }
 }

@@ -39,10 +39,15 @@ impl std::fmt::Display for TokenRefusal {
 }
 
 /// The token rule, kept apart from the store so it has a plain unit test.
-pub(super) fn check_token(token: Option<TokenRecord>, now: i64) -> Result<TokenRecord, TokenRefusal> {
+pub(super) fn check_token(
+    token: Option<TokenRecord>,
+    now: i64,
+) -> Result<TokenRecord, TokenRefusal> {
     let token = token.ok_or(TokenRefusal::Unknown)?;
     if now >= token.expires_at {
-        return Err(TokenRefusal::Expired { at: token.expires_at });
+        return Err(TokenRefusal::Expired {
+            at: token.expires_at,
+        });
     }
     if token.uses_left == 0 {
         return Err(TokenRefusal::UsedUp);
@@ -53,6 +58,18 @@ pub(super) fn check_token(token: Option<TokenRecord>, now: i64) -> Result<TokenR
 impl Store {
     pub fn put_token(&self, secret_hash: &str, token: &TokenRecord) -> Result<()> {
         put(&self.tokens, secret_hash.as_bytes(), token)
+    }
+}
+
+impl Store {
+    /// Check a token without spending it (enrollment checks again, atomically, when it spends it).
+    pub fn check_token(
+        &self,
+        secret_hash: &str,
+        now: i64,
+    ) -> Result<Result<TokenRecord, TokenRefusal>> {
+        let token = super::get(&self.tokens, "tokens", secret_hash.as_bytes())?;
+        Ok(check_token(token, now))
     }
 }
 
@@ -73,16 +90,14 @@ mod tests {
     #[test]
     fn token_rules() {
         assert_eq!(check_token(None, 10).unwrap_err(), TokenRefusal::Unknown);
-        assert_eq!(check_token(Some(token(1, 10)), 10).unwrap_err(), TokenRefusal::Expired { at: 10 });
-        assert_eq!(check_token(Some(token(0, 100)), 10).unwrap_err(), TokenRefusal::UsedUp);
+        assert_eq!(
+            check_token(Some(token(1, 10)), 10).unwrap_err(),
+            TokenRefusal::Expired { at: 10 }
+        );
+        assert_eq!(
+            check_token(Some(token(0, 100)), 10).unwrap_err(),
+            TokenRefusal::UsedUp
+        );
         assert_eq!(check_token(Some(token(2, 100)), 10).unwrap().uses_left, 2);
-    }
-}
-
-impl Store {
-    /// Check a token without spending it (enrollment checks again, atomically, when it spends it).
-    pub fn check_token(&self, secret_hash: &str, now: i64) -> Result<Result<TokenRecord, TokenRefusal>> {
-        let token = super::get(&self.tokens, "tokens", secret_hash.as_bytes())?;
-        Ok(check_token(token, now))
     }
 }
