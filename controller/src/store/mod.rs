@@ -11,8 +11,12 @@ mod rollouts;
 mod tokens;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+#[cfg(test)]
+use sled::transaction::Transactional;
 use serde::Serialize;
 
 pub use agents::{
@@ -55,6 +59,19 @@ pub struct Store {
     rollouts: sled::Tree,
     actions: sled::Tree,
     audit: sled::Tree,
+    flusher: Arc<Flusher>,
+}
+
+/// Group commit around sled's flush. sled 0.34's concurrent `flush_async` deadlocks (spacejam/sled#1308, fixed
+/// only on its unreleased main branch; we hit it at ~800 concurrent enrollments): flushes here run one at a
+/// time, blocking `flush()` on the blocking pool, and a caller whose write an already finished flush covered
+/// does not flush again.
+#[derive(Debug, Default)]
+struct Flusher {
+    /// Writes registered so far (each `flush` call registers the caller's writes).
+    registered: AtomicU64,
+    /// Registrations covered by the last completed flush.
+    completed: tokio::sync::Mutex<u64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -88,13 +105,25 @@ impl Store {
             rollouts: tree("rollouts")?,
             actions: tree("actions")?,
             audit: tree("audit")?,
+            flusher: Arc::new(Flusher::default()),
             db,
         })
     }
 
     /// Make everything written so far durable. Called before acknowledging anything an agent or admin relies on.
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
+        let mine = self.flusher.registered.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut completed = self.flusher.completed.lock().await;
+        if *completed >= mine {
+            return Ok(());
+        }
+        // Everything registered before this point was written before this flush starts.
+        let covers = self.flusher.registered.load(Ordering::SeqCst);
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StoreError::Sled(sled::Error::ReportableBug(e.to_string())))??;
+        *completed = covers;
         Ok(())
     }
 
@@ -160,6 +189,38 @@ fn scan<T: DeserializeOwned>(
             decode(name, &k, &v)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The workload that deadlocked sled's own `flush_async`: many concurrent multi-tree transactions, each
+    /// followed by a flush. Bounded by a timeout so a regression fails instead of hanging.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_transactions_and_flushes_do_not_deadlock() {
+        let (_dir, store) = temp_store();
+        let mut tasks = Vec::new();
+        for i in 0..400u32 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = format!("k{i}");
+                (&store.tokens, &store.agents)
+                    .transaction(|(t, a)| {
+                        t.insert(key.as_bytes(), b"x".as_slice())?;
+                        a.insert(key.as_bytes(), b"y".as_slice())?;
+                        Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                    })
+                    .unwrap();
+                store.flush().await.unwrap();
+            }));
+        }
+        let all = futures::future::join_all(tasks);
+        tokio::time::timeout(std::time::Duration::from_secs(120), all)
+            .await
+            .expect("no deadlock");
+        assert_eq!(store.agents.len(), 400);
+    }
 }
 
 #[cfg(test)]
