@@ -120,24 +120,27 @@ async fn a_failed_install_rolls_back_and_stops_the_rollout_at_the_first_site() {
     c.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tampered_payload_is_refused_and_nothing_is_installed() {
+/// Publish a package, let `corrupt` change the payload the controller stores, roll it out to one agent, and
+/// check the agent refused it and nothing was installed, staged, kept or extracted.
+async fn refused_payload(corrupt: fn(&mut Vec<u8>)) {
     let mut c = Cluster::start().await.unwrap();
     let pushed = c
         .publish(&PackageSpec::marker("app", "1.0", 1))
         .await
         .unwrap();
-    let sha = &pushed.new_packages[0].sha256;
-    // A compromised controller (or disk) flips one byte of the stored payload.
-    let blob = c.controller().data.join("blobs").join(sha);
+    let blob = c
+        .controller()
+        .data
+        .join("blobs")
+        .join(&pushed.new_packages[0].sha256);
     let mut bytes = std::fs::read(&blob).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
+    corrupt(&mut bytes);
     std::fs::write(&blob, &bytes).unwrap();
 
     let agents = c.add_agents("north", 1).await.unwrap();
     let id = c.rollout("app", "1.0", &[&["north"]]).await.unwrap();
     let s = c.settle(&id).await.unwrap();
+    assert_eq!(state_of(&s), v1::RolloutState::Paused);
     let d = device(&s, "north");
     assert_eq!(action_state(d), v1::ActionState::Failed);
     assert!(d.detail.contains("failed verification"), "{}", d.detail);
@@ -148,7 +151,7 @@ async fn a_tampered_payload_is_refused_and_nothing_is_installed() {
     );
     assert!(
         files_in(&agents[0].join("downloads")).is_empty(),
-        "bad partial download discarded"
+        "bad download discarded"
     );
     assert!(
         files_in(&agents[0].join("work")).is_empty(),
@@ -159,6 +162,22 @@ async fn a_tampered_payload_is_refused_and_nothing_is_installed() {
         .unwrap()
         .is_empty());
     c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_payload_is_refused_and_nothing_is_installed() {
+    // A compromised controller (or disk) flips one byte of the stored payload.
+    refused_payload(|bytes| {
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_payload_is_refused_and_nothing_is_installed() {
+    // The controller serves more bytes than the signed length.
+    refused_payload(|bytes| bytes.extend_from_slice(&[0u8; 4096])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

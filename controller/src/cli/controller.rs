@@ -12,6 +12,9 @@ use crate::datadir::DataDir;
 use crate::init::{init, InitOptions};
 use crate::server::{serve, ServeOptions};
 
+/// Where the systemd unit keeps the controller's data.
+const DEFAULT_DATA: &str = "/var/lib/rollcall-controller";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "rollcall-controller",
@@ -27,7 +30,7 @@ pub struct Args {
 enum Cmd {
     /// Create a data directory: config, device CA, TLS certificate, online TUF keys, first admin credentials.
     Init {
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = "ROLLCALL_CONTROLLER_DATA", default_value = DEFAULT_DATA)]
         data: PathBuf,
         /// Extra DNS name or IP address agents use to reach this controller (repeatable).
         #[arg(long = "name", value_name = "NAME")]
@@ -35,7 +38,7 @@ enum Cmd {
     },
     /// Run the gRPC server until SIGTERM or SIGINT.
     Serve {
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = "ROLLCALL_CONTROLLER_DATA", default_value = DEFAULT_DATA)]
         data: PathBuf,
         /// Address to listen on (overrides `listen` in controller.toml); port 0 picks a free port.
         #[arg(long, value_name = "ADDR")]
@@ -58,7 +61,7 @@ enum Cmd {
 enum TokenCmd {
     /// Print a one-time enrollment token for a site (talks to the running controller with DATA/admin).
     Create {
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = "ROLLCALL_CONTROLLER_DATA", default_value = DEFAULT_DATA)]
         data: PathBuf,
         /// Controller URL (default: the one the running controller wrote to DATA/admin/controller).
         #[arg(long, value_name = "URL")]

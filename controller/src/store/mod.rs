@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 #[cfg(test)]
 use sled::transaction::Transactional;
-use serde::Serialize;
 
 pub use agents::{
     agents_installed, AgentRecord, CertRecord, EnrollOutcome, InstalledRecord, NewAgent, Role,
@@ -192,6 +192,13 @@ fn scan<T: DeserializeOwned>(
 }
 
 #[cfg(test)]
+pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&dir.path().join("store")).expect("open store");
+    (dir, store)
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -221,11 +228,4 @@ mod tests {
             .expect("no deadlock");
         assert_eq!(store.agents.len(), 400);
     }
-}
-
-#[cfg(test)]
-pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(&dir.path().join("store")).expect("open store");
-    (dir, store)
 }

@@ -12,12 +12,15 @@ use clap::{Parser, Subcommand};
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rollcall_controller::cli::local::LocalController;
 use rollcall_controller::cli::pkg;
+use rollcall_proto::tls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rollcall_proto::v1::{self, agent_service_client::AgentServiceClient};
 use rollcall_proto::{ClientIdentity, ServerTrust, Token};
-use rollcall_proto::tls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 #[derive(Debug, Parser)]
-#[command(name = "rollcall-bench", about = "Load benchmarks against a real rollcall controller")]
+#[command(
+    name = "rollcall-bench",
+    about = "Load benchmarks against a real rollcall controller"
+)]
 struct Args {
     #[command(subcommand)]
     cmd: Cmd,
@@ -39,7 +42,10 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -78,7 +84,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         enroll_concurrency,
     } = args.cmd;
     raise_fd_limit((agents as u64) * 2 + 1024);
-    let dir = tempfile::Builder::new().prefix("rollcall-bench-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("rollcall-bench-")
+        .tempdir()?;
     // Long interval: the bench drives the pace, not the controller.
     let controller = LocalController::start(&dir.path().join("controller"), "1h").await?;
     let pid = controller.pid().unwrap_or(0);
@@ -101,7 +109,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .into_inner()
         .token;
     let pin = Token::parse(&token).map_err(anyhow::Error::msg)?.ca_sha256;
-    let ServerTrust::Ca(ca) = ServerTrust::ca_pem_file(&controller.admin_creds().join("ca.crt"))? else {
+    let ServerTrust::Ca(ca) = ServerTrust::ca_pem_file(&controller.admin_creds().join("ca.crt"))?
+    else {
         anyhow::bail!("unexpected trust type");
     };
 
@@ -109,7 +118,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("enrolling {agents} agents…");
     let started = Instant::now();
     let enroll_deadline = started + Duration::from_secs(600);
-    let enroll_channel = rollcall_proto::connect(&controller.url, ServerTrust::PinnedCa(pin), None).await?;
+    let enroll_channel =
+        rollcall_proto::connect(&controller.url, ServerTrust::PinnedCa(pin), None).await?;
     let semaphore = Arc::new(tokio::sync::Semaphore::new(enroll_concurrency));
     let mut tasks = Vec::with_capacity(agents);
     for i in 0..agents {
@@ -150,7 +160,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let inventory_hash = rollcall_agent::inventory::hash(&inventory);
     let mut clients = Vec::with_capacity(agents);
     for id in identities {
-        let channel = rollcall_proto::tls::connect_lazy(&controller.url, ServerTrust::Ca(ca.clone()), Some(id))?;
+        let channel = rollcall_proto::tls::connect_lazy(
+            &controller.url,
+            ServerTrust::Ca(ca.clone()),
+            Some(id),
+        )?;
         clients.push(AgentServiceClient::new(channel));
     }
 
@@ -204,13 +218,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (peak, current) = rss_kib(pid);
     println!("rollcall-bench checkin");
     println!("  agents:               {agents}");
-    println!("  enrollment:           {enroll_secs:.1} s ({:.0} agents/s)", agents as f64 / enroll_secs);
-    println!("  check-ins:            {} in {elapsed:.1} s ({errors} errors)", all.len());
+    println!(
+        "  enrollment:           {enroll_secs:.1} s ({:.0} agents/s)",
+        agents as f64 / enroll_secs
+    );
+    println!(
+        "  check-ins:            {} in {elapsed:.1} s ({errors} errors)",
+        all.len()
+    );
     println!("  check-ins/s:          {:.0}", all.len() as f64 / elapsed);
-    println!("  latency p50:          {:.2} ms", percentile(&all, 0.50).as_secs_f64() * 1e3);
-    println!("  latency p99:          {:.2} ms", percentile(&all, 0.99).as_secs_f64() * 1e3);
-    println!("  latency max:          {:.2} ms", all.last().copied().unwrap_or_default().as_secs_f64() * 1e3);
-    println!("  controller peak RSS:  {:.1} MiB (now {:.1} MiB)", peak as f64 / 1024.0, current as f64 / 1024.0);
+    println!(
+        "  latency p50:          {:.2} ms",
+        percentile(&all, 0.50).as_secs_f64() * 1e3
+    );
+    println!(
+        "  latency p99:          {:.2} ms",
+        percentile(&all, 0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "  latency max:          {:.2} ms",
+        all.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    println!(
+        "  controller peak RSS:  {:.1} MiB (now {:.1} MiB)",
+        peak as f64 / 1024.0,
+        current as f64 / 1024.0
+    );
     controller.stop().await;
     Ok(())
 }
