@@ -12,5 +12,5 @@ pub mod v1 {
     tonic::include_proto!("rollcall.v1");
 }
 
-pub use tls::{connect, sha256_hex, ClientIdentity, ConnectError, ServerTrust};
+pub use tls::{connect, error_chain, sha256_hex, ClientIdentity, ConnectError, ServerTrust};
 pub use token::Token;

@@ -50,21 +50,10 @@ fn exit_with(result: anyhow::Result<ExitCode>) -> ExitCode {
                             | crate::Error::AlreadyInitialised { .. }
                     )
                 });
-            eprintln!("error: {}", one_line(&e));
+            eprintln!("error: {}", rollcall_proto::error_chain(e.as_ref()));
             ExitCode::from(if usage { EXIT_USAGE } else { 1 })
         }
     }
-}
-
-fn one_line(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-    }
-    parts.join(": ")
 }
 
 /// Parse arguments; clap's own errors exit 64, `--help` and `--version` exit 0.

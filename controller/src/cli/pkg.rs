@@ -229,15 +229,20 @@ pub fn keygen(keys: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn online_keys_of(client: &AdminClient) -> anyhow::Result<OnlineKeys> {
-    let info = client
+async fn repository_info(client: &AdminClient) -> anyhow::Result<v1::RepositoryInfo> {
+    Ok(client
         .rpc
         .clone()
         .get_repository(v1::GetRepositoryRequest {})
         .await
         .map_err(rpc)?
-        .into_inner();
-    Ok(OnlineKeys::from_json(&info.online_keys_json)?)
+        .into_inner())
+}
+
+pub async fn online_keys_of(client: &AdminClient) -> anyhow::Result<OnlineKeys> {
+    Ok(OnlineKeys::from_json(
+        &repository_info(client).await?.online_keys_json,
+    )?)
 }
 
 pub async fn init_repo(
@@ -292,13 +297,7 @@ pub async fn push(
     repo_dir: &Path,
 ) -> anyhow::Result<v1::PushMetadataResponse> {
     let repo = ImageRepo::open(repo_dir)?;
-    let info = client
-        .rpc
-        .clone()
-        .get_repository(v1::GetRepositoryRequest {})
-        .await
-        .map_err(rpc)?
-        .into_inner();
+    let info = repository_info(client).await?;
     for entry in repo.entries()? {
         upload(
             client,

@@ -123,37 +123,32 @@ impl Ca {
 
     /// The controller's TLS server certificate for the given DNS names and IP addresses.
     pub fn issue_server(&self, names: &[String], valid_for: Duration) -> Result<Issued> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::new(names.to_vec())?;
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "rollcall controller");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.serial_number = Some(random_serial());
-        params.use_authority_key_identifier_extension = true;
-        let not_after = validity(&mut params, valid_for);
-        let cert = params.signed_by(&key, &self.issuer()?)?;
-        Ok(Issued {
-            der: cert.der().clone(),
-            pem: cert.pem(),
-            key_pem: Some(key.serialize_pem()),
-            not_after,
-        })
+        let mut params = leaf_params(
+            "rollcall controller",
+            ExtendedKeyUsagePurpose::ServerAuth,
+            valid_for,
+        );
+        params.subject_alt_names = CertificateParams::new(names.to_vec())?.subject_alt_names;
+        self.issue_with_new_key(params)
     }
 
     /// A client certificate for `subject` with a key made here (admin credentials).
     pub fn issue_client(&self, subject: &str, valid_for: Duration) -> Result<Issued> {
+        self.issue_with_new_key(leaf_params(
+            subject,
+            ExtendedKeyUsagePurpose::ClientAuth,
+            valid_for,
+        ))
+    }
+
+    fn issue_with_new_key(&self, params: CertificateParams) -> Result<Issued> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let params = client_params(subject, valid_for);
-        let not_after = params.not_after.unix_timestamp();
         let cert = params.signed_by(&key, &self.issuer()?)?;
         Ok(Issued {
             der: cert.der().clone(),
             pem: cert.pem(),
             key_pem: Some(key.serialize_pem()),
-            not_after,
+            not_after: params.not_after.unix_timestamp(),
         })
     }
 
@@ -162,7 +157,7 @@ impl Ca {
         let der = CertificateSigningRequestDer::from(csr_der.to_vec());
         let mut csr = CertificateSigningRequestParams::from_der(&der)
             .map_err(|e| Error::Pki(format!("the certificate signing request is invalid: {e}")))?;
-        csr.params = client_params(subject, valid_for);
+        csr.params = leaf_params(subject, ExtendedKeyUsagePurpose::ClientAuth, valid_for);
         let not_after = csr.params.not_after.unix_timestamp();
         let cert = csr.signed_by(&self.issuer()?)?;
         Ok(Issued {
@@ -174,11 +169,16 @@ impl Ca {
     }
 }
 
-fn client_params(subject: &str, valid_for: Duration) -> CertificateParams {
+/// An end-entity certificate for `subject` with one extended key usage.
+fn leaf_params(
+    subject: &str,
+    usage: ExtendedKeyUsagePurpose,
+    valid_for: Duration,
+) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, subject);
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = vec![usage];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.serial_number = Some(random_serial());
     params.use_authority_key_identifier_extension = true;

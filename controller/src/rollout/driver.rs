@@ -186,7 +186,7 @@ pub fn apply_report(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{temp_store, WaveRecord};
+    use crate::store::temp_store;
 
     fn agent(id: &str, site: &str) -> AgentRecord {
         AgentRecord {
@@ -217,28 +217,7 @@ mod tests {
         for (id, site) in [("a1", "north"), ("a2", "north"), ("b1", "south")] {
             store.put_agent(&agent(id, site)).unwrap();
         }
-        let rollout = RolloutRecord {
-            id: "r1".into(),
-            name: String::new(),
-            package: "app".into(),
-            version: "1.0".into(),
-            target_name: "app_1.0.tar.gz".into(),
-            platforms: vec!["linux".into()],
-            waves: vec![
-                WaveRecord {
-                    sites: vec!["north".into()],
-                },
-                WaveRecord {
-                    sites: vec!["south".into()],
-                },
-            ],
-            state: RolloutState::Running,
-            current_wave: 0,
-            created_at: 0,
-            updated_at: 0,
-            reason: String::new(),
-            created_by: "admin".into(),
-        };
+        let rollout = RolloutRecord::for_test("r1", &["linux"], &[&["north"], &["south"]]);
         store.put_rollout(&rollout).unwrap();
 
         let south = store.agent("b1").unwrap().unwrap();
@@ -281,23 +260,7 @@ mod tests {
     fn a_failure_pauses_and_late_progress_is_ignored() {
         let (_dir, store) = temp_store();
         store.put_agent(&agent("a1", "north")).unwrap();
-        let rollout = RolloutRecord {
-            id: "r2".into(),
-            name: String::new(),
-            package: "app".into(),
-            version: "1.0".into(),
-            target_name: "app_1.0.tar.gz".into(),
-            platforms: vec!["windows".into()],
-            waves: vec![WaveRecord {
-                sites: vec!["north".into()],
-            }],
-            state: RolloutState::Running,
-            current_wave: 0,
-            created_at: 0,
-            updated_at: 0,
-            reason: String::new(),
-            created_by: "admin".into(),
-        };
+        let rollout = RolloutRecord::for_test("r2", &["windows"], &[&["north"]]);
         store.put_rollout(&rollout).unwrap();
         let a = store.agent("a1").unwrap().unwrap();
         assert!(

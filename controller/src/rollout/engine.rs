@@ -114,31 +114,12 @@ pub fn offer(
 mod tests {
     use super::*;
     use crate::rollout::state::RolloutState;
-    use crate::store::WaveRecord;
 
     fn rollout(current_wave: u32, state: RolloutState) -> RolloutRecord {
-        RolloutRecord {
-            id: "r1".into(),
-            name: String::new(),
-            package: "app".into(),
-            version: "1".into(),
-            target_name: "app_1.tar.gz".into(),
-            platforms: vec!["linux".into()],
-            waves: vec![
-                WaveRecord {
-                    sites: vec!["a".into()],
-                },
-                WaveRecord {
-                    sites: vec!["b".into(), "c".into()],
-                },
-            ],
-            state,
-            current_wave,
-            created_at: 0,
-            updated_at: 0,
-            reason: String::new(),
-            created_by: "admin".into(),
-        }
+        let mut r = RolloutRecord::for_test("r1", &["linux"], &[&["a"], &["b", "c"]]);
+        r.current_wave = current_wave;
+        r.state = state;
+        r
     }
 
     fn tally(states: &[Option<ActionState>]) -> Tally {

@@ -47,6 +47,33 @@ impl RolloutRecord {
     }
 }
 
+#[cfg(test)]
+impl RolloutRecord {
+    /// A running rollout of `app@1.0` with the given platforms and waves of sites, for tests.
+    pub(crate) fn for_test(id: &str, platforms: &[&str], waves: &[&[&str]]) -> RolloutRecord {
+        RolloutRecord {
+            id: id.into(),
+            name: String::new(),
+            package: "app".into(),
+            version: "1.0".into(),
+            target_name: "app_1.0.tar.gz".into(),
+            platforms: platforms.iter().map(|p| p.to_string()).collect(),
+            waves: waves
+                .iter()
+                .map(|w| WaveRecord {
+                    sites: w.iter().map(|s| s.to_string()).collect(),
+                })
+                .collect(),
+            state: RolloutState::Running,
+            current_wave: 0,
+            created_at: 0,
+            updated_at: 0,
+            reason: String::new(),
+            created_by: "admin".into(),
+        }
+    }
+}
+
 /// One device's part in one rollout.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActionRecord {
