@@ -3,6 +3,8 @@
 //! one at a time. Reports are flushed right after each step so technicians see progress as it happens.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rollcall_proto::v1::{self, agent_service_client::AgentServiceClient};
@@ -39,6 +41,8 @@ pub struct Agent {
     state: AgentState,
     inventory: Option<(v1::Inventory, String, Instant)>,
     controller_wants_inventory: bool,
+    /// True while a signed command runs: a stop request then waits for it instead of killing it halfway.
+    installing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -82,13 +86,15 @@ impl Agent {
             state,
             inventory: None,
             controller_wants_inventory: false,
+            installing: Arc::default(),
         })
     }
 
-    fn save(&self) {
-        if let Err(e) = self.state.save(&self.dirs.state()) {
+    /// Persist the state. Callers that are about to act on it stop when this fails.
+    fn save(&self) -> Result<(), crate::state::StateError> {
+        self.state.save(&self.dirs.state()).inspect_err(|e| {
             warn!(error = %e, "Cannot save agent state.");
-        }
+        })
     }
 
     fn current_inventory(&mut self) -> (v1::Inventory, String) {
@@ -131,7 +137,7 @@ impl Agent {
         self.controller_wants_inventory = resp.send_inventory;
         self.state.last_checkin = now();
         self.state.checkin_interval_secs = u64::from(resp.checkin_interval_seconds);
-        self.save();
+        let _ = self.save();
         Ok(resp)
     }
 
@@ -139,7 +145,7 @@ impl Agent {
     async fn report(&mut self, action_id: &str, step: Step, outcome: Outcome) {
         info!(action = %action_id, step = step.as_str(), detail = %outcome.detail, "Action step.");
         self.state.record(action_id, step, outcome, now());
-        self.save();
+        let _ = self.save();
         if let Err(e) = self.check_in().await {
             debug!(error = %e.message(), "Report not delivered yet; it goes with the next check-in.");
         }
@@ -148,19 +154,22 @@ impl Agent {
     /// Work through one assignment: verify, download, check, install, report.
     pub async fn process(&mut self, a: &v1::Assignment) {
         let id = a.action_id.clone();
-        if self
-            .state
-            .actions
-            .get(&id)
-            .is_some_and(|p| p.step.is_terminal())
-        {
+        if !valid_action_id(&id) {
+            warn!(action = %id, "Assignment with a malformed action id ignored.");
             return;
+        }
+        let attempt = a.attempt.max(1);
+        match self.state.actions.get(&id) {
+            Some(p) if p.attempt > attempt => return,
+            Some(p) if p.attempt == attempt && p.step.is_terminal() => return,
+            _ => {}
         }
         let progress = self
             .state
             .actions
             .entry(id.clone())
             .or_insert(ActionProgress {
+                attempt,
                 target_name: a.target_name.clone(),
                 package: a.package.clone(),
                 version: a.version.clone(),
@@ -169,8 +178,15 @@ impl Agent {
                 updated_at: now(),
                 detail: String::new(),
             });
+        if progress.attempt != attempt {
+            // The controller retries a device that finished an earlier attempt: start over.
+            progress.attempt = attempt;
+            progress.step = Step::Downloading;
+        }
         progress.attempts += 1;
-        self.save();
+        if self.save().is_err() {
+            return;
+        }
 
         let prepared = match fetch::prepare(&self.channel, &self.dirs, &a.target_name).await {
             Ok(p) => p,
@@ -237,7 +253,13 @@ impl Agent {
             Outcome::detail("running install command"),
         )
         .await;
+        if self.save().is_err() {
+            // Without a durable record of the install, a restart could not tell what happened: do not start it.
+            return;
+        }
+        self.installing.store(true, Ordering::SeqCst);
         let (step, outcome) = install::install(&self.dirs, &id, &manifest, &fetched.payload).await;
+        self.installing.store(false, Ordering::SeqCst);
         if step == Step::Succeeded {
             self.state.installed.insert(
                 manifest.name.clone(),
@@ -258,13 +280,24 @@ impl Agent {
             warn!(action = %id, error = %e, "Fetch interrupted; will resume.");
             if let Some(p) = self.state.actions.get_mut(id) {
                 p.detail = e.to_string();
-                self.save();
+                let _ = self.save();
             }
             return;
         }
         self.report(id, Step::Failed, Outcome::detail(e.to_string()))
             .await;
     }
+}
+
+/// Action ids come from the network and end up in file contents and logs: accept only their known shape
+/// (`<rollout>/<agent>`).
+fn valid_action_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 200
+        && !id.contains("..")
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
 }
 
 /// Run until `shutdown` resolves.
@@ -276,17 +309,32 @@ pub async fn run(
     let mut agent = Agent::load(dirs, controller)?;
     info!(agent = %agent.config.agent_id, site = %agent.config.site, controller = %agent.config.controller, "Agent started.");
     tokio::pin!(shutdown);
+    if agent.state.last_checkin > 0 {
+        // A restart (after a power cut or network outage, thousands of endpoints restart together): spread out.
+        let spread = Duration::from_secs((agent.state.checkin_interval_secs / 4).clamp(0, 60));
+        tokio::select! {
+            _ = tokio::time::sleep(jitter(spread)) => {}
+            _ = &mut shutdown => return Ok(()),
+        }
+    }
     let mut backoff = Duration::from_secs(1);
     loop {
         let wait = match agent.check_in().await {
             Ok(resp) => {
                 backoff = Duration::from_secs(1);
                 for assignment in &resp.assignments {
+                    let installing = agent.installing.clone();
+                    let work = agent.process(assignment);
+                    tokio::pin!(work);
                     tokio::select! {
-                        _ = agent.process(assignment) => {}
+                        _ = &mut work => {}
                         _ = &mut shutdown => {
-                            info!("Stopping in the middle of an action; it resumes at the next start.");
-                            agent.save();
+                            if installing.load(Ordering::SeqCst) {
+                                info!("Stop requested during an install: letting it finish (bounded by its timeout).");
+                                work.await;
+                            } else {
+                                info!("Stopping in the middle of a download; it resumes at the next start.");
+                            }
                             return Ok(());
                         }
                     }
@@ -306,7 +354,7 @@ pub async fn run(
             _ = &mut shutdown => break,
         }
     }
-    agent.save();
+    let _ = agent.save();
     info!("Agent stopped.");
     Ok(())
 }

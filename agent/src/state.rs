@@ -3,7 +3,6 @@
 //! before the agent acts on it, so a restart or power loss resumes exactly here.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use rollcall_proto::v1;
@@ -80,6 +79,9 @@ pub struct Installed {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActionProgress {
+    /// The controller's attempt number this progress belongs to.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
     pub target_name: String,
     pub package: String,
     pub version: String,
@@ -90,11 +92,17 @@ pub struct ActionProgress {
     pub detail: String,
 }
 
+fn first_attempt() -> u32 {
+    1
+}
+
 /// A report waiting for the controller's acknowledgement.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub report_id: String,
     pub action_id: String,
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
     pub step: Step,
     pub exit_code: Option<i32>,
     pub detail: String,
@@ -116,6 +124,7 @@ impl Report {
             bytes_done: self.bytes_done,
             bytes_total: self.bytes_total,
             report_id: self.report_id.clone(),
+            attempt: self.attempt,
         }
     }
 }
@@ -169,15 +178,18 @@ impl AgentState {
 
     /// Record a step of an action and queue its report.
     pub fn record(&mut self, action_id: &str, step: Step, outcome: Outcome, now: i64) {
+        let mut attempt = first_attempt();
         if let Some(a) = self.actions.get_mut(action_id) {
             a.step = step;
             a.updated_at = now;
             a.detail = outcome.detail.clone();
+            attempt = a.attempt;
         }
         self.next_report_seq += 1;
         self.pending_reports.push(Report {
             report_id: format!("{action_id}#{}", self.next_report_seq),
             action_id: action_id.to_owned(),
+            attempt,
             step,
             exit_code: outcome.exit_code,
             detail: outcome.detail,
@@ -256,26 +268,7 @@ impl Outcome {
     }
 }
 
-/// Write a file atomically: temp file beside it, fsync, rename, fsync the folder.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))?;
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    tmp.persist(path).map_err(|e| e.error)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
+pub use rollcall_packaging::atomic::write as write_atomic;
 
 #[cfg(test)]
 mod tests {
@@ -289,6 +282,7 @@ mod tests {
         s.actions.insert(
             "r1/a".into(),
             ActionProgress {
+                attempt: 1,
                 target_name: "app_1.tar.gz".into(),
                 package: "app".into(),
                 version: "1".into(),

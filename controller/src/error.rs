@@ -49,25 +49,10 @@ impl From<rcgen::Error> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Write a file atomically: temp file in the same directory, fsync, rename. `mode` applies on unix.
+/// Write a file atomically (temp file, fsync, rename, fsync the folder); `mode` applies on unix.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8], mode: u32) -> Result<()> {
-    use std::io::Write;
-    let err = |source| Error::Write {
+    rollcall_packaging::atomic::write(path, bytes, mode).map_err(|source| Error::Write {
         path: path.to_owned(),
         source,
-    };
-    let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    tmp.write_all(bytes).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode)).map_err(err)?;
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
+    })
 }

@@ -30,9 +30,11 @@ pub struct InitReport {
     pub online_keys: PathBuf,
 }
 
+/// Create the data directory. Everything is built in a staging folder beside it and renamed into place at the
+/// end, so a failure leaves nothing behind and `init` can simply be run again.
 pub async fn init(opts: &InitOptions) -> Result<InitReport> {
-    let data = DataDir::new(&opts.data);
-    for existing in [data.config(), data.store(), data.ca_key()] {
+    let target = DataDir::new(&opts.data);
+    for existing in [target.config(), target.store(), target.ca_key()] {
         if existing.exists() {
             return Err(Error::AlreadyInitialised {
                 path: opts.data.clone(),
@@ -40,11 +42,42 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
             });
         }
     }
-    std::fs::create_dir_all(data.root()).map_err(|source| Error::Write {
-        path: data.root().to_owned(),
+    if let Ok(mut entries) = std::fs::read_dir(&opts.data) {
+        if let Some(Ok(entry)) = entries.next() {
+            return Err(Error::AlreadyInitialised {
+                path: opts.data.clone(),
+                found: entry.path(),
+            });
+        }
+    }
+    let parent = match opts.data.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|source| Error::Write {
+        path: parent.clone(),
         source,
     })?;
+    let staging = tempfile::Builder::new()
+        .prefix(".rollcall-controller-init-")
+        .tempdir_in(&parent)
+        .map_err(|source| Error::Write {
+            path: parent.clone(),
+            source,
+        })?;
+    let mut report = build(&DataDir::new(staging.path()), opts).await?;
+    // rename(2) replaces an empty directory (e.g. one systemd's StateDirectory made).
+    std::fs::rename(staging.path(), &opts.data).map_err(|source| Error::Write {
+        path: opts.data.clone(),
+        source,
+    })?;
+    let _ = staging.keep();
+    report.admin_creds = target.admin_creds();
+    report.online_keys = target.online_keys();
+    Ok(report)
+}
 
+async fn build(data: &DataDir, opts: &InitOptions) -> Result<InitReport> {
     let ca = Ca::generate("rollcall device CA")?;
     ca.save(&data.ca_cert(), &data.ca_key())?;
 

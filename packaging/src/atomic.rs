@@ -35,10 +35,30 @@ pub(crate) fn commit(tmp: NamedTempFile, path: &Path) -> Result<()> {
 
 /// Replaces `path` with `bytes` atomically.
 pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = temp_beside(path)?;
-    tmp.write_all(bytes)
-        .map_err(|e| Error::io("write", tmp.path(), e))?;
-    commit(tmp, path)
+    write(path, bytes, 0o644).map_err(|e| Error::io("write", path, e))
+}
+
+/// Replaces `path` with `bytes` atomically, with unix permission bits `mode`, creating the folder if needed.
+/// The one crash-safe write of the product: the daemons use it for keys, certificates, state and config.
+pub fn write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = parent_dir(path);
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".rollcall-tmp-")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))?;
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 /// Makes a rename in `dir` durable (a no-op where directories cannot be opened).

@@ -17,7 +17,7 @@
 //! payload).
 
 pub mod archive;
-mod atomic;
+pub mod atomic;
 pub mod error;
 mod expiry;
 pub mod keys;

@@ -2,8 +2,9 @@
 //! admin with offline keys who builds, signs and pushes packages through the same code as `rollcall pkg`.
 //! The tests in `tests/tests/` use it; `rollcall-bench` (src/bin) measures the check-in path.
 //!
-//! Binaries are found beside the test executable (cargo builds them for `cargo test --workspace`), or in
-//! `$ROLLCALL_BIN_DIR`.
+//! Binaries are found beside the test executable, or in `$ROLLCALL_BIN_DIR`. Run `cargo test --workspace`:
+//! it builds the agent and controller binaries first. `cargo test -p rollcall-tests` alone does not, and would
+//! test whatever (possibly stale) binaries are lying in `target/debug`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -484,3 +484,45 @@ async fn an_interrupted_download_resumes_where_it_stopped() {
     );
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_a_paused_rollout_retries_the_failed_device() {
+    let mut c = Cluster::start().await.unwrap();
+    let first = c.add_agents("first", 1).await.unwrap();
+    let second = c.add_agents("second", 1).await.unwrap();
+    // Fails until a technician fixes the device (here: creates the file the installer needs).
+    let mut spec = PackageSpec::marker("needs-fix", "1.0", 1);
+    spec.install = "test -f \"$ROLLCALL_DATA_DIR/fixed\" || { echo 'prerequisite missing' >&2; exit 4; }\necho \"$ROLLCALL_VERSION\" > \"$ROLLCALL_DATA_DIR/$ROLLCALL_PACKAGE.marker\"";
+    c.publish(&spec).await.unwrap();
+    let id = c
+        .rollout("needs-fix", "1.0", &[&["first"], &["second"]])
+        .await
+        .unwrap();
+    let s = c.settle(&id).await.unwrap();
+    assert_eq!(state_of(&s), v1::RolloutState::Paused);
+    assert_eq!(device(&s, "first").exit_code, Some(4));
+
+    for dir in [&first[0], &second[0]] {
+        std::fs::write(dir.join("fixed"), "").unwrap();
+    }
+    c.admin
+        .rpc
+        .clone()
+        .start_rollout(v1::RolloutRef { id: id.clone() })
+        .await
+        .unwrap();
+    let s = c.settle(&id).await.unwrap();
+    assert_eq!(state_of(&s), v1::RolloutState::Completed, "{s:?}");
+    assert!(s
+        .devices
+        .iter()
+        .all(|d| action_state(d) == v1::ActionState::Succeeded));
+    assert!(
+        first[0].join("needs-fix.marker").exists() && second[0].join("needs-fix.marker").exists()
+    );
+    assert!(
+        device(&s, "first").output_tail.is_empty(),
+        "attempt 1 output does not linger: {:?}", device(&s, "first")
+    );
+    c.stop().await;
+}

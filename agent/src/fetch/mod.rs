@@ -21,6 +21,9 @@ use transport::{GrpcTransport, METADATA_BASE, TARGETS_BASE};
 pub enum FetchError {
     #[error("TUF metadata refused: {0}")]
     Metadata(String),
+    /// The controller could not be reached (or the link dropped) while refreshing metadata.
+    #[error("controller unreachable: {0}")]
+    Unreachable(String),
     #[error("target {0} is not in the signed targets metadata")]
     NotSigned(String),
     #[error("signed manifest of {target} is invalid: {reason}")]
@@ -46,8 +49,10 @@ pub enum FetchError {
 impl FetchError {
     /// Worth trying again later without anyone doing anything (as opposed to a refusal).
     pub fn is_transient(&self) -> bool {
-        matches!(self, FetchError::Interrupted { .. } | FetchError::Io { .. })
-            || matches!(self, FetchError::Metadata(m) if m.contains("transport") || m.contains("unavailable") || m.contains("interrupted"))
+        matches!(
+            self,
+            FetchError::Interrupted { .. } | FetchError::Unreachable(_) | FetchError::Io { .. }
+        )
     }
 }
 
@@ -106,7 +111,10 @@ pub async fn prepare(
         .datastore(datastore)
         .load()
         .await
-        .map_err(|e| FetchError::Metadata(chain(&e)))?;
+        .map_err(|e| match transport.take_network_failure() {
+            Some(reason) => FetchError::Unreachable(reason),
+            None => FetchError::Metadata(chain(&e)),
+        })?;
     let name =
         TargetName::new(target_name).map_err(|_| FetchError::NotSigned(target_name.to_owned()))?;
     let target = repo
@@ -178,7 +186,12 @@ impl Prepared {
         let mut stream = match repo.read_target(&name).await {
             Ok(Some(s)) => s,
             Ok(None) => return Err(FetchError::NotSigned(target_name.to_owned())),
-            Err(e) => return Err(FetchError::Metadata(chain(&e))),
+            Err(e) => {
+                return Err(match transport.take_network_failure() {
+                    Some(reason) => FetchError::Unreachable(reason),
+                    None => FetchError::Metadata(chain(&e)),
+                })
+            }
         };
         let mut hasher = Sha256::new();
         let mut done = 0u64;
@@ -191,8 +204,9 @@ impl Prepared {
                 Err(e) => {
                     let reason = chain(&e);
                     let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+                    let network = transport.take_network_failure();
                     // A complete (or over-long) file that fails is bad content: never resume from it.
-                    if have >= info.length {
+                    if network.is_none() && have >= info.length {
                         let _ = std::fs::remove_file(&part);
                         return Err(FetchError::Verification {
                             target: target_name.to_owned(),

@@ -3,6 +3,7 @@
 //! the rest — so tough still hashes the whole payload, and a dropped link costs only what was not yet received.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -22,6 +23,23 @@ const REPLAY_CHUNK: usize = 64 * 1024;
 pub struct GrpcTransport {
     client: AgentServiceClient<Channel>,
     downloads: PathBuf,
+    /// The last failure that was the network's (unreachable controller, dropped stream), not the content's.
+    /// tough wraps transport errors in its own; this keeps the distinction typed.
+    network_failure: Arc<Mutex<Option<String>>>,
+}
+
+/// gRPC codes that mean "the link or the controller is not there right now".
+fn is_network(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+            | tonic::Code::Unknown
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::Aborted
+            | tonic::Code::Internal
+    )
 }
 
 impl GrpcTransport {
@@ -29,6 +47,18 @@ impl GrpcTransport {
         GrpcTransport {
             client: AgentServiceClient::new(channel),
             downloads,
+            network_failure: Arc::default(),
+        }
+    }
+
+    /// The network failure seen since the last call, if any (and forget it).
+    pub fn take_network_failure(&self) -> Option<String> {
+        self.network_failure.lock().ok().and_then(|mut f| f.take())
+    }
+
+    fn note_network_failure(slot: &Mutex<Option<String>>, reason: String) {
+        if let Ok(mut f) = slot.lock() {
+            *f = Some(reason);
         }
     }
 
@@ -94,8 +124,14 @@ impl Transport for GrpcTransport {
                     url.as_str(),
                 ))
             }
-            Err(status) => return Err(other(&url, status.message())),
+            Err(status) => {
+                if is_network(status.code()) {
+                    Self::note_network_failure(&self.network_failure, status.message().to_owned());
+                }
+                return Err(other(&url, status.message()));
+            }
         };
+        let network_failure = self.network_failure.clone();
 
         let url_text = url.to_string();
         let part_path = part.clone();
@@ -139,12 +175,9 @@ impl Transport for GrpcTransport {
                 let chunk = match item {
                     Ok(c) => c,
                     Err(status) => {
-                        let _ = tx
-                            .send(Err(fail(format!(
-                                "download interrupted: {}",
-                                status.message()
-                            ))))
-                            .await;
+                        let reason = format!("download interrupted: {}", status.message());
+                        GrpcTransport::note_network_failure(&network_failure, reason.clone());
+                        let _ = tx.send(Err(fail(reason))).await;
                         return;
                     }
                 };

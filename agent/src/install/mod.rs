@@ -19,7 +19,10 @@ pub async fn install(
     manifest: &Manifest,
     payload: &Path,
 ) -> (Step, Outcome) {
-    let work = dirs.work().join(action_id.replace(['/', '\\', ':'], "_"));
+    // The action id comes from the network: never use it as a path. A hash names the folder.
+    let work = dirs
+        .work()
+        .join(&rollcall_proto::sha256_hex(action_id.as_bytes())[..16]);
     if work.exists() {
         let _ = std::fs::remove_dir_all(&work);
     }
@@ -126,5 +129,65 @@ fn join_tails(a: &str, b: &str) -> String {
         (true, _) => b.to_owned(),
         (_, true) => a.to_owned(),
         _ => format!("{a}\n{b}"),
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn package(dir: &Path, install: &str) -> (Manifest, std::path::PathBuf) {
+        let src = dir.join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("install.sh"), install).unwrap();
+        std::fs::write(src.join("verify.sh"), "test -f \"$ROLLCALL_DATA_DIR/ok\"\n").unwrap();
+        let manifest = Manifest::from_toml_str(
+            "name = \"app\"\nversion = \"1\"\nrelease_counter = 1\nplatforms = [\"any\"]\n\
+             [install]\ncommand = [\"sh\", \"install.sh\"]\n[verify]\ncommand = [\"sh\", \"verify.sh\"]\n",
+        )
+        .unwrap();
+        let payload = dir.join("payload.tar.gz");
+        rollcall_packaging::build_payload(&src, &payload).unwrap();
+        (manifest, payload)
+    }
+
+    #[tokio::test]
+    async fn a_hostile_action_id_cannot_point_the_work_folder_at_the_data_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(data.join("identity")).unwrap();
+        std::fs::write(data.join("identity/client.key"), "secret").unwrap();
+        let (manifest, payload) = package(tmp.path(), "touch \"$ROLLCALL_DATA_DIR/ok\"\n");
+        let dirs = AgentDirs::new(&data);
+        for id in ["..", ".", "", "../../etc", "r1/../../x"] {
+            let (step, outcome) = install(&dirs, id, &manifest, &payload).await;
+            assert_eq!(step, Step::Succeeded, "{id:?}: {}", outcome.detail);
+            assert!(
+                data.join("identity/client.key").exists(),
+                "{id:?} must not touch the data dir"
+            );
+        }
+        assert_eq!(
+            std::fs::read_dir(dirs.work()).unwrap().count(),
+            0,
+            "work folders cleaned up"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_install_without_rollback_reports_the_exit_code() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (manifest, payload) = package(tmp.path(), "echo nope >&2; exit 7\n");
+        let (step, outcome) = install(
+            &AgentDirs::new(tmp.path().join("data")),
+            "r1/a",
+            &manifest,
+            &payload,
+        )
+        .await;
+        assert_eq!(step, Step::Failed);
+        assert_eq!(outcome.exit_code, Some(7));
+        assert_eq!(outcome.detail, "install command exited 7");
+        assert!(outcome.output_tail.contains("nope"));
     }
 }

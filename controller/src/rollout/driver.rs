@@ -1,5 +1,7 @@
-//! Applies the engine's rules to the store: advances running rollouts, hands out assignments at check-in and
-//! records device reports. Every function takes `now` so tests and replays control time.
+//! Applies the engine's rules to the store: advances running rollouts, hands out assignments at check-in,
+//! records device reports and retries failed devices on resume. Every function takes `now` so tests and replays
+//! control time, and every change is a compare-and-swap on one record, so the engine, admins and overlapping
+//! check-ins never overwrite each other.
 
 use std::collections::HashMap;
 
@@ -10,42 +12,55 @@ use super::engine::{decide, offer, Decision, Offer, Tally};
 use super::state::{ActionState, RolloutEvent, RolloutState};
 use crate::store::{ActionRecord, AgentRecord, RolloutRecord, Store, StoreError};
 
+/// Whether an agent counts as a member of its site's wave: it has checked in at least once. An agent that
+/// enrolled but never came up (a failed install of the agent itself) must not hold a wave forever.
+pub fn is_member(agent: &AgentRecord) -> bool {
+    agent.last_checkin > 0
+}
+
 /// Advance every running rollout one step. Returns the rollouts whose state or open wave changed.
 pub fn tick(store: &Store, now: i64) -> Result<Vec<RolloutRecord>, StoreError> {
     let mut changed = Vec::new();
-    for mut rollout in store.rollouts()? {
-        if rollout.state != RolloutState::Running {
+    for seen in store.rollouts()? {
+        if seen.state != RolloutState::Running {
             continue;
         }
-        let tallies = tallies(store, &rollout)?;
-        match decide(&rollout, &tallies) {
-            Decision::Wait => continue,
-            Decision::OpenWave(wave) => {
-                info!(rollout = %rollout.id, wave = wave + 1, "Wave opened.");
-                rollout.current_wave = wave;
-            }
-            Decision::Complete => {
-                info!(rollout = %rollout.id, "Rollout completed.");
-                rollout.state = transition(&rollout, RolloutEvent::Finished);
-            }
-            Decision::Pause(reason) => {
-                warn!(rollout = %rollout.id, %reason, "Rollout paused.");
-                rollout.state = transition(&rollout, RolloutEvent::DeviceFailed);
-                rollout.reason = reason;
-            }
+        let decision = decide(&seen, &tallies(store, &seen)?);
+        if decision == Decision::Wait {
+            continue;
         }
-        rollout.updated_at = now;
-        store.put_rollout(&rollout)?;
-        changed.push(rollout);
+        // Apply only if nobody (an admin pausing, another tick) changed the rollout since we looked.
+        let updated = store.update_rollout(&seen.id, |mut r| {
+            if r.state != seen.state || r.current_wave != seen.current_wave {
+                return None;
+            }
+            match &decision {
+                Decision::Wait => return None,
+                Decision::OpenWave(wave) => r.current_wave = *wave,
+                Decision::Complete => r.state = r.state.on(RolloutEvent::Finished)?,
+                Decision::Pause(reason) => {
+                    r.state = r.state.on(RolloutEvent::DeviceFailed)?;
+                    r.reason = reason.clone();
+                }
+            }
+            r.updated_at = now;
+            Some(r)
+        })?;
+        if let Some(r) = updated {
+            match &decision {
+                Decision::OpenWave(wave) => info!(rollout = %r.id, wave = wave + 1, "Wave opened."),
+                Decision::Complete => info!(rollout = %r.id, "Rollout completed."),
+                Decision::Pause(reason) => warn!(rollout = %r.id, %reason, "Rollout paused."),
+                Decision::Wait => {}
+            }
+            changed.push(r);
+        }
     }
     Ok(changed)
 }
 
-fn transition(rollout: &RolloutRecord, event: RolloutEvent) -> RolloutState {
-    rollout.state.on(event).unwrap_or(rollout.state)
-}
-
-/// Tally each wave's member devices: the agents enrolled at the wave's sites, now (membership is dynamic).
+/// Tally each wave's member devices: the agents at the wave's sites that have checked in, now (membership is
+/// dynamic).
 pub fn tallies(store: &Store, rollout: &RolloutRecord) -> Result<Vec<Tally>, StoreError> {
     let actions: HashMap<String, ActionState> = store
         .actions_of(&rollout.id)?
@@ -54,6 +69,9 @@ pub fn tallies(store: &Store, rollout: &RolloutRecord) -> Result<Vec<Tally>, Sto
         .collect();
     let mut tallies = vec![Tally::default(); rollout.waves.len()];
     for agent in store.agents_in_sites(&rollout.all_sites())? {
+        if !is_member(&agent) {
+            continue;
+        }
         if let Some(wave) = rollout.wave_of(&agent.site) {
             tallies[wave as usize].add(actions.get(&agent.id).copied());
         }
@@ -78,24 +96,34 @@ pub fn assignments_for(
         match offer(&rollout, &agent.site, supported, existing.as_ref()) {
             Offer::Nothing => {}
             Offer::Skip { wave } => {
-                let mut action = new_action(&rollout, agent, wave, ActionState::Skipped, now);
-                action.detail = format!(
+                let detail = format!(
                     "package supports {} but the device is {}",
                     rollout.platforms.join(", "),
                     agent.platform
                 );
-                store.put_action(&action)?;
+                store.update_action(&id, |cur| match cur {
+                    None => {
+                        let mut a = new_action(&rollout, agent, wave, ActionState::Skipped, now);
+                        a.detail = detail.clone();
+                        Some(a)
+                    }
+                    Some(_) => None,
+                })?;
             }
             Offer::Offer { wave } => {
-                if existing.is_none() {
-                    store.put_action(&new_action(
-                        &rollout,
-                        agent,
-                        wave,
-                        ActionState::Offered,
-                        now,
-                    ))?;
-                }
+                let offered = store.update_action(&id, |cur| match cur {
+                    None => Some(new_action(&rollout, agent, wave, ActionState::Offered, now)),
+                    Some(mut a) if a.state == ActionState::Pending => {
+                        a.state = ActionState::Offered;
+                        a.updated_at = now;
+                        Some(a)
+                    }
+                    Some(_) => None,
+                })?;
+                let attempt = match offered.or(existing) {
+                    Some(a) if !a.state.is_terminal() => a.attempt,
+                    _ => continue,
+                };
                 out.push(v1::Assignment {
                     action_id: id,
                     rollout_id: rollout.id.clone(),
@@ -103,6 +131,7 @@ pub fn assignments_for(
                     package: rollout.package.clone(),
                     version: rollout.version.clone(),
                     install_not_before_unix: 0,
+                    attempt,
                 });
             }
         }
@@ -123,6 +152,7 @@ fn new_action(
         agent_id: agent.id.clone(),
         wave,
         state,
+        attempt: 1,
         exit_code: None,
         detail: String::new(),
         output_tail: String::new(),
@@ -138,11 +168,12 @@ fn new_action(
 pub enum ReportOutcome {
     /// Recorded; `terminal` when it finished the action.
     Recorded { terminal: bool },
-    /// Already known or no longer applicable (e.g. a late progress report); acknowledged and dropped.
+    /// Already known or no longer applicable (a late progress report, an older attempt); acknowledged and
+    /// dropped.
     Ignored,
 }
 
-/// Record one agent report, if it is a legal step for an action of this agent.
+/// Record one agent report, if it is a legal step of the current attempt of an action of this agent.
 pub fn apply_report(
     store: &Store,
     agent_id: &str,
@@ -153,34 +184,56 @@ pub fn apply_report(
         warn!(agent = %agent_id, action = %report.action_id, state = report.state, "Report with unknown state ignored.");
         return Ok(ReportOutcome::Ignored);
     };
-    let Some(mut action) = store.action(&report.action_id)? else {
-        warn!(agent = %agent_id, action = %report.action_id, "Report for unknown action ignored.");
-        return Ok(ReportOutcome::Ignored);
-    };
-    if action.agent_id != agent_id {
-        warn!(agent = %agent_id, action = %report.action_id, "Report for another agent's action ignored.");
-        return Ok(ReportOutcome::Ignored);
-    }
-    if !action.state.can_become(state) {
-        return Ok(ReportOutcome::Ignored);
-    }
-    action.state = state;
-    action.exit_code = report.exit_code;
-    action.detail = report.detail.clone();
-    if !report.output_tail.is_empty() {
-        action.output_tail = report.output_tail.clone();
-    }
-    action.bytes_done = report.bytes_done;
-    action.bytes_total = report.bytes_total;
-    action.updated_at = if report.at_unix > 0 {
-        report.at_unix.min(now)
-    } else {
-        now
-    };
-    store.put_action(&action)?;
-    Ok(ReportOutcome::Recorded {
-        terminal: state.is_terminal(),
+    let updated = store.update_action(&report.action_id, |cur| {
+        let mut action = cur?;
+        if action.agent_id != agent_id
+            || action.attempt != report.attempt.max(1)
+            || !action.state.can_become(state)
+        {
+            return None;
+        }
+        action.state = state;
+        action.exit_code = report.exit_code;
+        action.detail = report.detail.clone();
+        // Progress reports carry no output; a final report's output (even none) replaces the last one.
+        if !report.output_tail.is_empty() || state.is_terminal() {
+            action.output_tail = report.output_tail.clone();
+        }
+        action.bytes_done = report.bytes_done;
+        action.bytes_total = report.bytes_total;
+        action.updated_at = if report.at_unix > 0 {
+            report.at_unix.min(now)
+        } else {
+            now
+        };
+        Some(action)
+    })?;
+    Ok(match updated {
+        Some(_) => ReportOutcome::Recorded {
+            terminal: state.is_terminal(),
+        },
+        None => ReportOutcome::Ignored,
     })
+}
+
+/// On resume: every failed device of the rollout goes back to `pending` with the next attempt number, so it is
+/// offered again instead of pausing the rollout again at once. Returns how many were reset.
+pub fn retry_failed(store: &Store, rollout_id: &str, now: i64) -> Result<usize, StoreError> {
+    let mut reset = 0;
+    for action in store.actions_of(rollout_id)? {
+        let done = store.update_action(&action.id, |cur| {
+            let mut a = cur?;
+            a.state = a.state.retry()?;
+            a.attempt += 1;
+            a.detail = format!("retry {} after resume", a.attempt);
+            a.exit_code = None;
+            a.output_tail.clear();
+            a.updated_at = now;
+            Some(a)
+        })?;
+        reset += usize::from(done.is_some());
+    }
+    Ok(reset)
 }
 
 #[cfg(test)]
@@ -195,7 +248,7 @@ mod tests {
             site: site.into(),
             platform: "linux-x86_64".into(),
             enrolled_at: 0,
-            last_checkin: 0,
+            last_checkin: 1,
             agent_version: String::new(),
             os: String::new(),
             inventory_hash: String::new(),
@@ -207,6 +260,7 @@ mod tests {
         v1::ActionReport {
             action_id: action_id.into(),
             state: state.to_proto() as i32,
+            attempt: 1,
             ..Default::default()
         }
     }
@@ -293,6 +347,57 @@ mod tests {
         assert_eq!(
             (action.state, action.exit_code),
             (ActionState::Failed, Some(3))
+        );
+    }
+
+    #[test]
+    fn resume_retries_failed_devices_and_old_attempts_are_ignored() {
+        let (_dir, store) = temp_store();
+        store.put_agent(&agent("a1", "north")).unwrap();
+        let mut never = agent("ghost", "north");
+        never.last_checkin = 0;
+        store.put_agent(&never).unwrap();
+        store
+            .put_rollout(&RolloutRecord::for_test("r4", &["linux"], &[&["north"]]))
+            .unwrap();
+        let a = store.agent("a1").unwrap().unwrap();
+        assignments_for(&store, &a, 1).unwrap();
+        apply_report(&store, "a1", &report("r4/a1", ActionState::Failed), 2).unwrap();
+        tick(&store, 3).unwrap();
+        assert_eq!(
+            store.rollout("r4").unwrap().unwrap().state,
+            RolloutState::Paused
+        );
+
+        // Admin resumes: the failed device is offered again as attempt 2.
+        store
+            .update_rollout("r4", |mut r| {
+                r.state = r.state.on(RolloutEvent::Start)?;
+                Some(r)
+            })
+            .unwrap();
+        assert_eq!(retry_failed(&store, "r4", 4).unwrap(), 1);
+        tick(&store, 5).unwrap();
+        assert_eq!(
+            store.rollout("r4").unwrap().unwrap().state,
+            RolloutState::Running,
+            "not paused again"
+        );
+        let got = assignments_for(&store, &a, 6).unwrap();
+        assert_eq!((got.len(), got[0].attempt), (1, 2));
+        assert_eq!(
+            apply_report(&store, "a1", &report("r4/a1", ActionState::Succeeded), 7).unwrap(),
+            ReportOutcome::Ignored,
+            "a late report of attempt 1 does not count"
+        );
+        let mut ok = report("r4/a1", ActionState::Succeeded);
+        ok.attempt = 2;
+        apply_report(&store, "a1", &ok, 8).unwrap();
+        tick(&store, 9).unwrap();
+        assert_eq!(
+            store.rollout("r4").unwrap().unwrap().state,
+            RolloutState::Completed,
+            "the agent that never checked in does not hold the wave"
         );
     }
 }

@@ -63,15 +63,11 @@ pub fn decide(rollout: &RolloutRecord, tallies: &[Tally]) -> Decision {
         ));
     }
     match tallies.get(open) {
-        Some(t) if t.all_succeeded() => {
-            if open + 1 < rollout.waves.len() {
-                Decision::OpenWave(open as u32 + 1)
-            } else {
-                Decision::Complete
-            }
-        }
-        Some(_) => Decision::Wait,
-        None => Decision::Complete,
+        Some(t) if !t.all_succeeded() => Decision::Wait,
+        _ if open + 1 < rollout.waves.len() => Decision::OpenWave(open as u32 + 1),
+        // Done only when every wave is: a late joiner of an earlier wave still counts.
+        _ if tallies.iter().all(Tally::all_succeeded) => Decision::Complete,
+        _ => Decision::Wait,
     }
 }
 
@@ -137,6 +133,7 @@ mod tests {
             agent_id: "x".into(),
             wave: 0,
             state,
+            attempt: 1,
             exit_code: None,
             detail: String::new(),
             output_tail: String::new(),
@@ -172,6 +169,16 @@ mod tests {
             tally(&[Some(ActionState::Succeeded)]),
         ];
         assert_eq!(decide(&r, &t), Decision::Complete);
+    }
+
+    #[test]
+    fn a_late_joiner_of_an_earlier_wave_holds_completion() {
+        let r = rollout(1, RolloutState::Running);
+        let t = [
+            tally(&[Some(ActionState::Succeeded), Some(ActionState::Downloading)]),
+            tally(&[Some(ActionState::Succeeded)]),
+        ];
+        assert_eq!(decide(&r, &t), Decision::Wait);
     }
 
     #[test]

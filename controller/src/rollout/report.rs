@@ -24,6 +24,9 @@ pub fn rollout_status(
         let Some(wave) = rollout.wave_of(&agent.site) else {
             continue;
         };
+        if !super::driver::is_member(&agent) {
+            continue;
+        }
         let action = actions.get(&agent.id);
         per_site
             .entry(agent.site.clone())

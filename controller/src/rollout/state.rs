@@ -110,6 +110,12 @@ impl ActionState {
         matches!(self, ActionState::Failed | ActionState::RolledBack)
     }
 
+    /// The state a finished-but-failed device goes back to when an admin resumes the rollout: `pending`, so it
+    /// is offered again (with a higher attempt number). Only failures are retried.
+    pub fn retry(self) -> Option<ActionState> {
+        self.is_failure().then_some(ActionState::Pending)
+    }
+
     fn rank(self) -> u8 {
         match self {
             ActionState::Pending => 0,
@@ -315,6 +321,26 @@ mod tests {
                     "{from:?} -> {to:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn only_failures_are_retried() {
+        use ActionState::*;
+        for s in [
+            Pending,
+            Offered,
+            Downloading,
+            Downloaded,
+            Installing,
+            Succeeded,
+            Failed,
+            RolledBack,
+            Cancelled,
+            Skipped,
+        ] {
+            let expected = matches!(s, Failed | RolledBack).then_some(Pending);
+            assert_eq!(s.retry(), expected, "{s:?}");
         }
     }
 

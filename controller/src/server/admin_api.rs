@@ -12,6 +12,7 @@ use tracing::info;
 use super::auth::{authorize, internal, Caller};
 use super::Shared;
 use crate::repo::PublishError;
+use crate::rollout::driver;
 use crate::rollout::report::rollout_status;
 use crate::rollout::state::{RolloutEvent, RolloutState};
 use crate::store::{
@@ -61,23 +62,41 @@ impl AdminApi {
         event: RolloutEvent,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
         let caller = authorize(&self.shared.store, &req, WRITE, now())?;
-        let mut rollout = self.rollout(&req.get_ref().id)?;
-        let next = rollout.state.on(event).ok_or_else(|| {
-            Status::failed_precondition(format!(
-                "rollout {} is {}; {:?} does not apply",
-                rollout.id,
-                rollout.state.as_str(),
-                event
-            ))
-        })?;
-        rollout.state = next;
-        rollout.updated_at = now();
-        if next == RolloutState::Running {
-            rollout.reason.clear();
-        } else if event == RolloutEvent::Pause {
-            rollout.reason = format!("paused by {}", caller.subject);
+        let id = req.get_ref().id.clone();
+        let store = &self.shared.store;
+        let mut refused = None;
+        let mut resumed = false;
+        let updated = store
+            .update_rollout(&id, |mut r| {
+                let Some(next) = r.state.on(event) else {
+                    refused = Some(r.state);
+                    return None;
+                };
+                resumed = r.state == RolloutState::Paused && next == RolloutState::Running;
+                r.state = next;
+                r.updated_at = now();
+                if next == RolloutState::Running {
+                    r.reason.clear();
+                } else if event == RolloutEvent::Pause {
+                    r.reason = format!("paused by {}", caller.subject);
+                }
+                Some(r)
+            })
+            .map_err(internal)?;
+        let rollout = match (updated, refused) {
+            (Some(r), _) => r,
+            (None, Some(state)) => {
+                return Err(Status::failed_precondition(format!(
+                    "rollout {id} is {}; {event:?} does not apply",
+                    state.as_str()
+                )))
+            }
+            (None, None) => return Err(Status::not_found(format!("no rollout {id}"))),
+        };
+        if resumed {
+            let retried = driver::retry_failed(store, &id, now()).map_err(internal)?;
+            info!(rollout = %id, retried, "Rollout resumed; failed devices will be offered again.");
         }
-        self.shared.store.put_rollout(&rollout).map_err(internal)?;
         self.audit(
             &caller,
             &format!("rollout {event:?}").to_lowercase(),

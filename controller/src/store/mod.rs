@@ -178,6 +178,26 @@ fn put<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> Result<()> {
     Ok(())
 }
 
+/// Read-modify-write one record without losing a concurrent writer's change: `change` sees the current value
+/// (or `None`) and returns the new one, or `None` to leave it; it is called again if someone else wrote first.
+fn update<T: Serialize + DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &'static str,
+    key: &[u8],
+    mut change: impl FnMut(Option<T>) -> Option<T>,
+) -> Result<Option<T>> {
+    loop {
+        let old = tree.get(key)?;
+        let current = old.as_ref().map(|b| decode(name, key, b)).transpose()?;
+        let Some(new) = change(current) else {
+            return Ok(None);
+        };
+        if tree.compare_and_swap(key, old, Some(encode(&new)))?.is_ok() {
+            return Ok(Some(new));
+        }
+    }
+}
+
 fn scan<T: DeserializeOwned>(
     tree: &sled::Tree,
     name: &'static str,

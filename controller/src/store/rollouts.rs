@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{get, put, scan, Result, Store};
+use super::{get, put, scan, update, Result, Store};
 use crate::rollout::state::{ActionState, RolloutState};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -82,6 +82,9 @@ pub struct ActionRecord {
     pub agent_id: String,
     pub wave: u32,
     pub state: ActionState,
+    /// 1 for the first offer; raised when a failed device is retried.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
     #[serde(default)]
     pub exit_code: Option<i32>,
     #[serde(default)]
@@ -94,6 +97,10 @@ pub struct ActionRecord {
     pub bytes_total: u64,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 impl ActionRecord {
@@ -121,6 +128,26 @@ impl Store {
 
     pub fn put_rollout(&self, rollout: &RolloutRecord) -> Result<()> {
         put(&self.rollouts, rollout.id.as_bytes(), rollout)
+    }
+
+    /// Change a rollout atomically with respect to other writers (the engine and admins).
+    pub fn update_rollout(
+        &self,
+        id: &str,
+        mut change: impl FnMut(RolloutRecord) -> Option<RolloutRecord>,
+    ) -> Result<Option<RolloutRecord>> {
+        update(&self.rollouts, "rollouts", id.as_bytes(), |cur| {
+            cur.and_then(&mut change)
+        })
+    }
+
+    /// Change (or create) an action atomically with respect to other writers (overlapping check-ins).
+    pub fn update_action(
+        &self,
+        id: &str,
+        change: impl FnMut(Option<ActionRecord>) -> Option<ActionRecord>,
+    ) -> Result<Option<ActionRecord>> {
+        update(&self.actions, "actions", id.as_bytes(), change)
     }
 
     pub fn rollouts(&self) -> Result<Vec<RolloutRecord>> {
