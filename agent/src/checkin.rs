@@ -67,6 +67,16 @@ fn jitter(max: Duration) -> Duration {
     Duration::from_millis(u64::from_le_bytes(b) % (max.as_millis() as u64 + 1))
 }
 
+/// A lazily connecting mTLS channel with the identity on disk.
+fn connect(
+    dirs: &AgentDirs,
+    config: &AgentConfig,
+) -> Result<Channel, rollcall_proto::ConnectError> {
+    let identity = ClientIdentity::from_pem_files(&dirs.identity(), &dirs.identity())?;
+    let trust = ServerTrust::ca_pem_file(&dirs.ca())?;
+    rollcall_proto::tls::connect_lazy(&config.controller, trust, Some(identity))
+}
+
 impl Agent {
     /// Load an enrolled agent's identity and state. `controller` overrides the URL from `agent.toml`.
     pub fn load(dirs: AgentDirs, controller: Option<String>) -> Result<Agent, RunError> {
@@ -74,9 +84,7 @@ impl Agent {
         if let Some(url) = controller {
             config.controller = url;
         }
-        let identity = ClientIdentity::from_pem_files(&dirs.cert(), &dirs.key())?;
-        let trust = ServerTrust::ca_pem_file(&dirs.ca())?;
-        let channel = rollcall_proto::tls::connect_lazy(&config.controller, trust, Some(identity))?;
+        let channel = connect(&dirs, &config)?;
         let state = AgentState::load(&dirs.state())?;
         Ok(Agent {
             client: AgentServiceClient::new(channel.clone()),
@@ -107,6 +115,40 @@ impl Agent {
                 (inv, hash)
             }
         }
+    }
+
+    /// Past half-life, trade a new key's CSR for a new certificate, replace the identity file atomically and
+    /// reconnect with it. A failure is logged and retried at the next check-in; the old certificate still works.
+    pub async fn renew_if_due(&mut self) {
+        let now = now();
+        if !self.state.cert_due_for_renewal(now) {
+            return;
+        }
+        match self.renew().await {
+            Ok(not_after) => info!(not_after, "Client certificate renewed."),
+            Err(e) => {
+                warn!(error = %e, "Certificate renewal failed; retrying at the next check-in.")
+            }
+        }
+    }
+
+    async fn renew(&mut self) -> anyhow::Result<i64> {
+        let (key, csr_der) = crate::enroll::key_and_csr(&self.config.agent_id)?;
+        let resp = tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.client.renew(v1::RenewRequest { csr_der }),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("renewal timed out"))??
+        .into_inner();
+        let pem = crate::enroll::identity_pem(&key, &resp.certificate_der);
+        crate::state::write_atomic(&self.dirs.identity(), pem.as_bytes(), 0o600)?;
+        self.state.cert_issued_at = now();
+        self.state.cert_not_after = resp.certificate_not_after_unix;
+        self.save()?;
+        self.channel = connect(&self.dirs, &self.config)?;
+        self.client = AgentServiceClient::new(self.channel.clone());
+        Ok(resp.certificate_not_after_unix)
     }
 
     /// One check-in: send inventory if needed and all pending reports; record what the controller acknowledged.
@@ -319,6 +361,7 @@ pub async fn run(
     }
     let mut backoff = Duration::from_secs(1);
     loop {
+        agent.renew_if_due().await;
         let wait = match agent.check_in().await {
             Ok(resp) => {
                 backoff = Duration::from_secs(1);

@@ -21,11 +21,9 @@ impl AgentDirs {
     pub fn config(&self) -> PathBuf {
         self.root.join("agent.toml")
     }
-    pub fn key(&self) -> PathBuf {
-        self.root.join("identity/client.key")
-    }
-    pub fn cert(&self) -> PathBuf {
-        self.root.join("identity/client.crt")
+    /// The agent's private key and client certificate in one PEM file, so renewal replaces both atomically.
+    pub fn identity(&self) -> PathBuf {
+        self.root.join("identity/client.pem")
     }
     pub fn ca(&self) -> PathBuf {
         self.root.join("identity/ca.crt")

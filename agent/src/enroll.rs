@@ -8,7 +8,7 @@ use rollcall_proto::v1::{self, agent_service_client::AgentServiceClient};
 use rollcall_proto::{sha256_hex, ServerTrust, Token};
 
 use crate::config::{AgentConfig, AgentDirs};
-use crate::state::write_atomic;
+use crate::state::{write_atomic, AgentState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnrollError {
@@ -55,14 +55,7 @@ pub async fn enroll(
             agent_id: existing.agent_id,
         });
     }
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| EnrollError::Key(e.to_string()))?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, hostname);
-    let csr = params
-        .serialize_request(&key)
-        .map_err(|e| EnrollError::Key(e.to_string()))?;
+    let (key, csr_der) = key_and_csr(hostname)?;
 
     let channel = rollcall_proto::connect(
         controller,
@@ -73,7 +66,7 @@ pub async fn enroll(
     let resp = AgentServiceClient::new(channel)
         .enroll(v1::EnrollRequest {
             token: token.to_string(),
-            csr_der: csr.der().to_vec(),
+            csr_der,
             hostname: hostname.to_owned(),
             platform: crate::platform::current(),
             agent_version: crate::VERSION.to_owned(),
@@ -108,11 +101,10 @@ pub async fn enroll(
     let write = |path: PathBuf, bytes: &[u8], mode: u32| {
         write_atomic(&path, bytes, mode).map_err(|source| EnrollError::Write { path, source })
     };
-    write(dirs.key(), key.serialize_pem().as_bytes(), 0o600)?;
     write(
-        dirs.cert(),
-        pem("CERTIFICATE", &resp.certificate_der).as_bytes(),
-        0o644,
+        dirs.identity(),
+        identity_pem(&key, &resp.certificate_der).as_bytes(),
+        0o600,
     )?;
     write(
         dirs.ca(),
@@ -120,6 +112,13 @@ pub async fn enroll(
         0o644,
     )?;
     write(dirs.root_pin(), &resp.trusted_root, 0o644)?;
+    let mut state = AgentState::default();
+    state.cert_issued_at = chrono::Utc::now().timestamp();
+    state.cert_not_after = resp.certificate_not_after_unix;
+    state.save(&dirs.state()).map_err(|e| EnrollError::Write {
+        path: dirs.state(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
     for dir in [dirs.tuf_datastore(), dirs.downloads()] {
         std::fs::create_dir_all(&dir).map_err(|source| EnrollError::Write { path: dir, source })?;
     }
@@ -140,6 +139,28 @@ pub async fn enroll(
         agent_id: resp.agent_id,
         site: resp.site,
     })
+}
+
+/// Key and certificate in one PEM document (written with mode 0600).
+pub fn identity_pem(key: &KeyPair, certificate_der: &[u8]) -> String {
+    format!(
+        "{}{}",
+        key.serialize_pem(),
+        pem("CERTIFICATE", certificate_der)
+    )
+}
+
+/// A key pair and a CSR for it (subject: the agent's name).
+pub fn key_and_csr(subject: &str) -> Result<(KeyPair, Vec<u8>), EnrollError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| EnrollError::Key(e.to_string()))?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, subject);
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| EnrollError::Key(e.to_string()))?;
+    Ok((key, csr.der().to_vec()))
 }
 
 fn pem(label: &str, der: &[u8]) -> String {

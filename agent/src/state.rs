@@ -148,6 +148,19 @@ pub struct AgentState {
     pub checkin_interval_secs: u64,
     #[serde(default)]
     pub next_report_seq: u64,
+    /// When the current client certificate was issued and when it expires (unix seconds); renewed at half-life.
+    #[serde(default)]
+    pub cert_issued_at: i64,
+    #[serde(default)]
+    pub cert_not_after: i64,
+}
+
+impl AgentState {
+    /// Whether the client certificate is past half its life at `now`.
+    pub fn cert_due_for_renewal(&self, now: i64) -> bool {
+        self.cert_not_after > 0
+            && now >= self.cert_issued_at + (self.cert_not_after - self.cert_issued_at) / 2
+    }
 }
 
 /// Most finished actions kept for `status`; older ones are forgotten.
@@ -322,6 +335,21 @@ mod tests {
             .contains("lower than the installed 5"));
         assert_eq!(s.rollback_refusal("app", 5), None);
         assert_eq!(s.rollback_refusal("app", 6), None);
+    }
+
+    #[test]
+    fn certificates_renew_at_half_life() {
+        let s = AgentState {
+            cert_issued_at: 100,
+            cert_not_after: 200,
+            ..AgentState::default()
+        };
+        assert!(!s.cert_due_for_renewal(149));
+        assert!(s.cert_due_for_renewal(150));
+        assert!(
+            !AgentState::default().cert_due_for_renewal(1_000_000),
+            "unknown lifetime: never"
+        );
     }
 
     #[test]

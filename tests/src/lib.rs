@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rollcall_controller::cli::local::{LocalAgent, LocalController};
+use rollcall_controller::cli::local::{run_ok, LocalAgent, LocalController};
 use rollcall_controller::cli::{pkg, AdminClient};
 use rollcall_proto::v1;
 
@@ -56,10 +56,26 @@ impl<'a> PackageSpec<'a> {
 impl Cluster {
     /// Start a controller (check-in every second) and set up the admin's keys and image repository.
     pub async fn start() -> anyhow::Result<Cluster> {
+        Self::start_with_config("").await
+    }
+
+    /// Like [`Cluster::start`], with extra lines appended to the controller's `controller.toml`.
+    pub async fn start_with_config(extra: &str) -> anyhow::Result<Cluster> {
         let dir = tempfile::Builder::new()
             .prefix("rollcall-test-")
             .tempdir()?;
-        let controller = LocalController::start(&dir.path().join("controller"), "1s").await?;
+        let data = dir.path().join("controller");
+        run_ok(
+            tokio::process::Command::new(bin("rollcall-controller")?)
+                .arg("init")
+                .arg("--data")
+                .arg(&data),
+        )
+        .await?;
+        let config = data.join("controller.toml");
+        let text = std::fs::read_to_string(&config)?;
+        std::fs::write(&config, format!("{text}\n{extra}"))?;
+        let controller = LocalController::serve(&data, "1s").await?;
         let admin = controller.admin().await?;
         let keys = dir.path().join("keys");
         let repo = dir.path().join("repo");

@@ -522,7 +522,40 @@ async fn resuming_a_paused_rollout_retries_the_failed_device() {
     );
     assert!(
         device(&s, "first").output_tail.is_empty(),
-        "attempt 1 output does not linger: {:?}", device(&s, "first")
+        "attempt 1 output does not linger: {:?}",
+        device(&s, "first")
     );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_renew_their_certificate_before_it_expires() {
+    let mut c = Cluster::start_with_config("agent_cert_validity = \"6s\"\n")
+        .await
+        .unwrap();
+    let agents = c.add_agents("north", 1).await.unwrap();
+    let first_identity = std::fs::read(agents[0].join("identity/client.pem")).unwrap();
+    // Well past the first certificate's expiry: only renewal keeps the agent talking to the controller.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let list = c
+        .admin
+        .rpc
+        .clone()
+        .list_agents(v1::ListAgentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let last = list.agents[0].last_checkin_unix;
+    assert!(
+        list.now_unix - last <= 3,
+        "still checking in: last {last}, now {}",
+        list.now_unix
+    );
+    assert_ne!(
+        std::fs::read(agents[0].join("identity/client.pem")).unwrap(),
+        first_identity
+    );
+    let log = std::fs::read_to_string(agents[0].with_extension("log")).unwrap();
+    assert!(log.contains("Client certificate renewed."), "{log}");
     c.stop().await;
 }

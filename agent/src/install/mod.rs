@@ -156,14 +156,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         std::fs::create_dir_all(data.join("identity")).unwrap();
-        std::fs::write(data.join("identity/client.key"), "secret").unwrap();
+        std::fs::write(data.join("identity/client.pem"), "secret").unwrap();
         let (manifest, payload) = package(tmp.path(), "touch \"$ROLLCALL_DATA_DIR/ok\"\n");
         let dirs = AgentDirs::new(&data);
         for id in ["..", ".", "", "../../etc", "r1/../../x"] {
             let (step, outcome) = install(&dirs, id, &manifest, &payload).await;
             assert_eq!(step, Step::Succeeded, "{id:?}: {}", outcome.detail);
             assert!(
-                data.join("identity/client.key").exists(),
+                data.join("identity/client.pem").exists(),
                 "{id:?} must not touch the data dir"
             );
         }

@@ -187,6 +187,39 @@ impl AgentService for AgentApi {
         }))
     }
 
+    async fn renew(
+        &self,
+        req: Request<v1::RenewRequest>,
+    ) -> Result<Response<v1::RenewResponse>, Status> {
+        let s = &self.shared;
+        let now = now();
+        let caller = authorize(&s.store, &req, &[Role::Agent], now)?;
+        let issued =
+            s.ca.sign_csr(
+                &req.get_ref().csr_der,
+                &caller.subject,
+                s.config.agent_cert_validity,
+            )
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        s.store
+            .put_cert(
+                &sha256_hex(&issued.der),
+                &CertRecord {
+                    subject: caller.subject.clone(),
+                    role: Role::Agent,
+                    not_after: issued.not_after,
+                    revoked: false,
+                },
+            )
+            .map_err(internal)?;
+        s.store.flush().await.map_err(internal)?;
+        info!(agent = %caller.subject, not_after = issued.not_after, "Agent certificate renewed.");
+        Ok(Response::new(v1::RenewResponse {
+            certificate_der: issued.der.to_vec(),
+            certificate_not_after_unix: issued.not_after,
+        }))
+    }
+
     type FetchStream = FetchStream;
 
     async fn fetch(&self, req: Request<v1::FetchRequest>) -> Result<Response<FetchStream>, Status> {
