@@ -112,9 +112,11 @@ pub async fn enroll(
         0o644,
     )?;
     write(dirs.root_pin(), &resp.trusted_root, 0o644)?;
-    let mut state = AgentState::default();
-    state.cert_issued_at = chrono::Utc::now().timestamp();
-    state.cert_not_after = resp.certificate_not_after_unix;
+    let state = AgentState {
+        cert_issued_at: chrono::Utc::now().timestamp(),
+        cert_not_after: resp.certificate_not_after_unix,
+        ..AgentState::default()
+    };
     state.save(&dirs.state()).map_err(|e| EnrollError::Write {
         path: dirs.state(),
         source: std::io::Error::other(e.to_string()),
