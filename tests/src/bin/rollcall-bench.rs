@@ -37,6 +37,10 @@ enum Cmd {
         /// Enrollments in flight at once.
         #[arg(long, default_value_t = 32)]
         enroll_concurrency: usize,
+        /// Run a rollout over every simulated agent during the load (they never finish it, so every check-in
+        /// gets its assignment and the engine tallies all N devices every second).
+        #[arg(long)]
+        rollout: bool,
     },
 }
 
@@ -82,6 +86,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         agents,
         seconds,
         enroll_concurrency,
+        rollout,
     } = args.cmd;
     raise_fd_limit((agents as u64) * 2 + 1024);
     let dir = tempfile::Builder::new()
@@ -169,6 +174,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     // Load: every agent checks in back to back until the deadline (first with inventory, then hash only).
+    if rollout {
+        start_rollout(&admin, dir.path(), &keys, &repo).await?;
+    }
     eprintln!("{agents} agents checking in for {seconds}s…");
     let load_start = Instant::now();
     let deadline = load_start + Duration::from_secs(seconds);
@@ -216,7 +224,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let elapsed = load_start.elapsed().as_secs_f64();
     all.sort();
     let (peak, current) = rss_kib(pid);
-    println!("rollcall-bench checkin");
+    println!(
+        "rollcall-bench checkin{}",
+        if rollout { " --rollout" } else { "" }
+    );
     println!("  agents:               {agents}");
     println!(
         "  enrollment:           {enroll_secs:.1} s ({:.0} agents/s)",
@@ -245,6 +256,44 @@ async fn run(args: Args) -> anyhow::Result<()> {
         current as f64 / 1024.0
     );
     controller.stop().await;
+    Ok(())
+}
+
+/// Publish a tiny package and start a one-wave rollout over the bench site.
+async fn start_rollout(
+    admin: &rollcall_controller::cli::AdminClient,
+    dir: &std::path::Path,
+    keys: &std::path::Path,
+    repo: &std::path::Path,
+) -> anyhow::Result<()> {
+    let src = dir.join("pkg");
+    std::fs::create_dir_all(src.join("payload"))?;
+    std::fs::write(src.join("payload/install.sh"), "true\n")?;
+    std::fs::write(
+        src.join("manifest.toml"),
+        "name = \"bench\"\nversion = \"1\"\nrelease_counter = 1\nplatforms = [\"any\"]\n\
+         [install]\ncommand = [\"sh\", \"install.sh\"]\n[verify]\ncommand = [\"true\"]\n",
+    )?;
+    let (package, _) = pkg::build(
+        &src.join("manifest.toml"),
+        &src.join("payload"),
+        &dir.join("out"),
+    )?;
+    pkg::sign(repo, keys, &package, Duration::from_secs(3600)).await?;
+    pkg::push(admin, repo).await?;
+    let mut rpc = admin.rpc.clone();
+    let created = rpc
+        .create_rollout(v1::CreateRolloutRequest {
+            package: "bench".into(),
+            version: "1".into(),
+            waves: vec![v1::WaveSpec {
+                sites: vec!["bench".into()],
+            }],
+            name: String::new(),
+        })
+        .await?
+        .into_inner();
+    rpc.start_rollout(v1::RolloutRef { id: created.id }).await?;
     Ok(())
 }
 
