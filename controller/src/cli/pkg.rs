@@ -161,6 +161,17 @@ pub async fn run(
         }
         PkgCmd::Push { repo } => {
             let client = AdminClient::connect(controller, creds).await?;
+            let published = repository_info(&client).await?.targets_version;
+            let local = ImageRepo::open(&repo)?.targets_version()?;
+            if published == local && published > 0 {
+                // Running push twice is not an error: there is simply nothing new.
+                if json {
+                    print_json(&json!({"targets_version": published, "new_packages": []}));
+                } else {
+                    println!("Nothing new: targets v{published} is already published");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let resp = push(&client, &repo).await?;
             if json {
                 print_json(&json!({"targets_version": resp.targets_version,
