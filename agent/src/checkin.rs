@@ -225,6 +225,8 @@ impl Agent {
             progress.attempt = attempt;
             progress.step = Step::Downloading;
         }
+        // Still `installing` from an earlier run of this agent: that install was cut off halfway.
+        let interrupted_install = progress.step == Step::Installing;
         progress.attempts += 1;
         if self.save().is_err() {
             return;
@@ -300,7 +302,14 @@ impl Agent {
             return;
         }
         self.installing.store(true, Ordering::SeqCst);
-        let (step, outcome) = install::install(&self.dirs, &id, &manifest, &fetched.payload).await;
+        let (step, outcome) = install::install(
+            &self.dirs,
+            &id,
+            &manifest,
+            &fetched.payload,
+            interrupted_install,
+        )
+        .await;
         self.installing.store(false, Ordering::SeqCst);
         if step == Step::Succeeded {
             self.state.installed.insert(

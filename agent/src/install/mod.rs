@@ -13,11 +13,15 @@ use crate::state::{Outcome, Step};
 use runner::RunResult;
 
 /// Install `payload` (already verified) as described by `manifest`. Returns the final step and its report.
+///
+/// `interrupted` says an earlier run of this install was cut off (agent crash or power loss while the install
+/// command ran): then the verify command runs first, and the install runs again only if verify fails.
 pub async fn install(
     dirs: &AgentDirs,
     action_id: &str,
     manifest: &Manifest,
     payload: &Path,
+    interrupted: bool,
 ) -> (Step, Outcome) {
     // The action id comes from the network: never use it as a path. A hash names the folder.
     let work = dirs
@@ -58,6 +62,23 @@ pub async fn install(
         async move { runner::run(&argv, &work, &env, timeout).await }
     };
 
+    if interrupted {
+        let verified = run(&manifest.verify).await;
+        if verified.success() {
+            let _ = std::fs::remove_dir_all(&work);
+            return (
+                Step::Succeeded,
+                Outcome {
+                    exit_code: Some(0),
+                    detail:
+                        "verified after an agent restart (the interrupted install had finished)"
+                            .into(),
+                    output_tail: verified.tail,
+                    ..Outcome::default()
+                },
+            );
+        }
+    }
     let installed = run(&manifest.install).await;
     let result = if !installed.success() {
         undo(manifest, &installed, "install", run).await
@@ -160,7 +181,7 @@ mod tests {
         let (manifest, payload) = package(tmp.path(), "touch \"$ROLLCALL_DATA_DIR/ok\"\n");
         let dirs = AgentDirs::new(&data);
         for id in ["..", ".", "", "../../etc", "r1/../../x"] {
-            let (step, outcome) = install(&dirs, id, &manifest, &payload).await;
+            let (step, outcome) = install(&dirs, id, &manifest, &payload, false).await;
             assert_eq!(step, Step::Succeeded, "{id:?}: {}", outcome.detail);
             assert!(
                 data.join("identity/client.pem").exists(),
@@ -183,11 +204,41 @@ mod tests {
             "r1/a",
             &manifest,
             &payload,
+            false,
         )
         .await;
         assert_eq!(step, Step::Failed);
         assert_eq!(outcome.exit_code, Some(7));
         assert_eq!(outcome.detail, "install command exited 7");
         assert!(outcome.output_tail.contains("nope"));
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_install_that_had_finished_is_only_verified() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("ok"), "").unwrap();
+        let (manifest, payload) = package(
+            tmp.path(),
+            "echo ran >> \"$ROLLCALL_DATA_DIR/install-runs\"\n",
+        );
+        let dirs = AgentDirs::new(&data);
+        let (step, outcome) = install(&dirs, "r1/a", &manifest, &payload, true).await;
+        assert_eq!(step, Step::Succeeded, "{}", outcome.detail);
+        assert!(outcome.detail.contains("verified after an agent restart"));
+        assert!(
+            !data.join("install-runs").exists(),
+            "the install command did not run again"
+        );
+
+        std::fs::remove_file(data.join("ok")).unwrap();
+        let (step, _) = install(&dirs, "r1/a", &manifest, &payload, true).await;
+        assert_eq!(
+            step,
+            Step::Failed,
+            "verify fails, install runs, verify still fails"
+        );
+        assert!(data.join("install-runs").exists());
     }
 }
