@@ -18,7 +18,7 @@ version = 1
 # checkin_interval = "5m"
 # checkin_jitter = "1m"
 
-# Lifetime of agent client certificates.
+# Lifetime of agent client certificates. Agents renew theirs at half-life; one offline for longer must re-enroll.
 # agent_cert_validity = "30d"
 
 # Lifetime of the snapshot and timestamp metadata the controller signs with its online keys. It bounds how long a
