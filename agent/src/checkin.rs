@@ -117,21 +117,9 @@ impl Agent {
         }
     }
 
-    /// Past half-life, trade a new key's CSR for a new certificate, replace the identity file atomically and
-    /// reconnect with it. A failure is logged and retried at the next check-in; the old certificate still works.
-    pub async fn renew_if_due(&mut self) {
-        let now = now();
-        if !self.state.cert_due_for_renewal(now) {
-            return;
-        }
-        match self.renew().await {
-            Ok(not_after) => info!(not_after, "Client certificate renewed."),
-            Err(e) => {
-                warn!(error = %e, "Certificate renewal failed; retrying at the next check-in.")
-            }
-        }
-    }
-
+    /// When the controller says the certificate is past half its life: trade a new key's CSR for a new
+    /// certificate, replace the identity file atomically and reconnect with it. On failure the old certificate
+    /// keeps working and the next check-in asks again.
     async fn renew(&mut self) -> anyhow::Result<i64> {
         let (key, csr_der) = crate::enroll::key_and_csr(&self.config.agent_id)?;
         let resp = tokio::time::timeout(
@@ -143,11 +131,10 @@ impl Agent {
         .into_inner();
         let pem = crate::enroll::identity_pem(&key, &resp.certificate_der);
         crate::state::write_atomic(&self.dirs.identity(), pem.as_bytes(), 0o600)?;
-        self.state.cert_issued_at = now();
-        self.state.cert_not_after = resp.certificate_not_after_unix;
-        self.save()?;
         self.channel = connect(&self.dirs, &self.config)?;
         self.client = AgentServiceClient::new(self.channel.clone());
+        self.state.cert_not_after = resp.certificate_not_after_unix;
+        let _ = self.save();
         Ok(resp.certificate_not_after_unix)
     }
 
@@ -201,10 +188,10 @@ impl Agent {
             return;
         }
         let attempt = a.attempt.max(1);
-        match self.state.actions.get(&id) {
-            Some(p) if p.attempt > attempt => return,
-            Some(p) if p.attempt == attempt && p.step.is_terminal() => return,
-            _ => {}
+        if let Some(p) = self.state.actions.get(&id) {
+            if p.attempt == attempt && p.step.is_terminal() {
+                return;
+            }
         }
         let progress = self
             .state
@@ -219,17 +206,23 @@ impl Agent {
                 attempts: 0,
                 updated_at: now(),
                 detail: String::new(),
+                install_started: false,
             });
         if progress.attempt != attempt {
-            // The controller retries a device that finished an earlier attempt: start over.
+            // The controller retries this device (or its attempt count differs, e.g. after a restore): the
+            // controller's number wins and the action starts over.
             progress.attempt = attempt;
             progress.step = Step::Downloading;
+            progress.install_started = false;
         }
-        // Still `installing` from an earlier run of this agent: that install was cut off halfway.
-        let interrupted_install = progress.step == Step::Installing;
+        // An install command that was running when this agent last stopped (crash, power loss).
+        let interrupted_install = progress.install_started;
         progress.attempts += 1;
-        if self.save().is_err() {
-            return;
+        if let Err(e) = self.save() {
+            let detail = format!("cannot save agent state: {e}");
+            return self
+                .report(&id, Step::Failed, Outcome::detail(detail))
+                .await;
         }
 
         let prepared = match fetch::prepare(&self.channel, &self.dirs, &a.target_name).await {
@@ -297,9 +290,16 @@ impl Agent {
             Outcome::detail("running install command"),
         )
         .await;
-        if self.save().is_err() {
-            // Without a durable record of the install, a restart could not tell what happened: do not start it.
-            return;
+        // Mark the install as started, durably, right before the command runs: without that record a restart
+        // could not tell a cut-off install from one that never began, so do not start it.
+        if let Some(p) = self.state.actions.get_mut(&id) {
+            p.install_started = true;
+        }
+        if let Err(e) = self.save() {
+            let detail = format!("cannot save agent state: {e}");
+            return self
+                .report(&id, Step::Failed, Outcome::detail(detail))
+                .await;
         }
         self.installing.store(true, Ordering::SeqCst);
         let (step, outcome) = install::install(
@@ -370,10 +370,17 @@ pub async fn run(
     }
     let mut backoff = Duration::from_secs(1);
     loop {
-        agent.renew_if_due().await;
         let wait = match agent.check_in().await {
             Ok(resp) => {
                 backoff = Duration::from_secs(1);
+                if resp.renew_certificate {
+                    match agent.renew().await {
+                        Ok(not_after) => info!(not_after, "Client certificate renewed."),
+                        Err(e) => {
+                            warn!(error = %e, "Certificate renewal failed; the next check-in asks again.")
+                        }
+                    }
+                }
                 for assignment in &resp.assignments {
                     let installing = agent.installing.clone();
                     let work = agent.process(assignment);

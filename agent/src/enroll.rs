@@ -113,7 +113,6 @@ pub async fn enroll(
     )?;
     write(dirs.root_pin(), &resp.trusted_root, 0o644)?;
     let state = AgentState {
-        cert_issued_at: chrono::Utc::now().timestamp(),
         cert_not_after: resp.certificate_not_after_unix,
         ..AgentState::default()
     };

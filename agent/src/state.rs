@@ -90,6 +90,10 @@ pub struct ActionProgress {
     pub updated_at: i64,
     #[serde(default)]
     pub detail: String,
+    /// Saved right before the install command starts: found set after a restart, it means the install was cut off
+    /// while running (not merely announced).
+    #[serde(default)]
+    pub install_started: bool,
 }
 
 fn first_attempt() -> u32 {
@@ -303,6 +307,7 @@ mod tests {
                 attempts: 1,
                 updated_at: 1,
                 detail: String::new(),
+                install_started: false,
             },
         );
         s.record("r1/a", Step::Downloaded, Outcome::detail("ok"), 2);
@@ -335,21 +340,6 @@ mod tests {
             .contains("lower than the installed 5"));
         assert_eq!(s.rollback_refusal("app", 5), None);
         assert_eq!(s.rollback_refusal("app", 6), None);
-    }
-
-    #[test]
-    fn certificates_renew_at_half_life() {
-        let s = AgentState {
-            cert_issued_at: 100,
-            cert_not_after: 200,
-            ..AgentState::default()
-        };
-        assert!(!s.cert_due_for_renewal(149));
-        assert!(s.cert_due_for_renewal(150));
-        assert!(
-            !AgentState::default().cert_due_for_renewal(1_000_000),
-            "unknown lifetime: never"
-        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub fn print(dirs: &AgentDirs, as_json: bool) -> anyhow::Result<()> {
             "installed": state.installed,
             "actions": state.actions,
             "pending_reports": state.pending_reports.len(),
+            "certificate_not_after": state.cert_not_after,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
@@ -35,6 +36,10 @@ pub fn print(dirs: &AgentDirs, as_json: bool) -> anyhow::Result<()> {
         state.checkin_interval_secs
     );
     println!("  unsent reports: {}", state.pending_reports.len());
+    if state.cert_not_after > 0 {
+        let days = (state.cert_not_after - now) as f64 / 86400.0;
+        println!("  certificate:   expires in {days:.1} days (renewed automatically at half-life)");
+    }
     println!("Installed:");
     if state.installed.is_empty() {
         println!("  (nothing)");

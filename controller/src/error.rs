@@ -17,7 +17,7 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error(
-        "{path} is already a controller data directory (found {found}); refusing to overwrite it"
+        "{path} is already in use (found {found}); refusing to overwrite it: init needs a new or empty directory"
     )]
     AlreadyInitialised { path: PathBuf, found: PathBuf },
     #[error("{path} is not a controller data directory: run `rollcall-controller init --data {path}` first")]

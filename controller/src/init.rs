@@ -30,51 +30,64 @@ pub struct InitReport {
     pub online_keys: PathBuf,
 }
 
-/// Create the data directory. Everything is built in a staging folder beside it and renamed into place at the
-/// end, so a failure leaves nothing behind and `init` can simply be run again.
+/// Prefix of the staging folder `init` builds in, inside the data directory.
+const STAGING_PREFIX: &str = ".rollcall-init-";
+
+/// Create the data directory. Everything is built in a staging folder *inside* it (so a mount point or a
+/// symlinked directory works) and moved into place at the end, `controller.toml` last: a failure leaves no
+/// initialised-looking directory, and `init` can simply be run again (it removes stale staging folders).
 pub async fn init(opts: &InitOptions) -> Result<InitReport> {
-    let target = DataDir::new(&opts.data);
-    for existing in [target.config(), target.store(), target.ca_key()] {
-        if existing.exists() {
-            return Err(Error::AlreadyInitialised {
-                path: opts.data.clone(),
-                found: existing,
-            });
-        }
-    }
-    if let Ok(mut entries) = std::fs::read_dir(&opts.data) {
-        if let Some(Ok(entry)) = entries.next() {
+    let root = std::path::absolute(&opts.data).map_err(|source| Error::Write {
+        path: opts.data.clone(),
+        source,
+    })?;
+    let target = DataDir::new(&root);
+    let write_err = |path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| Error::Write { path, source }
+    };
+    std::fs::create_dir_all(&root).map_err(write_err(&root))?;
+    for entry in std::fs::read_dir(&root)
+        .map_err(write_err(&root))?
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(STAGING_PREFIX) {
+            // Left by an init that died: it never became a controller, its keys were never used.
+            let _ = std::fs::remove_dir_all(entry.path());
+        } else if name != "lost+found" {
             return Err(Error::AlreadyInitialised {
                 path: opts.data.clone(),
                 found: entry.path(),
             });
         }
     }
-    let parent = match opts.data.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|source| Error::Write {
-        path: parent.clone(),
-        source,
-    })?;
     let staging = tempfile::Builder::new()
-        .prefix(".rollcall-controller-init-")
-        .tempdir_in(&parent)
-        .map_err(|source| Error::Write {
-            path: parent.clone(),
-            source,
-        })?;
-    let mut report = build(&DataDir::new(staging.path()), opts).await?;
-    // rename(2) replaces an empty directory (e.g. one systemd's StateDirectory made).
-    std::fs::rename(staging.path(), &opts.data).map_err(|source| Error::Write {
-        path: opts.data.clone(),
-        source,
-    })?;
-    let _ = staging.keep();
-    report.admin_creds = target.admin_creds();
-    report.online_keys = target.online_keys();
-    Ok(report)
+        .prefix(STAGING_PREFIX)
+        .tempdir_in(&root)
+        .map_err(write_err(&root))?;
+    let report = build(&DataDir::new(staging.path()), opts).await?;
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(staging.path())
+        .map_err(write_err(staging.path()))?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    // controller.toml last: its presence is what makes the directory a controller's.
+    names.sort_by_key(|n| n == "controller.toml");
+    for name in names {
+        std::fs::rename(staging.path().join(&name), root.join(&name))
+            .map_err(write_err(&root.join(&name)))?;
+    }
+    // Make the renames durable.
+    #[cfg(unix)]
+    std::fs::File::open(&root)
+        .and_then(|d| d.sync_all())
+        .map_err(write_err(&root))?;
+    Ok(InitReport {
+        ca_fingerprint: report.ca_fingerprint,
+        admin_creds: target.admin_creds(),
+        online_keys: target.online_keys(),
+    })
 }
 
 async fn build(data: &DataDir, opts: &InitOptions) -> Result<InitReport> {
@@ -126,8 +139,10 @@ async fn build(data: &DataDir, opts: &InitOptions) -> Result<InitReport> {
         &CertRecord {
             subject: "admin".into(),
             role: Role::Admin,
+            issued_at: chrono::Utc::now().timestamp(),
             not_after: admin.not_after,
             revoked: false,
+            replaces: None,
         },
     )?;
     store.audit(&AuditEntry {

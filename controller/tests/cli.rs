@@ -42,16 +42,35 @@ fn init_creates_a_data_dir_and_refuses_to_overwrite_it() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
-    assert!(
-        stderr(&out).contains("already a controller data directory"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("already in use"), "{}", stderr(&out));
     assert_eq!(
         std::fs::read(data.join("ca/ca.key")).unwrap(),
         ca_before,
         "the CA key was not replaced"
     );
+}
+
+#[test]
+fn init_accepts_an_existing_empty_directory_and_a_relative_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("state/lost+found")).unwrap();
+    let out = controller()
+        .current_dir(dir.path())
+        .args(["init", "--data", "state"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("state/controller.toml").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".rollcall-init-")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "no staging folder left behind");
 }
 
 #[test]

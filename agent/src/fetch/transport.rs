@@ -38,7 +38,6 @@ fn is_network(code: tonic::Code) -> bool {
             | tonic::Code::Unknown
             | tonic::Code::ResourceExhausted
             | tonic::Code::Aborted
-            | tonic::Code::Internal
     )
 }
 
@@ -176,7 +175,9 @@ impl Transport for GrpcTransport {
                     Ok(c) => c,
                     Err(status) => {
                         let reason = format!("download interrupted: {}", status.message());
-                        GrpcTransport::note_network_failure(&network_failure, reason.clone());
+                        if is_network(status.code()) {
+                            GrpcTransport::note_network_failure(&network_failure, reason.clone());
+                        }
                         let _ = tx.send(Err(fail(reason))).await;
                         return;
                     }

@@ -161,9 +161,10 @@ pub async fn run(
         }
         PkgCmd::Push { repo } => {
             let client = AdminClient::connect(controller, creds).await?;
-            let published = repository_info(&client).await?.targets_version;
-            let local = ImageRepo::open(&repo)?.targets_version()?;
-            if published == local && published > 0 {
+            let published = repository_info(&client).await?;
+            let local = rollcall_proto::sha256_hex(&ImageRepo::open(&repo)?.targets_bytes()?);
+            if published.targets_sha256 == local {
+                let published = published.targets_version;
                 // Running push twice is not an error: there is simply nothing new.
                 if json {
                     print_json(&json!({"targets_version": published, "new_packages": []}));

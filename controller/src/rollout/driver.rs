@@ -12,10 +12,21 @@ use super::engine::{decide, offer, Decision, Offer, Tally};
 use super::state::{ActionState, RolloutEvent, RolloutState};
 use crate::store::{ActionRecord, AgentRecord, RolloutRecord, Store, StoreError};
 
-/// Whether an agent counts as a member of its site's wave: it has checked in at least once. An agent that
-/// enrolled but never came up (a failed install of the agent itself) must not hold a wave forever.
-pub fn is_member(agent: &AgentRecord) -> bool {
-    agent.last_checkin > 0
+/// An agent silent for longer than this no longer counts towards its wave (a lost or retired MDC must not hold
+/// a rollout forever); it still gets the update when it comes back while its wave is open.
+pub const OFFLINE_AFTER: i64 = 7 * 86400;
+
+/// Why an agent does not count towards its wave at `now`, or `None` when it does: it must have checked in at
+/// least once (an agent that enrolled but never came up must not hold a wave) and recently.
+pub fn not_member_because(agent: &AgentRecord, now: i64) -> Option<String> {
+    if agent.last_checkin <= 0 {
+        return Some("not counted: enrolled but never checked in".into());
+    }
+    if now - agent.last_checkin > OFFLINE_AFTER {
+        let days = (now - agent.last_checkin) / 86400;
+        return Some(format!("not counted: offline for {days} days"));
+    }
+    None
 }
 
 /// Advance every running rollout one step. Returns the rollouts whose state or open wave changed.
@@ -25,13 +36,13 @@ pub fn tick(store: &Store, now: i64) -> Result<Vec<RolloutRecord>, StoreError> {
         if seen.state != RolloutState::Running {
             continue;
         }
-        let decision = decide(&seen, &tallies(store, &seen)?);
+        let decision = decide(&seen, &tallies(store, &seen, now)?);
         if decision == Decision::Wait {
             continue;
         }
         // Apply only if nobody (an admin pausing, another tick) changed the rollout since we looked.
         let updated = store.update_rollout(&seen.id, |mut r| {
-            if r.state != seen.state || r.current_wave != seen.current_wave {
+            if r != seen {
                 return None;
             }
             match &decision {
@@ -59,9 +70,8 @@ pub fn tick(store: &Store, now: i64) -> Result<Vec<RolloutRecord>, StoreError> {
     Ok(changed)
 }
 
-/// Tally each wave's member devices: the agents at the wave's sites that have checked in, now (membership is
-/// dynamic).
-pub fn tallies(store: &Store, rollout: &RolloutRecord) -> Result<Vec<Tally>, StoreError> {
+/// Tally each wave's member devices: the agents at the wave's sites that count at `now` (membership is dynamic).
+pub fn tallies(store: &Store, rollout: &RolloutRecord, now: i64) -> Result<Vec<Tally>, StoreError> {
     let actions: HashMap<String, ActionState> = store
         .actions_of(&rollout.id)?
         .into_iter()
@@ -69,7 +79,7 @@ pub fn tallies(store: &Store, rollout: &RolloutRecord) -> Result<Vec<Tally>, Sto
         .collect();
     let mut tallies = vec![Tally::default(); rollout.waves.len()];
     for agent in store.agents_in_sites(&rollout.all_sites())? {
-        if !is_member(&agent) {
+        if not_member_because(&agent, now).is_some() {
             continue;
         }
         if let Some(wave) = rollout.wave_of(&agent.site) {
@@ -187,7 +197,8 @@ pub fn apply_report(
     let updated = store.update_action(&report.action_id, |cur| {
         let mut action = cur?;
         if action.agent_id != agent_id
-            || action.attempt != report.attempt.max(1)
+            // 0: an agent that does not send attempts; it can only mean the current one.
+            || (report.attempt != 0 && action.attempt != report.attempt)
             || !action.state.can_become(state)
         {
             return None;
@@ -399,5 +410,18 @@ mod tests {
             RolloutState::Completed,
             "the agent that never checked in does not hold the wave"
         );
+    }
+
+    #[test]
+    fn silent_agents_stop_counting_after_a_week() {
+        let mut a = agent("a1", "north");
+        a.last_checkin = 0;
+        assert!(not_member_because(&a, 10)
+            .unwrap()
+            .contains("never checked in"));
+        a.last_checkin = 100;
+        assert_eq!(not_member_because(&a, 100 + OFFLINE_AFTER), None);
+        let why = not_member_because(&a, 100 + OFFLINE_AFTER + 86400).unwrap();
+        assert!(why.contains("offline for 8 days"), "{why}");
     }
 }

@@ -8,10 +8,12 @@ use super::engine::Tally;
 use super::state::ActionState;
 use crate::store::{ActionRecord, RolloutRecord, Store, StoreError};
 
-/// Build the full status of a rollout.
+/// Build the full status of a rollout at `now`. Devices that do not count towards their wave (never checked in,
+/// long offline) are listed with the reason, outside the counts.
 pub fn rollout_status(
     store: &Store,
     rollout: &RolloutRecord,
+    now: i64,
 ) -> Result<v1::RolloutStatus, StoreError> {
     let actions: HashMap<String, ActionRecord> = store
         .actions_of(&rollout.id)?
@@ -24,14 +26,14 @@ pub fn rollout_status(
         let Some(wave) = rollout.wave_of(&agent.site) else {
             continue;
         };
-        if !super::driver::is_member(&agent) {
-            continue;
-        }
         let action = actions.get(&agent.id);
-        per_site
-            .entry(agent.site.clone())
-            .or_default()
-            .add(action.map(|a| a.state));
+        let excluded = super::driver::not_member_because(&agent, now);
+        if excluded.is_none() {
+            per_site
+                .entry(agent.site.clone())
+                .or_default()
+                .add(action.map(|a| a.state));
+        }
         devices.push(v1::DeviceStatus {
             agent_id: agent.id.clone(),
             hostname: agent.hostname.clone(),
@@ -39,7 +41,9 @@ pub fn rollout_status(
             wave,
             state: action.map_or(ActionState::Pending, |a| a.state).to_proto() as i32,
             exit_code: action.and_then(|a| a.exit_code),
-            detail: action.map(|a| a.detail.clone()).unwrap_or_default(),
+            detail: excluded
+                .or_else(|| action.map(|a| a.detail.clone()))
+                .unwrap_or_default(),
             output_tail: action.map(|a| a.output_tail.clone()).unwrap_or_default(),
             updated_at_unix: action.map_or(0, |a| a.updated_at),
             rollout_id: rollout.id.clone(),

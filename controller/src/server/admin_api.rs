@@ -64,15 +64,19 @@ impl AdminApi {
         let caller = authorize(&self.shared.store, &req, WRITE, now())?;
         let id = req.get_ref().id.clone();
         let store = &self.shared.store;
+        // Resuming: put the failed devices back to `pending` *before* the rollout runs again, so the engine never
+        // sees a running rollout with the old failures and pauses it at once.
+        if event == RolloutEvent::Start && self.rollout(&id)?.state == RolloutState::Paused {
+            let retried = driver::retry_failed(store, &id, now()).map_err(internal)?;
+            info!(rollout = %id, retried, "Resuming rollout; failed devices will be offered again.");
+        }
         let mut refused = None;
-        let mut resumed = false;
         let updated = store
             .update_rollout(&id, |mut r| {
                 let Some(next) = r.state.on(event) else {
                     refused = Some(r.state);
                     return None;
                 };
-                resumed = r.state == RolloutState::Paused && next == RolloutState::Running;
                 r.state = next;
                 r.updated_at = now();
                 if next == RolloutState::Running {
@@ -93,10 +97,6 @@ impl AdminApi {
             }
             (None, None) => return Err(Status::not_found(format!("no rollout {id}"))),
         };
-        if resumed {
-            let retried = driver::retry_failed(store, &id, now()).map_err(internal)?;
-            info!(rollout = %id, retried, "Rollout resumed; failed devices will be offered again.");
-        }
         self.audit(
             &caller,
             &format!("rollout {event:?}").to_lowercase(),
@@ -105,7 +105,7 @@ impl AdminApi {
         self.shared.store.flush().await.map_err(internal)?;
         self.shared.engine_wake.notify_one();
         Ok(Response::new(
-            rollout_status(&self.shared.store, &rollout).map_err(internal)?,
+            rollout_status(&self.shared.store, &rollout, now()).map_err(internal)?,
         ))
     }
 }
@@ -326,6 +326,13 @@ impl AdminService for AdminApi {
             online_keys_json: self.shared.repo.online_keys().to_json().map_err(internal)?,
             root_version: state.root_version,
             targets_version: state.targets_version,
+            targets_sha256: self
+                .shared
+                .store
+                .tuf_file(&format!("{}.targets.json", state.targets_version))
+                .map_err(internal)?
+                .map(|bytes| sha256_hex(&bytes))
+                .unwrap_or_default(),
         }))
     }
 
@@ -520,7 +527,7 @@ impl AdminService for AdminApi {
         )?;
         store.flush().await.map_err(internal)?;
         Ok(Response::new(
-            rollout_status(store, &rollout).map_err(internal)?,
+            rollout_status(store, &rollout, now).map_err(internal)?,
         ))
     }
 
@@ -545,7 +552,7 @@ impl AdminService for AdminApi {
         authorize(&self.shared.store, &req, READ, now())?;
         let rollout = self.rollout(&req.get_ref().id)?;
         Ok(Response::new(
-            rollout_status(&self.shared.store, &rollout).map_err(internal)?,
+            rollout_status(&self.shared.store, &rollout, now()).map_err(internal)?,
         ))
     }
 
@@ -557,7 +564,7 @@ impl AdminService for AdminApi {
         let store = &self.shared.store;
         let mut rollouts = Vec::new();
         for r in store.rollouts().map_err(internal)? {
-            let mut status = rollout_status(store, &r).map_err(internal)?;
+            let mut status = rollout_status(store, &r, now()).map_err(internal)?;
             status.devices.clear();
             rollouts.push(status);
         }

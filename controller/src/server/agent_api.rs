@@ -99,8 +99,10 @@ impl AgentService for AgentApi {
                 cert: CertRecord {
                     subject: agent_id.clone(),
                     role: Role::Agent,
+                    issued_at: now,
                     not_after: issued.not_after,
                     revoked: false,
+                    replaces: None,
                 },
             })
             .map_err(internal)?;
@@ -184,6 +186,7 @@ impl AgentService for AgentApi {
             send_inventory,
             acknowledged_reports: acknowledged,
             cancelled_actions: vec![],
+            renew_certificate: caller.renewal_due,
         }))
     }
 
@@ -207,8 +210,10 @@ impl AgentService for AgentApi {
                 &CertRecord {
                     subject: caller.subject.clone(),
                     role: Role::Agent,
+                    issued_at: now,
                     not_after: issued.not_after,
                     revoked: false,
+                    replaces: Some(caller.fingerprint.clone()),
                 },
             )
             .map_err(internal)?;

@@ -11,6 +11,10 @@ use crate::store::{Role, Store};
 pub struct Caller {
     pub subject: String,
     pub role: Role,
+    /// sha256 of the certificate used for this call.
+    pub fingerprint: String,
+    /// That certificate is past half its life.
+    pub renewal_due: bool,
 }
 
 /// Authenticate the caller of `req` and check it has one of `roles`.
@@ -26,12 +30,10 @@ pub fn authorize<T>(
     let leaf = certs.first().ok_or_else(|| {
         Status::unauthenticated("this call needs a client certificate issued by this controller")
     })?;
-    let record = store
-        .cert(&sha256_hex(leaf))
-        .map_err(internal)?
-        .ok_or_else(|| {
-            Status::unauthenticated("the client certificate is not known to this controller")
-        })?;
+    let fingerprint = sha256_hex(leaf);
+    let mut record = store.cert(&fingerprint).map_err(internal)?.ok_or_else(|| {
+        Status::unauthenticated("the client certificate is not known to this controller")
+    })?;
     if record.revoked {
         return Err(Status::unauthenticated(format!(
             "the certificate of {} has been revoked",
@@ -56,9 +58,19 @@ pub fn authorize<T>(
                 .join(" or ")
         )));
     }
+    if let Some(old) = record.replaces.take() {
+        // First use of a renewed certificate: the one it replaced is no longer needed.
+        if let Some(mut previous) = store.cert(&old).map_err(internal)? {
+            previous.revoked = true;
+            store.put_cert(&old, &previous).map_err(internal)?;
+        }
+        store.put_cert(&fingerprint, &record).map_err(internal)?;
+    }
     Ok(Caller {
+        renewal_due: record.renewal_due(now),
         subject: record.subject,
         role: record.role,
+        fingerprint,
     })
 }
 

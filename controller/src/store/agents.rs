@@ -21,9 +21,21 @@ pub struct CertRecord {
     /// Agent id or admin name.
     pub subject: String,
     pub role: Role,
+    #[serde(default)]
+    pub issued_at: i64,
     pub not_after: i64,
     #[serde(default)]
     pub revoked: bool,
+    /// The certificate this one renewed; revoked when this one is first used.
+    #[serde(default)]
+    pub replaces: Option<String>,
+}
+
+impl CertRecord {
+    /// Past half its life at `now` (the controller's clock decides, not the endpoint's).
+    pub fn renewal_due(&self, now: i64) -> bool {
+        self.issued_at > 0 && now >= self.issued_at + (self.not_after - self.issued_at) / 2
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ pub struct WaveRecord {
     pub sites: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RolloutRecord {
     pub id: String,
     pub name: String,
