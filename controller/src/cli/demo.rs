@@ -353,7 +353,3 @@ fn progress_line(status: &v1::RolloutStatus, elapsed: Duration) -> String {
     )
 }
 
-/// For callers that want the demo's sample package (tests).
-pub fn sample_package_files() -> (&'static str, &'static str, &'static str) {
-    (MANIFEST, INSTALL, VERIFY)
-}
