@@ -352,4 +352,3 @@ fn progress_line(status: &v1::RolloutStatus, elapsed: Duration) -> String {
         waves.join(" | ")
     )
 }
-
