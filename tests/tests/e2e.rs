@@ -559,3 +559,47 @@ async fn agents_renew_their_certificate_before_it_expires() {
     assert!(log.contains("Client certificate renewed."), "{log}");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_mid_rollout_resumes_where_it_was() {
+    let mut c = Cluster::start().await.unwrap();
+    let first = c.add_agents("first", 1).await.unwrap();
+    let second = c.add_agents("second", 1).await.unwrap();
+    let mut spec = PackageSpec::marker("slow", "1.0", 1);
+    spec.install =
+        "sleep 3\necho \"$ROLLCALL_VERSION\" > \"$ROLLCALL_DATA_DIR/$ROLLCALL_PACKAGE.marker\"";
+    c.publish(&spec).await.unwrap();
+    let id = c
+        .rollout("slow", "1.0", &[&["first"], &["second"]])
+        .await
+        .unwrap();
+
+    // Kill the controller (no flush, no shutdown) while wave 1 is installing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = c.status(&id).await.unwrap();
+        if action_state(device(&s, "first")) == v1::ActionState::Installing {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "wave 1 never started installing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let controller = c.controller.take().unwrap();
+    let (data, addr) = (controller.data.clone(), controller.addr().to_owned());
+    controller.kill().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Same data, same address: the agents reconnect by themselves, their reports arrive, the rollout goes on.
+    let restarted = rollcall_controller::cli::local::LocalController::serve_at(&data, &addr, "1s")
+        .await
+        .unwrap();
+    c.admin = restarted.admin().await.unwrap();
+    c.controller = Some(restarted);
+    let s = c.settle(&id).await.unwrap();
+    assert_eq!(state_of(&s), v1::RolloutState::Completed, "{s:?}");
+    assert!(first[0].join("slow.marker").exists() && second[0].join("slow.marker").exists());
+    c.stop().await;
+}

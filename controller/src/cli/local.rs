@@ -97,6 +97,15 @@ impl LocalController {
 
     /// `serve` an already initialised data directory.
     pub async fn serve(data: &Path, checkin_interval: &str) -> anyhow::Result<LocalController> {
+        Self::serve_at(data, "127.0.0.1:0", checkin_interval).await
+    }
+
+    /// `serve` on a given address (a restart on the port the agents already know).
+    pub async fn serve_at(
+        data: &Path,
+        listen: &str,
+        checkin_interval: &str,
+    ) -> anyhow::Result<LocalController> {
         let controller = bin("rollcall-controller")?;
         let dirs = DataDir::new(data);
         let _ = std::fs::remove_file(dirs.addr_file());
@@ -109,7 +118,7 @@ impl LocalController {
             .args([
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--checkin-interval",
                 checkin_interval,
             ])
@@ -166,6 +175,16 @@ impl LocalController {
 
     pub async fn stop(mut self) {
         terminate(&mut self.child, Duration::from_secs(15)).await;
+    }
+
+    /// SIGKILL: the controller gets no chance to flush or clean up (a crash, a power cut).
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// The address it listens on (from the URL).
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("https://")
     }
 }
 
