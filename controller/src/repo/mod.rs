@@ -93,7 +93,7 @@ impl Repository {
         let mut state = self.store.tuf_state()?;
         let mut files = TufFiles::default();
 
-        let (root_bytes, root) = if state.root_version == 0 {
+        let root = if state.root_version == 0 {
             let bytes = root_json
                 .filter(|b| !b.is_empty())
                 .ok_or(PublishError::NoRoot)?;
@@ -103,7 +103,7 @@ impl Repository {
             files
                 .files
                 .push((format!("{}.root.json", state.root_version), bytes.to_vec()));
-            (bytes.to_vec(), root)
+            root
         } else {
             let published = self.root_bytes(state.root_version)?;
             if let Some(pushed) = root_json.filter(|b| !b.is_empty()) {
@@ -113,10 +113,8 @@ impl Repository {
                     });
                 }
             }
-            let root = online::verify_root(&published).map_err(PublishError::BadRoot)?;
-            (published, root)
+            online::verify_root(&published).map_err(PublishError::BadRoot)?
         };
-        let _ = root_bytes;
 
         let targets =
             online::verify_targets(&root, targets_json).map_err(PublishError::BadTargets)?;

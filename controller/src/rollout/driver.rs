@@ -9,7 +9,7 @@ use rollcall_proto::v1;
 use tracing::{info, warn};
 
 use super::engine::{decide, offer, Decision, Offer, Tally};
-use super::state::{ActionState, RolloutEvent, RolloutState};
+use super::state::{ActionState, RolloutEvent};
 use crate::store::{ActionRecord, AgentRecord, RolloutRecord, Store, StoreError};
 
 /// An agent silent for longer than this no longer counts towards its wave (a lost or retired MDC must not hold
@@ -32,10 +32,7 @@ pub fn not_member_because(agent: &AgentRecord, now: i64) -> Option<String> {
 /// Advance every running rollout one step. Returns the rollouts whose state or open wave changed.
 pub fn tick(store: &Store, now: i64) -> Result<Vec<RolloutRecord>, StoreError> {
     let mut changed = Vec::new();
-    for seen in store.rollouts()? {
-        if seen.state != RolloutState::Running {
-            continue;
-        }
+    for seen in store.running_rollouts()? {
         let decision = decide(&seen, &tallies(store, &seen, now)?);
         if decision == Decision::Wait {
             continue;
@@ -96,10 +93,7 @@ pub fn assignments_for(
     now: i64,
 ) -> Result<Vec<v1::Assignment>, StoreError> {
     let mut out = Vec::new();
-    for rollout in store.rollouts()? {
-        if rollout.state != RolloutState::Running {
-            continue;
-        }
+    for rollout in store.running_rollouts()? {
         let id = ActionRecord::id_for(&rollout.id, &agent.id);
         let existing = store.action(&id)?;
         let supported = rollcall_packaging::platform::matches(&rollout.platforms, &agent.platform);
@@ -121,15 +115,23 @@ pub fn assignments_for(
                 })?;
             }
             Offer::Offer { wave } => {
-                let offered = store.update_action(&id, |cur| match cur {
-                    None => Some(new_action(&rollout, agent, wave, ActionState::Offered, now)),
-                    Some(mut a) if a.state == ActionState::Pending => {
-                        a.state = ActionState::Offered;
-                        a.updated_at = now;
-                        Some(a)
-                    }
-                    Some(_) => None,
-                })?;
+                // Only a new or pending action is written; the common re-send of an action in progress is a read.
+                let needs_offer = existing
+                    .as_ref()
+                    .is_none_or(|a| a.state == ActionState::Pending);
+                let offered = if needs_offer {
+                    store.update_action(&id, |cur| match cur {
+                        None => Some(new_action(&rollout, agent, wave, ActionState::Offered, now)),
+                        Some(mut a) if a.state == ActionState::Pending => {
+                            a.state = ActionState::Offered;
+                            a.updated_at = now;
+                            Some(a)
+                        }
+                        Some(_) => None,
+                    })?
+                } else {
+                    None
+                };
                 let attempt = match offered.or(existing) {
                     Some(a) if !a.state.is_terminal() => a.attempt,
                     _ => continue,
@@ -250,6 +252,7 @@ pub fn retry_failed(store: &Store, rollout_id: &str, now: i64) -> Result<usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rollout::state::RolloutState;
     use crate::store::temp_store;
 
     fn agent(id: &str, site: &str) -> AgentRecord {

@@ -23,3 +23,33 @@ impl Store {
         scan(&self.audit, "audit", b"")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_read_back_in_the_order_they_were_written() {
+        let (_dir, store) = crate::store::temp_store();
+        for (i, action) in ["token create", "metadata push", "rollout start"]
+            .iter()
+            .enumerate()
+        {
+            store
+                .audit(&AuditEntry {
+                    at: i as i64,
+                    actor: "admin".into(),
+                    action: (*action).into(),
+                    detail: String::new(),
+                })
+                .unwrap();
+        }
+        let actions: Vec<String> = store
+            .audit_log()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(actions, ["token create", "metadata push", "rollout start"]);
+    }
+}

@@ -25,7 +25,7 @@ pub use agents::{
 };
 pub use audit::AuditEntry;
 pub use packages::{PackageRecord, TufFiles, TufState};
-pub use rollouts::{ActionRecord, ActionUpdate, RolloutRecord, WaveRecord};
+pub use rollouts::{ActionRecord, RolloutRecord, WaveRecord};
 pub use tokens::{TokenRecord, TokenRefusal};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,10 @@ pub struct Store {
     tuf: sled::Tree,
     meta: sled::Tree,
     rollouts: sled::Tree,
+    /// Index of the ids of running rollouts, so the check-in path never decodes finished ones. Derived from
+    /// `rollouts` (rebuilt at open) and written under `rollout_writes` together with the record.
+    running: sled::Tree,
+    rollout_writes: Arc<std::sync::Mutex<()>>,
     actions: sled::Tree,
     audit: sled::Tree,
     flusher: Arc<Flusher>,
@@ -103,10 +107,16 @@ impl Store {
             tuf: tree("tuf")?,
             meta: tree("meta")?,
             rollouts: tree("rollouts")?,
+            running: tree("running")?,
+            rollout_writes: Arc::default(),
             actions: tree("actions")?,
             audit: tree("audit")?,
             flusher: Arc::new(Flusher::default()),
             db,
+        })
+        .and_then(|store| {
+            store.rebuild_running_index()?;
+            Ok(store)
         })
     }
 
@@ -247,5 +257,54 @@ mod tests {
             .await
             .expect("no deadlock");
         assert_eq!(store.agents.len(), 400);
+    }
+
+    #[test]
+    fn the_running_index_follows_every_write_and_is_rebuilt_at_open() {
+        use crate::rollout::state::RolloutState;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .put_rollout(&RolloutRecord::for_test("r1", &["linux"], &[&["a"]]))
+                .unwrap();
+            let mut draft = RolloutRecord::for_test("r2", &["linux"], &[&["a"]]);
+            draft.state = RolloutState::Draft;
+            store.put_rollout(&draft).unwrap();
+            let ids = |s: &Store| -> Vec<String> {
+                s.running_rollouts()
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.id)
+                    .collect()
+            };
+            assert_eq!(ids(&store), ["r1"]);
+            store
+                .update_rollout("r1", |mut r| {
+                    r.state = RolloutState::Paused;
+                    Some(r)
+                })
+                .unwrap();
+            store
+                .update_rollout("r2", |mut r| {
+                    r.state = RolloutState::Running;
+                    Some(r)
+                })
+                .unwrap();
+            assert_eq!(ids(&store), ["r2"]);
+            // A crash between a record write and its index write: the index is wrong on disk.
+            store.running.insert(b"r1", b"".as_slice()).unwrap();
+            store.running.remove(b"r2").unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let ids: Vec<String> = store
+            .running_rollouts()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["r2"], "rebuilt from the records at open");
     }
 }

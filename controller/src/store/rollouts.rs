@@ -109,25 +109,18 @@ impl ActionRecord {
     }
 }
 
-/// A change an agent reported for an action.
-#[derive(Debug, Clone)]
-pub struct ActionUpdate {
-    pub state: ActionState,
-    pub exit_code: Option<i32>,
-    pub detail: String,
-    pub output_tail: String,
-    pub bytes_done: u64,
-    pub bytes_total: u64,
-    pub at: i64,
-}
-
 impl Store {
     pub fn rollout(&self, id: &str) -> Result<Option<RolloutRecord>> {
         get(&self.rollouts, "rollouts", id.as_bytes())
     }
 
     pub fn put_rollout(&self, rollout: &RolloutRecord) -> Result<()> {
-        put(&self.rollouts, rollout.id.as_bytes(), rollout)
+        let _writes = self
+            .rollout_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        put(&self.rollouts, rollout.id.as_bytes(), rollout)?;
+        self.index_running(rollout)
     }
 
     /// Change a rollout atomically with respect to other writers (the engine and admins).
@@ -136,9 +129,53 @@ impl Store {
         id: &str,
         mut change: impl FnMut(RolloutRecord) -> Option<RolloutRecord>,
     ) -> Result<Option<RolloutRecord>> {
-        update(&self.rollouts, "rollouts", id.as_bytes(), |cur| {
+        let _writes = self
+            .rollout_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let updated = update(&self.rollouts, "rollouts", id.as_bytes(), |cur| {
             cur.and_then(&mut change)
-        })
+        })?;
+        if let Some(r) = &updated {
+            self.index_running(r)?;
+        }
+        Ok(updated)
+    }
+
+    /// Running rollouts only: what every check-in and engine tick looks at.
+    pub fn running_rollouts(&self) -> Result<Vec<RolloutRecord>> {
+        let mut out = Vec::new();
+        for id in self.running.iter().keys() {
+            let id = id?;
+            if let Some(r) = get::<RolloutRecord>(&self.rollouts, "rollouts", &id)? {
+                if r.state == RolloutState::Running {
+                    out.push(r);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn index_running(&self, rollout: &RolloutRecord) -> Result<()> {
+        if rollout.state == RolloutState::Running {
+            self.running.insert(rollout.id.as_bytes(), b"".as_slice())?;
+        } else {
+            self.running.remove(rollout.id.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Make the index match the records (a crash can fall between a record write and its index write).
+    pub(super) fn rebuild_running_index(&self) -> Result<()> {
+        let _writes = self
+            .rollout_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.running.clear()?;
+        for r in self.rollouts()? {
+            self.index_running(&r)?;
+        }
+        Ok(())
     }
 
     /// Change (or create) an action atomically with respect to other writers (overlapping check-ins).
@@ -156,10 +193,6 @@ impl Store {
 
     pub fn action(&self, id: &str) -> Result<Option<ActionRecord>> {
         get(&self.actions, "actions", id.as_bytes())
-    }
-
-    pub fn put_action(&self, action: &ActionRecord) -> Result<()> {
-        put(&self.actions, action.id.as_bytes(), action)
     }
 
     pub fn actions_of(&self, rollout_id: &str) -> Result<Vec<ActionRecord>> {
