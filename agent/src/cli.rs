@@ -107,7 +107,7 @@ pub fn main() -> ExitCode {
             }
             Cmd::Run { controller } => {
                 let root = absolute(dirs.root());
-                crate::checkin::run(
+                crate::run::run(
                     AgentDirs::new(root),
                     controller,
                     crate::platform::shutdown_signal(),
@@ -133,8 +133,8 @@ pub fn main() -> ExitCode {
                     EnrollError::BadToken(_) | EnrollError::AlreadyEnrolled { .. }
                 )
             }) || e
-                .downcast_ref::<crate::checkin::RunError>()
-                .is_some_and(|c| matches!(c, crate::checkin::RunError::Config(_)));
+                .downcast_ref::<crate::run::RunError>()
+                .is_some_and(|c| matches!(c, crate::run::RunError::Config(_)));
             ExitCode::from(if usage { EXIT_USAGE } else { 1 })
         }
     }

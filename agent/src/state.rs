@@ -1,12 +1,19 @@
 //! The agent's local state (`state.json`): installed packages with their release counters (anti-rollback),
-//! actions in flight, and reports not yet acknowledged by the controller. Every change is written atomically
-//! before the agent acts on it, so a restart or power loss resumes exactly here.
+//! actions in flight — with their maintenance windows and, once downloaded, what installing them needs without the
+//! controller — and reports not yet acknowledged by the controller. Every change is written atomically before the
+//! agent acts on it, so a restart or power loss resumes exactly here. Action states are
+//! [`rollcall_proto::ActionState`], written by their shared names (`"downloading"`, `"rolled-back"`, …).
+//!
+//! Tested by the unit tests below (restart round trip, older state files, anti-rollback).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rollcall_proto::v1;
+use rollcall_packaging::Manifest;
+use rollcall_proto::{v1, ActionState};
 use serde::{Deserialize, Serialize};
+
+use crate::window::{self, Decision, Window};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -24,52 +31,6 @@ pub enum StateError {
     },
 }
 
-/// Where an action stands on this device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Step {
-    Downloading,
-    Downloaded,
-    Installing,
-    Succeeded,
-    Failed,
-    RolledBack,
-    Skipped,
-}
-
-impl Step {
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Step::Succeeded | Step::Failed | Step::RolledBack | Step::Skipped
-        )
-    }
-
-    pub fn to_proto(self) -> v1::ActionState {
-        match self {
-            Step::Downloading => v1::ActionState::Downloading,
-            Step::Downloaded => v1::ActionState::Downloaded,
-            Step::Installing => v1::ActionState::Installing,
-            Step::Succeeded => v1::ActionState::Succeeded,
-            Step::Failed => v1::ActionState::Failed,
-            Step::RolledBack => v1::ActionState::RolledBack,
-            Step::Skipped => v1::ActionState::Skipped,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Downloading => "downloading",
-            Step::Downloaded => "downloaded",
-            Step::Installing => "installing",
-            Step::Succeeded => "succeeded",
-            Step::Failed => "failed",
-            Step::RolledBack => "rolled-back",
-            Step::Skipped => "skipped",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Installed {
     pub version: String,
@@ -85,7 +46,7 @@ pub struct ActionProgress {
     pub target_name: String,
     pub package: String,
     pub version: String,
-    pub step: Step,
+    pub step: ActionState,
     pub attempts: u32,
     pub updated_at: i64,
     #[serde(default)]
@@ -94,6 +55,68 @@ pub struct ActionProgress {
     /// while running (not merely announced).
     #[serde(default)]
     pub install_started: bool,
+    /// Earliest install time from the assignment (unix seconds; 0: any time). Used only without windows.
+    #[serde(default)]
+    pub install_not_before: i64,
+    /// The site's maintenance windows from the assignment: when not empty, the install starts only inside one.
+    #[serde(default)]
+    pub install_windows: Vec<Window>,
+    /// The signed target, kept once its metadata verified: its hash names the `.part` and staged files, and its
+    /// manifest lets a held action install from the staged payload when the controller is unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<VerifiedTarget>,
+}
+
+/// What TUF verified about an action's target: enough to check the staged payload again and install it offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedTarget {
+    /// Lowercase hex sha256 of the payload, from the signed targets metadata.
+    pub sha256: String,
+    pub length: u64,
+    /// The signed manifest (the only source of the commands the agent runs).
+    pub manifest: Manifest,
+}
+
+impl VerifiedTarget {
+    /// The hash becomes a file name: accept only the shape tough produces (state.json could be damaged).
+    pub fn has_valid_hash(&self) -> bool {
+        self.sha256.len() == 64
+            && self
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+}
+
+impl ActionProgress {
+    /// A new action (or a new attempt), before anything was fetched.
+    pub fn new(attempt: u32, target_name: &str, package: &str, version: &str, now: i64) -> Self {
+        ActionProgress {
+            attempt,
+            target_name: target_name.to_owned(),
+            package: package.to_owned(),
+            version: version.to_owned(),
+            step: ActionState::Downloading,
+            attempts: 0,
+            updated_at: now,
+            detail: String::new(),
+            install_started: false,
+            install_not_before: 0,
+            install_windows: Vec::new(),
+            target: None,
+        }
+    }
+
+    /// Downloaded and verified, with what an install needs: it waits only for its window (or a cancel).
+    pub fn is_held(&self) -> bool {
+        matches!(self.step, ActionState::Downloaded | ActionState::Installing)
+            && self.target.is_some()
+    }
+
+    /// Whether the install may start at `now`, by this action's windows.
+    pub fn install_decision(&self, now: i64) -> Decision {
+        window::decide(&self.install_windows, self.install_not_before, now)
+    }
 }
 
 fn first_attempt() -> u32 {
@@ -107,7 +130,7 @@ pub struct Report {
     pub action_id: String,
     #[serde(default = "first_attempt")]
     pub attempt: u32,
-    pub step: Step,
+    pub step: ActionState,
     pub exit_code: Option<i32>,
     pub detail: String,
     pub output_tail: String,
@@ -194,7 +217,7 @@ impl AgentState {
     }
 
     /// Record a step of an action and queue its report.
-    pub fn record(&mut self, action_id: &str, step: Step, outcome: Outcome, now: i64) {
+    pub fn record(&mut self, action_id: &str, step: ActionState, outcome: Outcome, now: i64) {
         let mut attempt = first_attempt();
         if let Some(a) = self.actions.get_mut(action_id) {
             a.step = step;
@@ -233,6 +256,43 @@ impl AgentState {
                 installed.release_counter, installed.version
             )
         })
+    }
+
+    /// Ids of the actions this agent holds and has not finished, for the controller (it answers with cancels).
+    pub fn open_action_ids(&self) -> Vec<String> {
+        self.actions
+            .iter()
+            .filter(|(_, a)| !a.step.is_terminal())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Whether an open action other than `except` still needs the payload with this hash.
+    pub fn payload_needed_by_another(&self, sha256: &str, except: &str) -> bool {
+        self.actions.iter().any(|(id, a)| {
+            id != except
+                && !a.step.is_terminal()
+                && a.target.as_ref().is_some_and(|t| t.sha256 == sha256)
+        })
+    }
+
+    /// The earliest time a held action's install may start, when one is waiting for a known time: the run loop
+    /// wakes then, with or without the controller.
+    pub fn next_install_time(&self, now: i64) -> Option<i64> {
+        self.actions
+            .values()
+            .filter(|a| a.is_held())
+            .filter_map(|a| a.install_decision(now).wake_at())
+            .min()
+    }
+
+    /// Held actions whose install may start at `now`.
+    pub fn due_for_install(&self, now: i64) -> Vec<String> {
+        self.actions
+            .iter()
+            .filter(|(_, a)| a.is_held() && a.install_decision(now) == Decision::Install)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     pub fn installed_proto(&self) -> Vec<v1::InstalledPackage> {
@@ -298,28 +358,86 @@ mod tests {
         let mut s = AgentState::default();
         s.actions.insert(
             "r1/a".into(),
-            ActionProgress {
-                attempt: 1,
-                target_name: "app_1.tar.gz".into(),
-                package: "app".into(),
-                version: "1".into(),
-                step: Step::Downloading,
-                attempts: 1,
-                updated_at: 1,
-                detail: String::new(),
-                install_started: false,
-            },
+            ActionProgress::new(1, "app_1.tar.gz", "app", "1", 1),
         );
-        s.record("r1/a", Step::Downloaded, Outcome::detail("ok"), 2);
-        s.record("r1/a", Step::Succeeded, Outcome::default(), 3);
+        s.record("r1/a", ActionState::Downloaded, Outcome::detail("ok"), 2);
+        s.record("r1/a", ActionState::Succeeded, Outcome::default(), 3);
         s.save(&path).unwrap();
         let mut loaded = AgentState::load(&path).unwrap();
-        assert_eq!(loaded.actions["r1/a"].step, Step::Succeeded);
+        assert_eq!(loaded.actions["r1/a"].step, ActionState::Succeeded);
         assert_eq!(loaded.pending_reports.len(), 2);
         let first = loaded.pending_reports[0].report_id.clone();
         loaded.acknowledge(&[first]);
         assert_eq!(loaded.pending_reports.len(), 1);
-        assert_eq!(loaded.pending_reports[0].step, Step::Succeeded);
+        assert_eq!(loaded.pending_reports[0].step, ActionState::Succeeded);
+    }
+
+    /// A state.json written by the agent before it shared `ActionState` (its own `Step`, no windows, no target):
+    /// every former step name still loads, and the new fields take their defaults.
+    #[test]
+    fn a_state_file_with_the_former_step_names_loads() {
+        let names = [
+            ("downloading", ActionState::Downloading),
+            ("downloaded", ActionState::Downloaded),
+            ("installing", ActionState::Installing),
+            ("succeeded", ActionState::Succeeded),
+            ("failed", ActionState::Failed),
+            ("rolled-back", ActionState::RolledBack),
+            ("skipped", ActionState::Skipped),
+        ];
+        let actions: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| {
+                format!(
+                    r#""r{i}/a": {{"attempt": 1, "target_name": "app_1.tar.gz", "package": "app", "version": "1",
+                        "step": "{name}", "attempts": 1, "updated_at": 5, "detail": "", "install_started": false}}"#
+                )
+            })
+            .collect();
+        let reports: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| {
+                format!(
+                    r#"{{"report_id": "r{i}/a#{i}", "action_id": "r{i}/a", "attempt": 1, "step": "{name}",
+                        "exit_code": null, "detail": "", "output_tail": "", "at": 5, "bytes_done": 0,
+                        "bytes_total": 0}}"#
+                )
+            })
+            .collect();
+        let old = format!(
+            r#"{{"installed": {{}}, "actions": {{{}}}, "pending_reports": [{}], "inventory_hash_sent": "h",
+                "last_checkin": 5, "checkin_interval_secs": 60, "next_report_seq": 7}}"#,
+            actions.join(","),
+            reports.join(",")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, old).unwrap();
+        let loaded = AgentState::load(&path).unwrap();
+        for (i, (name, state)) in names.iter().enumerate() {
+            let action = &loaded.actions[&format!("r{i}/a")];
+            assert_eq!(action.step, *state, "{name}");
+            assert_eq!(action.step.as_str(), *name);
+            assert_eq!(loaded.pending_reports[i].step, *state, "{name}");
+            assert_eq!(
+                loaded.pending_reports[i].to_proto().state,
+                state.to_proto() as i32
+            );
+            assert!(action.install_windows.is_empty() && action.install_not_before == 0);
+            assert_eq!(action.target, None);
+        }
+        assert_eq!(loaded.next_report_seq, 7);
+        assert_eq!(
+            loaded.open_action_ids(),
+            vec!["r0/a".to_owned(), "r1/a".to_owned(), "r2/a".to_owned()],
+            "downloading, downloaded and installing are open"
+        );
+        assert!(
+            loaded.due_for_install(i64::MAX).is_empty(),
+            "an old downloaded action has no verified target to install offline"
+        );
     }
 
     #[test]

@@ -27,6 +27,11 @@ version = 1
 
 # How often the rollout engine looks at running rollouts (it also runs right after a device finishes).
 # engine_interval = "5s"
+
+# A device silent for longer than this no longer counts towards its wave's success share (a lost or retired MDC
+# must not hold a rollout); it still gets the update when it comes back. Devices silent for more than three
+# check-in intervals are shown as offline but still count.
+# membership_cutoff = "7d"
 "#;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +50,8 @@ pub struct ControllerConfig {
     pub timestamp_validity: Duration,
     #[serde(default = "default_engine_interval", deserialize_with = "duration")]
     pub engine_interval: Duration,
+    #[serde(default = "default_membership_cutoff", deserialize_with = "duration")]
+    pub membership_cutoff: Duration,
 }
 
 fn default_listen() -> String {
@@ -64,6 +71,9 @@ fn default_timestamp_validity() -> Duration {
 }
 fn default_engine_interval() -> Duration {
     Duration::from_secs(5)
+}
+fn default_membership_cutoff() -> Duration {
+    Duration::from_secs(7 * 86400)
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -114,6 +124,7 @@ mod tests {
         assert_eq!(c.listen, "0.0.0.0:8443");
         assert_eq!(c.checkin_interval, Duration::from_secs(300));
         assert_eq!(c.timestamp_validity, Duration::from_secs(7 * 86400));
+        assert_eq!(c.membership_cutoff, Duration::from_secs(7 * 86400));
     }
 
     #[test]

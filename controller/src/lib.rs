@@ -11,6 +11,7 @@ pub mod config;
 pub mod datadir;
 pub mod error;
 pub mod init;
+pub mod model;
 pub mod pki;
 pub mod repo;
 pub mod rollout;

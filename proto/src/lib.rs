@@ -3,6 +3,7 @@
 //!
 //! Tested through the end-to-end tests in `tests/`, which speak this protocol to a real controller.
 
+pub mod states;
 pub mod tls;
 pub mod token;
 
@@ -12,5 +13,6 @@ pub mod v1 {
     tonic::include_proto!("rollcall.v1");
 }
 
+pub use states::{ActionState, RolloutEvent, RolloutState};
 pub use tls::{connect, error_chain, sha256_hex, ClientIdentity, ConnectError, ServerTrust};
 pub use token::Token;

@@ -164,8 +164,9 @@ impl Cluster {
     pub async fn add_agents(&mut self, site: &str, count: usize) -> anyhow::Result<Vec<PathBuf>> {
         let token = self.token(site, count as u32, 600).await?;
         let mut dirs = Vec::new();
+        let first = self.agents.len() + 1;
         for i in 0..count {
-            let hostname = format!("{site}-{:02}", self.agents.len() + i + 1);
+            let hostname = format!("{site}-{:02}", first + i);
             let data = self.path(&format!("agents/{hostname}"));
             let mut agent =
                 LocalAgent::enroll(&data, &self.controller().url, &token, &hostname).await?;
@@ -176,33 +177,72 @@ impl Cluster {
         Ok(dirs)
     }
 
-    /// Create and start a rollout of `package@version` with one wave per entry of `waves`.
+    /// Create and start a rollout of `package@version` with one wave per entry of `waves` (built-in gates, no
+    /// automatic retries, so a failure is final at once).
     pub async fn rollout(
         &self,
         package: &str,
         version: &str,
         waves: &[&[&str]],
     ) -> anyhow::Result<String> {
-        let mut rpc = self.admin.rpc.clone();
-        let created = rpc
-            .create_rollout(v1::CreateRolloutRequest {
-                package: package.into(),
-                version: version.into(),
-                waves: waves
-                    .iter()
-                    .map(|w| v1::WaveSpec {
-                        sites: w.iter().map(|s| s.to_string()).collect(),
-                    })
-                    .collect(),
-                name: String::new(),
-            })
+        self.rollout_with(v1::CreateRolloutRequest {
+            package: package.into(),
+            version: version.into(),
+            waves: waves.iter().map(|w| sites_wave(w)).collect(),
+            retries: Some(0),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Create and start a rollout from a full request.
+    pub async fn rollout_with(&self, mut req: v1::CreateRolloutRequest) -> anyhow::Result<String> {
+        req.start = true;
+        let created = self
+            .admin
+            .rpc
+            .clone()
+            .create_rollout(req)
             .await?
             .into_inner();
-        rpc.start_rollout(v1::RolloutRef {
-            id: created.id.clone(),
-        })
-        .await?;
         Ok(created.id)
+    }
+
+    /// Run the `rollcall` CLI as this cluster's admin; returns (exit code, stdout, stderr).
+    pub async fn cli(&self, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+        let out = tokio::process::Command::new(bin("rollcall")?)
+            .arg("--creds")
+            .arg(self.controller().admin_creds())
+            .arg("--controller")
+            .arg(&self.controller().url)
+            .args(args)
+            .output()
+            .await?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// Poll `status` until `done` says so (bounded: 60 s).
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&v1::RolloutStatus) -> bool,
+    ) -> anyhow::Result<v1::RolloutStatus> {
+        let started = Instant::now();
+        loop {
+            let s = self.status(id).await?;
+            if done(&s) {
+                return Ok(s);
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("rollout {id}: {what} did not happen within 60 s: {s:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     pub async fn status(&self, id: &str) -> anyhow::Result<v1::RolloutStatus> {
@@ -243,6 +283,14 @@ impl Cluster {
         if let Some(c) = self.controller.take() {
             c.stop().await;
         }
+    }
+}
+
+/// A wave of these sites with the rollout's gates.
+pub fn sites_wave(sites: &[&str]) -> v1::WaveSpec {
+    v1::WaveSpec {
+        sites: sites.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
     }
 }
 

@@ -21,38 +21,88 @@ fn action_state(d: &v1::DeviceStatus) -> v1::ActionState {
     v1::ActionState::try_from(d.state).unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_runs_twelve_agents_through_three_waves() {
+async fn demo(args: &[&str]) -> serde_json::Value {
     let out = tokio::process::Command::new(bin("rollcall").unwrap())
-        .args(["demo", "--json"])
+        .arg("demo")
+        .args(args)
+        .arg("--json")
         .output()
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "demo failed: {stdout}\n{}",
+        "demo {args:?} failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    serde_json::from_str(&stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_twelve_agents_through_a_canary_and_three_site_waves() {
+    let summary = demo(&[]).await;
     assert_eq!(summary["agents"], 12);
     assert_eq!(
         summary["markers"], 12,
         "every agent ran the signed install command"
     );
     let rollout = &summary["rollout"];
-    assert_eq!(rollout["state"], "completed");
+    assert_eq!(
+        (&summary["state"], &rollout["state"]),
+        (&"completed".into(), &"completed".into())
+    );
     let waves = rollout["waves"].as_array().unwrap();
-    assert_eq!(waves.len(), 3);
+    assert_eq!(waves.len(), 4);
+    assert_eq!(waves[0]["kind"], "canary 10%");
+    assert_eq!(waves[0]["total"], 2, "10% of 12, rounded up");
+    let mut total = 0;
     for wave in waves {
-        assert_eq!(wave["sites"].as_array().unwrap().len(), 1);
+        assert_eq!(wave["state"], "done");
+        assert_eq!(wave["succeeded"], wave["total"]);
+        for key in [
+            "failed",
+            "rolled_back",
+            "pending",
+            "in_progress",
+            "offline",
+            "skipped",
+        ] {
+            assert_eq!(wave[key], 0, "{key}");
+        }
+        total += wave["total"].as_u64().unwrap();
+    }
+    assert_eq!(total, 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_bad_patch_stops_at_the_canary() {
+    let summary = demo(&["--scenario", "bad-patch"]).await;
+    assert_eq!(summary["state"], "paused");
+    assert_eq!(summary["markers"], 0);
+    assert_eq!(summary["offered_outside_canary"], 0);
+    let rollout = &summary["rollout"];
+    assert!(
+        rollout["reason"]
+            .as_str()
+            .unwrap()
+            .contains("wave 1 reached its error threshold"),
+        "{rollout}"
+    );
+    let waves = rollout["waves"].as_array().unwrap();
+    assert!(
+        waves[0]["failed"].as_u64().unwrap() >= 1,
+        "a canary device failed after its retries"
+    );
+    assert_eq!(waves[0]["succeeded"], 0);
+    for wave in &waves[1..] {
+        assert_eq!(wave["state"], "waiting");
         assert_eq!(
             (
                 wave["succeeded"].as_u64(),
-                wave["failed"].as_u64(),
-                wave["pending"].as_u64()
+                wave["in_progress"].as_u64(),
+                wave["failed"].as_u64()
             ),
-            (Some(4), Some(0), Some(0))
+            (Some(0), Some(0), Some(0))
         );
     }
 }
@@ -74,7 +124,12 @@ async fn a_failed_install_rolls_back_and_stops_the_rollout_at_the_first_site() {
     let s = c.settle(&id).await.unwrap();
 
     assert_eq!(state_of(&s), v1::RolloutState::Paused);
-    assert!(s.reason.contains("1 device(s) failed"), "{}", s.reason);
+    assert!(
+        s.reason
+            .contains("wave 1 reached its error threshold (1 of 1 devices failed"),
+        "{}",
+        s.reason
+    );
     let d = device(&s, "first");
     assert_eq!(action_state(d), v1::ActionState::RolledBack);
     assert_eq!(d.exit_code, Some(3));
@@ -251,10 +306,8 @@ async fn metadata_signed_by_an_unknown_key_is_refused_by_the_controller() {
         .create_rollout(v1::CreateRolloutRequest {
             package: "evil".into(),
             version: "6.6.6".into(),
-            waves: vec![v1::WaveSpec {
-                sites: vec!["x".into()],
-            }],
-            name: String::new(),
+            waves: vec![rollcall_tests::sites_wave(&["x"])],
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -146,12 +146,23 @@ pub async fn prepare(
     })
 }
 
+/// The partial download of a target's payload (`downloads/<sha256>.<target>.part`).
+pub fn part_path(dirs: &AgentDirs, sha256: &str, target_name: &str) -> PathBuf {
+    transport::part_path(&dirs.downloads(), &format!("{sha256}.{target_name}"))
+}
+
+/// Delete a payload's partial download and its staged copy (both may be absent). Returns the files removed.
+pub fn remove_payload(dirs: &AgentDirs, sha256: &str, target_name: &str) -> Vec<PathBuf> {
+    [part_path(dirs, sha256, target_name), dirs.staged(sha256)]
+        .into_iter()
+        .filter(|path| std::fs::remove_file(path).is_ok())
+        .collect()
+}
+
 impl Prepared {
     /// Bytes already on disk from an earlier, interrupted download of this payload.
-    pub fn partial_bytes(&self) -> u64 {
-        let part = self
-            .transport
-            .part_path(&format!("{}.{}", self.info.sha256, self.target_name));
+    pub fn partial_bytes(&self, dirs: &AgentDirs) -> u64 {
+        let part = part_path(dirs, &self.info.sha256, &self.target_name);
         std::fs::metadata(part).map(|m| m.len()).unwrap_or(0)
     }
 
@@ -181,7 +192,7 @@ impl Prepared {
             let _ = std::fs::remove_file(&staged);
         }
 
-        let part = transport.part_path(&format!("{}.{}", info.sha256, target_name));
+        let part = part_path(dirs, &info.sha256, target_name);
         let resumed_bytes = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
         let mut stream = match repo.read_target(&name).await {
             Ok(Some(s)) => s,

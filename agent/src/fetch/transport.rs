@@ -2,7 +2,7 @@
 //! `.part` file as it arrives, and a later fetch first replays the `.part` bytes and asks the controller only for
 //! the rest — so tough still hashes the whole payload, and a dropped link costs only what was not yet received.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -63,9 +63,14 @@ impl GrpcTransport {
 
     /// The `.part` file of a target file name (`<sha256>.<target>`).
     pub fn part_path(&self, file: &str) -> PathBuf {
-        self.downloads
-            .join(format!("{}.part", file.replace(['/', '\\'], "_")))
+        part_path(&self.downloads, file)
     }
+}
+
+/// The `.part` file in `downloads` of a target file name (`<sha256>.<target>`): the one naming of partial
+/// downloads, also used to delete them.
+pub fn part_path(downloads: &Path, file: &str) -> PathBuf {
+    downloads.join(format!("{}.part", file.replace(['/', '\\'], "_")))
 }
 
 fn other(url: &Url, cause: impl std::fmt::Display) -> TransportError {

@@ -7,9 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use rollcall_packaging::Manifest;
+use rollcall_proto::ActionState;
 
 use crate::config::AgentDirs;
-use crate::state::{Outcome, Step};
+use crate::state::Outcome;
 use runner::RunResult;
 
 /// Install `payload` (already verified) as described by `manifest`. Returns the final step and its report.
@@ -22,7 +23,7 @@ pub async fn install(
     manifest: &Manifest,
     payload: &Path,
     interrupted: bool,
-) -> (Step, Outcome) {
+) -> (ActionState, Outcome) {
     // The action id comes from the network: never use it as a path. A hash names the folder.
     let work = dirs
         .work()
@@ -35,7 +36,7 @@ pub async fn install(
     }
     if let Err(e) = rollcall_packaging::extract_payload(payload, &work) {
         return (
-            Step::Failed,
+            ActionState::Failed,
             Outcome::detail(format!("payload could not be extracted: {e}")),
         );
     }
@@ -67,7 +68,7 @@ pub async fn install(
         if verified.success() {
             let _ = std::fs::remove_dir_all(&work);
             return (
-                Step::Succeeded,
+                ActionState::Succeeded,
                 Outcome {
                     exit_code: Some(0),
                     detail:
@@ -86,7 +87,7 @@ pub async fn install(
         let verified = run(&manifest.verify).await;
         if verified.success() {
             (
-                Step::Succeeded,
+                ActionState::Succeeded,
                 Outcome {
                     exit_code: Some(0),
                     detail: "installed and verified".into(),
@@ -108,7 +109,7 @@ async fn undo<F, Fut>(
     failed: &RunResult,
     what: &str,
     run: F,
-) -> (Step, Outcome)
+) -> (ActionState, Outcome)
 where
     F: Fn(&rollcall_packaging::Command) -> Fut,
     Fut: std::future::Future<Output = RunResult>,
@@ -116,7 +117,7 @@ where
     let failure = failed.describe(what);
     let Some(rollback) = &manifest.rollback else {
         return (
-            Step::Failed,
+            ActionState::Failed,
             Outcome {
                 exit_code: failed.exit_code(),
                 detail: failure,
@@ -127,10 +128,10 @@ where
     };
     let rolled = run(rollback).await;
     let (step, detail) = if rolled.success() {
-        (Step::RolledBack, format!("{failure}; rolled back"))
+        (ActionState::RolledBack, format!("{failure}; rolled back"))
     } else {
         (
-            Step::Failed,
+            ActionState::Failed,
             format!("{failure}; {}", rolled.describe("rollback")),
         )
     };
@@ -182,7 +183,7 @@ mod tests {
         let dirs = AgentDirs::new(&data);
         for id in ["..", ".", "", "../../etc", "r1/../../x"] {
             let (step, outcome) = install(&dirs, id, &manifest, &payload, false).await;
-            assert_eq!(step, Step::Succeeded, "{id:?}: {}", outcome.detail);
+            assert_eq!(step, ActionState::Succeeded, "{id:?}: {}", outcome.detail);
             assert!(
                 data.join("identity/client.pem").exists(),
                 "{id:?} must not touch the data dir"
@@ -207,7 +208,7 @@ mod tests {
             false,
         )
         .await;
-        assert_eq!(step, Step::Failed);
+        assert_eq!(step, ActionState::Failed);
         assert_eq!(outcome.exit_code, Some(7));
         assert_eq!(outcome.detail, "install command exited 7");
         assert!(outcome.output_tail.contains("nope"));
@@ -225,7 +226,7 @@ mod tests {
         );
         let dirs = AgentDirs::new(&data);
         let (step, outcome) = install(&dirs, "r1/a", &manifest, &payload, true).await;
-        assert_eq!(step, Step::Succeeded, "{}", outcome.detail);
+        assert_eq!(step, ActionState::Succeeded, "{}", outcome.detail);
         assert!(outcome.detail.contains("verified after an agent restart"));
         assert!(
             !data.join("install-runs").exists(),
@@ -236,7 +237,7 @@ mod tests {
         let (step, _) = install(&dirs, "r1/a", &manifest, &payload, true).await;
         assert_eq!(
             step,
-            Step::Failed,
+            ActionState::Failed,
             "verify fails, install runs, verify still fails"
         );
         assert!(data.join("install-runs").exists());

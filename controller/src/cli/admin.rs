@@ -78,7 +78,21 @@ enum AgentsCmd {
 
 #[derive(Debug, Subcommand)]
 enum SitesCmd {
+    /// Sites with their agents, how many are online, and their maintenance windows.
     List,
+    /// Set a site's maintenance windows: installs start only inside one (downloads any time).
+    Set {
+        name: String,
+        /// "DAYS HH:MM-HH:MM", e.g. "Mon-Fri 01:00-05:00", "Sat,Sun 00:00-06:00", "daily 22:00-02:00" (repeatable).
+        #[arg(long = "window", value_name = "WINDOW")]
+        windows: Vec<String>,
+        /// IANA time zone of the windows, e.g. America/Los_Angeles.
+        #[arg(long, value_name = "ZONE")]
+        tz: Option<String>,
+        /// Remove every window: installs any time.
+        #[arg(long, conflicts_with = "windows")]
+        clear_windows: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,16 +126,70 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Cmd::Sites {
             cmd: SitesCmd::List,
         } => list_sites(&connect().await?, args.json).await?,
+        Cmd::Sites {
+            cmd:
+                SitesCmd::Set {
+                    name,
+                    windows,
+                    tz,
+                    clear_windows,
+                },
+        } => {
+            if !clear_windows && windows.is_empty() {
+                return Err(super::usage(
+                    "give --window \"DAYS HH:MM-HH:MM\" (repeatable) with --tz ZONE, or --clear-windows",
+                ));
+            }
+            if !clear_windows && tz.is_none() {
+                return Err(super::usage(
+                    "--tz ZONE is required with --window (e.g. --tz America/Los_Angeles)",
+                ));
+            }
+            let site = connect()
+                .await?
+                .rpc
+                .clone()
+                .update_site(v1::UpdateSiteRequest {
+                    name,
+                    windows,
+                    time_zone: tz.unwrap_or_default(),
+                    clear_windows,
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            print_sites(&[site], args.json);
+        }
         Cmd::Token {
             cmd: TokenCmd::Create { site, uses, ttl },
         } => create_token(&connect().await?, &site, uses, ttl, args.json).await?,
         Cmd::Status => {
             let client = connect().await?;
-            list_sites(&client, args.json).await?;
-            if !args.json {
+            let sites = client
+                .rpc
+                .clone()
+                .list_sites(v1::ListSitesRequest {})
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            let rollouts = client
+                .rpc
+                .clone()
+                .list_rollouts(v1::ListRolloutsRequest {})
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            if args.json {
+                let mut all = rollout::list_json(&rollouts);
+                if let Some(obj) = all.as_object_mut() {
+                    obj.insert("sites".into(), sites_json(&sites.sites));
+                }
+                print_json(&all);
+            } else {
+                print_sites(&sites.sites, false);
                 println!();
+                print!("{}", rollout::list_table(&rollouts));
             }
-            rollout::list(&client, args.json).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -235,7 +303,7 @@ async fn show_agent(client: &AdminClient, id: &str, json: bool) -> anyhow::Resul
                           "disks": inv.disks.iter().map(|d| json!({"mount": d.mount_point, "total": d.total_bytes, "available": d.available_bytes})).collect::<Vec<_>>(),
                           "interfaces": inv.interfaces.iter().map(|n| json!({"name": n.name, "mac": n.mac_address, "addresses": n.addresses})).collect::<Vec<_>>()},
             "actions": d.actions.iter().map(|a| json!({"rollout": a.rollout_id, "package": a.package, "version": a.version,
-                "state": state_name(a.state), "exit_code": a.exit_code, "detail": a.detail})).collect::<Vec<_>>(),
+                "state": rollcall_proto::ActionState::name_of(a.state), "exit_code": a.exit_code, "detail": a.detail})).collect::<Vec<_>>(),
         }));
         return Ok(());
     }
@@ -270,7 +338,7 @@ async fn show_agent(client: &AdminClient, id: &str, json: bool) -> anyhow::Resul
             vec![
                 a.rollout_id.clone(),
                 format!("{}@{}", a.package, a.version),
-                state_name(a.state).into(),
+                rollcall_proto::ActionState::name_of(a.state).into(),
                 a.exit_code.map(|c| c.to_string()).unwrap_or_default(),
                 a.detail.clone(),
             ]
@@ -291,37 +359,58 @@ async fn list_sites(client: &AdminClient, json: bool) -> anyhow::Result<()> {
         .await
         .map_err(rpc)?
         .into_inner();
-    if json {
-        let sites: Vec<_> = resp
-            .sites
-            .iter()
-            .map(|s| json!({"name": s.name, "agents": s.agents, "online": s.online}))
-            .collect();
-        print_json(&json!({ "sites": sites }));
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = resp
-        .sites
-        .iter()
-        .map(|s| vec![s.name.clone(), s.agents.to_string(), s.online.to_string()])
-        .collect();
-    print!("{}", table(&["SITE", "AGENTS", "ONLINE"], &rows));
+    print_sites(&resp.sites, json);
     Ok(())
 }
 
-/// The device action state as people read it.
-pub fn state_name(state: i32) -> &'static str {
-    match v1::ActionState::try_from(state).unwrap_or(v1::ActionState::Unspecified) {
-        v1::ActionState::Unspecified => "unknown",
-        v1::ActionState::Pending => "pending",
-        v1::ActionState::Offered => "offered",
-        v1::ActionState::Downloading => "downloading",
-        v1::ActionState::Downloaded => "downloaded",
-        v1::ActionState::Installing => "installing",
-        v1::ActionState::Succeeded => "succeeded",
-        v1::ActionState::Failed => "failed",
-        v1::ActionState::RolledBack => "rolled-back",
-        v1::ActionState::Cancelled => "cancelled",
-        v1::ActionState::Skipped => "skipped",
+fn sites_json(sites: &[v1::SiteSummary]) -> serde_json::Value {
+    serde_json::Value::Array(
+        sites
+            .iter()
+            .map(|s| {
+                json!({"name": s.name, "agents": s.agents, "online": s.online, "windows": s.windows,
+                       "time_zone": s.time_zone, "window_open": s.window_open,
+                       "window_changes_at": s.window_changes_at_unix})
+            })
+            .collect(),
+    )
+}
+
+fn print_sites(sites: &[v1::SiteSummary], json: bool) {
+    if json {
+        print_json(&json!({ "sites": sites_json(sites) }));
+        return;
     }
+    let now = chrono::Utc::now().timestamp();
+    let rows: Vec<Vec<String>> = sites
+        .iter()
+        .map(|s| {
+            let window = if s.windows.is_empty() {
+                "any time".to_owned()
+            } else {
+                let state = if s.window_open {
+                    format!(
+                        "open, closes in {}",
+                        rollout::short(s.window_changes_at_unix - now)
+                    )
+                } else {
+                    format!(
+                        "opens in {}",
+                        rollout::short(s.window_changes_at_unix - now)
+                    )
+                };
+                format!("{} ({}; {state})", s.windows.join("; "), s.time_zone)
+            };
+            vec![
+                s.name.clone(),
+                s.agents.to_string(),
+                s.online.to_string(),
+                window,
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["SITE", "AGENTS", "ONLINE", "INSTALL WINDOWS"], &rows)
+    );
 }

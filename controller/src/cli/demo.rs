@@ -1,6 +1,8 @@
 //! `rollcall demo`: the whole story on one machine through the public command lines and gRPC API — a
-//! controller on loopback, real agent processes in three sites, a package signed with offline keys, a
-//! three-wave rollout with live progress, and a final per-site table. Exits 0 only if every agent succeeded.
+//! controller on loopback, real agent processes in three sites, a package signed with offline keys, a rollout
+//! with a canary wave then one wave per site, live progress, and a final per-site table. Exits 0 only if every
+//! agent succeeded. `--scenario bad-patch` rolls out a package whose install fails everywhere and exits 0 only if
+//! the rollout paused at the canary with no install attempted anywhere else.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -13,8 +15,9 @@ use serde_json::json;
 
 use super::local::{LocalAgent, LocalController};
 use super::output::print_json;
-use super::rollout::{rollout_state, site_table, status_json};
+use super::rollout::{progress_line, site_table, status_json, wave_table};
 use super::{pkg, rpc, usage};
+use rollcall_proto::RolloutState;
 
 pub const SITES: [&str; 3] = ["north-station", "central-station", "harbor-station"];
 
@@ -29,6 +32,16 @@ pub struct DemoArgs {
     /// Keep the temporary directory (logs, data) instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+    /// `standard`: every agent installs; `bad-patch`: the install fails everywhere and the rollout stops at
+    /// the canary.
+    #[arg(long, value_enum, default_value = "standard")]
+    pub scenario: Scenario,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    Standard,
+    BadPatch,
 }
 
 const MANIFEST: &str = r#"name = "demo-app"
@@ -47,6 +60,7 @@ timeout_secs = 30
 "#;
 
 const INSTALL: &str = "#!/bin/sh\nset -eu\necho \"$ROLLCALL_PACKAGE $ROLLCALL_VERSION\" > \"$ROLLCALL_DATA_DIR/demo-app.marker\"\necho installed demo-app\n";
+const BAD_INSTALL: &str = "#!/bin/sh\necho \"dpkg: error processing package demo-app (--configure):\" >&2\necho \" installed demo-app post-installation script returned error exit status 1\" >&2\nexit 1\n";
 const VERIFY: &str =
     "#!/bin/sh\nset -eu\ngrep -q \"demo-app 1.0.0\" \"$ROLLCALL_DATA_DIR/demo-app.marker\"\n";
 
@@ -149,7 +163,11 @@ async fn drive(
     let src = root.join("admin/src");
     std::fs::create_dir_all(src.join("payload"))?;
     std::fs::write(src.join("manifest.toml"), MANIFEST)?;
-    std::fs::write(src.join("payload/install.sh"), INSTALL)?;
+    let install = match args.scenario {
+        Scenario::Standard => INSTALL,
+        Scenario::BadPatch => BAD_INSTALL,
+    };
+    std::fs::write(src.join("payload/install.sh"), install)?;
     std::fs::write(src.join("payload/verify.sh"), VERIFY)?;
     let (package, _) = pkg::build(
         &src.join("manifest.toml"),
@@ -198,29 +216,30 @@ async fn drive(
         agents.push(agent);
     }
 
-    progress.step("Rolling out demo-app@1.0.0 in three waves, one site each");
+    progress.step("Rolling out demo-app@1.0.0: a 10% canary, then one wave per site");
     let mut rpc_client = client.rpc.clone();
+    let mut waves = vec![v1::WaveSpec {
+        canary_percent: 10.0,
+        ..Default::default()
+    }];
+    waves.extend(SITES.iter().map(|s| v1::WaveSpec {
+        sites: vec![(*s).into()],
+        ..Default::default()
+    }));
     let created = rpc_client
         .create_rollout(v1::CreateRolloutRequest {
             package: "demo-app".into(),
             version: "1.0.0".into(),
-            waves: SITES
-                .iter()
-                .map(|s| v1::WaveSpec {
-                    sites: vec![(*s).into()],
-                })
-                .collect(),
+            waves,
             name: "demo".into(),
+            // The demo compresses time (1 s check-ins): retries come after 1 s, 2 s instead of 5 min, 10 min.
+            retry_delay_seconds: Some(1),
+            start: true,
+            ..Default::default()
         })
         .await
         .map_err(rpc)?
         .into_inner();
-    rpc_client
-        .start_rollout(v1::RolloutRef {
-            id: created.id.clone(),
-        })
-        .await
-        .map_err(rpc)?;
 
     let started = Instant::now();
     let status = loop {
@@ -231,12 +250,14 @@ async fn drive(
             .await
             .map_err(rpc)?
             .into_inner();
-        progress.update(progress_line(&status, started.elapsed()));
-        let state =
-            v1::RolloutState::try_from(status.state).unwrap_or(v1::RolloutState::Unspecified);
+        progress.update(format!(
+            "[{:>5.1}s] {}",
+            started.elapsed().as_secs_f64(),
+            progress_line(&status)
+        ));
         if matches!(
-            state,
-            v1::RolloutState::Completed | v1::RolloutState::Paused | v1::RolloutState::Cancelled
+            RolloutState::from_proto(status.state),
+            Some(RolloutState::Completed | RolloutState::Paused | RolloutState::Cancelled)
         ) {
             break status;
         }
@@ -261,54 +282,81 @@ async fn drive(
     };
     progress.clear();
 
-    let succeeded: u32 = status
-        .waves
-        .iter()
-        .flat_map(|w| &w.site_counts)
-        .map(|c| c.succeeded)
-        .sum();
+    let totals = super::rollout::totals(&status);
+    let succeeded = totals.succeeded;
     let markers = agents
         .iter()
         .filter(|a| a.data.join("demo-app.marker").exists())
         .count();
-    let all_ok = status.state == v1::RolloutState::Completed as i32
-        && succeeded as usize == args.agents
-        && markers == args.agents;
+    // Devices outside the canary (wave 1) that were ever offered the package.
+    let outside_canary = status
+        .devices
+        .iter()
+        .filter(|d| d.wave > 0 && d.attempt > 0)
+        .count();
+    let state = RolloutState::from_proto(status.state);
+    let all_ok = match args.scenario {
+        Scenario::Standard => {
+            state == Some(RolloutState::Completed)
+                && succeeded as usize == args.agents
+                && markers == args.agents
+        }
+        Scenario::BadPatch => {
+            state == Some(RolloutState::Paused) && outside_canary == 0 && markers == 0
+        }
+    };
 
     if json {
-        let mut rollout = status_json(&status);
+        let mut rollout = status_json(&status, None);
         if let Some(obj) = rollout.as_object_mut() {
             obj.remove("devices");
         }
-        print_json(
-            &json!({ "rollout": rollout, "agents": agents.len(), "succeeded": succeeded, "markers": markers }),
-        );
+        print_json(&json!({
+            "scenario": match args.scenario { Scenario::Standard => "standard", Scenario::BadPatch => "bad-patch" },
+            "state": rollout["state"].clone(),
+            "ok": all_ok,
+            "rollout": rollout,
+            "agents": agents.len(),
+            "succeeded": succeeded,
+            "markers": markers,
+            "offered_outside_canary": outside_canary,
+        }));
     } else {
         println!();
         println!(
             "Rollout {} of demo-app@1.0.0: {} — {succeeded}/{} agents succeeded in {:.1}s",
             status.id,
-            rollout_state(status.state),
+            RolloutState::name_of(status.state),
             args.agents,
             started.elapsed().as_secs_f64()
         );
-        print!("{}", site_table(&status));
-        let enrolled = client
-            .rpc
-            .clone()
-            .list_agents(v1::ListAgentsRequest::default())
-            .await
-            .map_err(rpc)?
-            .into_inner();
+        if !status.reason.is_empty() {
+            println!("  {}", status.reason);
+        }
         println!();
-        println!(
-            "{} agents enrolled; marker files written by the signed install command: {markers}",
-            enrolled.agents.len()
-        );
+        print!("{}", wave_table(&status));
+        println!();
+        print!("{}", site_table(&status, None));
+        println!();
+        match args.scenario {
+            Scenario::Standard => println!(
+                "{} agents enrolled; marker files written by the signed install command: {markers}",
+                agents.len()
+            ),
+            Scenario::BadPatch => println!(
+                "The bad patch stopped at the canary: {} device(s) outside the canary were offered it, {markers} installed it.",
+                outside_canary
+            ),
+        }
     }
     if !all_ok {
         eprintln!(
-            "error: not every agent succeeded (reason: {})",
+            "error: the {} scenario did not end as it should (state {}, reason: {})",
+            match args.scenario {
+                Scenario::Standard => "standard",
+                Scenario::BadPatch => "bad-patch",
+            },
+            RolloutState::name_of(status.state),
             if status.reason.is_empty() {
                 "timeout"
             } else {
@@ -318,37 +366,4 @@ async fn drive(
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn progress_line(status: &v1::RolloutStatus, elapsed: Duration) -> String {
-    let waves: Vec<String> = status
-        .waves
-        .iter()
-        .map(|w| {
-            let total: u32 = w.site_counts.iter().map(|c| c.total).sum();
-            let ok: u32 = w.site_counts.iter().map(|c| c.succeeded).sum();
-            let failed: u32 = w.site_counts.iter().map(|c| c.failed).sum();
-            let mark = match w.state.as_str() {
-                "done" => "✓",
-                "open" => "…",
-                _ => " ",
-            };
-            let failed = if failed > 0 {
-                format!(" {failed} failed")
-            } else {
-                String::new()
-            };
-            format!(
-                "wave {} [{}] {ok}/{total}{failed} {mark}",
-                w.index + 1,
-                w.sites.join(",")
-            )
-        })
-        .collect();
-    format!(
-        "[{:>5.1}s] {} | {}",
-        elapsed.as_secs_f64(),
-        rollout_state(status.state),
-        waves.join(" | ")
-    )
 }

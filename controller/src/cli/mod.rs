@@ -9,6 +9,7 @@ pub mod local;
 mod output;
 pub mod pkg;
 pub mod rollout;
+mod spec;
 
 use std::process::ExitCode;
 

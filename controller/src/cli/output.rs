@@ -40,6 +40,23 @@ pub fn ago(then: i64, now: i64) -> String {
     }
 }
 
+/// "in 3h", "12m ago", "never".
+pub fn when(then: i64, now: i64) -> String {
+    if then <= 0 {
+        return "never".into();
+    }
+    if then > now {
+        let d = then - now;
+        return match d {
+            0..=59 => format!("in {d}s"),
+            60..=3599 => format!("in {}m", (d + 59) / 60),
+            3600..=86399 => format!("in {}h", d / 3600),
+            _ => format!("in {}d", d / 86400),
+        };
+    }
+    ago(then, now)
+}
+
 pub fn print_json(value: &serde_json::Value) {
     println!(
         "{}",

@@ -1,178 +1,388 @@
-//! Applies the engine's rules to the store: advances running rollouts, hands out assignments at check-in,
-//! records device reports and retries failed devices on resume. Every function takes `now` so tests and replays
-//! control time, and every change is a compare-and-swap on one record, so the engine, admins and overlapping
-//! check-ins never overwrite each other.
+//! Applies the engine's rules to the store: advances rollouts, retries failed devices, hands out assignments at
+//! check-in, records device reports, and carries out admin commands (start, pause, resume, approve, cancel,
+//! retry). Every function takes the clock as an argument, and every change is a compare-and-swap on one record,
+//! so the engine, admins and overlapping check-ins never overwrite each other, and a restarted controller resumes
+//! exactly where it stopped.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use rollcall_proto::v1;
 use tracing::{info, warn};
 
-use super::engine::{decide, offer, Decision, Offer, Tally};
-use super::state::{ActionState, RolloutEvent};
-use crate::store::{ActionRecord, AgentRecord, RolloutRecord, Store, StoreError};
+use super::engine::{self, advance, offer, retry_due, Env, Offer, Standing, Tally};
+use crate::model::{
+    ActionRecord, ActionState, AgentRecord, RolloutEvent, RolloutRecord, RolloutState,
+};
+use crate::store::{Store, StoreError};
 
-/// An agent silent for longer than this no longer counts towards its wave (a lost or retired MDC must not hold
-/// a rollout forever); it still gets the update when it comes back while its wave is open.
-pub const OFFLINE_AFTER: i64 = 7 * 86400;
+/// Window occurrences sent with an assignment (the agent installs inside them even when offline).
+const WINDOW_HORIZON: i64 = 14 * 86400;
 
-/// Why an agent does not count towards its wave at `now`, or `None` when it does: it must have checked in at
-/// least once (an agent that enrolled but never came up must not hold a wave) and recently.
-pub fn not_member_because(agent: &AgentRecord, now: i64) -> Option<String> {
-    if agent.last_checkin <= 0 {
-        return Some("not counted: enrolled but never checked in".into());
-    }
-    if now - agent.last_checkin > OFFLINE_AFTER {
-        let days = (now - agent.last_checkin) / 86400;
-        return Some(format!("not counted: offline for {days} days"));
-    }
-    None
+/// Serialises "count the site's downloads, then offer" so two check-ins at once never exceed a cap.
+static OFFER_LOCK: Mutex<()> = Mutex::new(());
+
+/// Agents that should check in now: a wave opened, a retry is due, a cancel must reach them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wake {
+    /// `None`: every agent the sites select.
+    pub agents: Option<Vec<String>>,
+    /// `None`: any site.
+    pub sites: Option<Vec<String>>,
+    pub reason: String,
 }
 
-/// Advance every running rollout one step. Returns the rollouts whose state or open wave changed.
-pub fn tick(store: &Store, now: i64) -> Result<Vec<RolloutRecord>, StoreError> {
-    let mut changed = Vec::new();
-    for seen in store.running_rollouts()? {
-        let decision = decide(&seen, &tallies(store, &seen, now)?);
-        if decision == Decision::Wait {
-            continue;
-        }
-        // Apply only if nobody (an admin pausing, another tick) changed the rollout since we looked.
-        let updated = store.update_rollout(&seen.id, |mut r| {
-            if r != seen {
-                return None;
-            }
-            match &decision {
-                Decision::Wait => return None,
-                Decision::OpenWave(wave) => r.current_wave = *wave,
-                Decision::Complete => r.state = r.state.on(RolloutEvent::Finished)?,
-                Decision::Pause(reason) => {
-                    r.state = r.state.on(RolloutEvent::DeviceFailed)?;
-                    r.reason = reason.clone();
-                }
-            }
-            r.updated_at = now;
-            Some(r)
-        })?;
-        if let Some(r) = updated {
-            match &decision {
-                Decision::OpenWave(wave) => info!(rollout = %r.id, wave = wave + 1, "Wave opened."),
-                Decision::Complete => info!(rollout = %r.id, "Rollout completed."),
-                Decision::Pause(reason) => warn!(rollout = %r.id, %reason, "Rollout paused."),
-                Decision::Wait => {}
-            }
-            changed.push(r);
+impl Wake {
+    fn agents(ids: Vec<String>, reason: String) -> Option<Wake> {
+        (!ids.is_empty()).then_some(Wake {
+            agents: Some(ids),
+            sites: None,
+            reason,
+        })
+    }
+
+    /// Everyone who may be a target of the wave that just opened.
+    fn wave(r: &RolloutRecord, wave: u32) -> Wake {
+        let w = &r.waves[wave as usize];
+        let reason = format!("rollout {} wave {} opened", r.id, wave + 1);
+        match (&w.canary, w.rest) {
+            (Some(c), _) => Wake {
+                agents: Some(c.members.clone()),
+                sites: None,
+                reason,
+            },
+            (None, true) => Wake {
+                agents: None,
+                sites: (!r.selector.sites.is_empty()).then(|| r.selector.sites.clone()),
+                reason,
+            },
+            (None, false) => Wake {
+                agents: None,
+                sites: Some(w.sites.clone()),
+                reason,
+            },
         }
     }
-    Ok(changed)
 }
 
-/// Tally each wave's member devices: the agents at the wave's sites that count at `now` (membership is dynamic).
-pub fn tallies(store: &Store, rollout: &RolloutRecord, now: i64) -> Result<Vec<Tally>, StoreError> {
-    let actions: HashMap<String, ActionState> = store
-        .actions_of(&rollout.id)?
-        .into_iter()
-        .map(|a| (a.agent_id, a.state))
-        .collect();
-    let mut tallies = vec![Tally::default(); rollout.waves.len()];
-    for agent in store.agents_in_sites(&rollout.all_sites())? {
-        if not_member_because(&agent, now).is_some() {
-            continue;
-        }
-        if let Some(wave) = rollout.wave_of(&agent.site) {
-            tallies[wave as usize].add(actions.get(&agent.id).copied());
+/// What one engine pass did.
+#[derive(Debug, Default)]
+pub struct TickOutcome {
+    pub changed: Vec<RolloutRecord>,
+    pub wake: Vec<Wake>,
+}
+
+/// The devices of a rollout: every agent that is a target, or has an action, with its wave.
+pub fn members<'a>(
+    r: &RolloutRecord,
+    agents: &'a [AgentRecord],
+    actions: &'a HashMap<String, ActionRecord>,
+) -> Vec<(u32, &'a AgentRecord, Option<&'a ActionRecord>)> {
+    agents
+        .iter()
+        .filter_map(|agent| match actions.get(&agent.id) {
+            Some(a) => Some((a.wave, agent, Some(a))),
+            None if r.selects(agent) => r.wave_for(agent).map(|w| (w, agent, None)),
+            None => None,
+        })
+        .collect()
+}
+
+/// Tally each wave's devices at `env`.
+pub fn tallies(
+    r: &RolloutRecord,
+    agents: &[AgentRecord],
+    actions: &HashMap<String, ActionRecord>,
+    env: &Env,
+) -> Vec<Tally> {
+    let mut out = vec![Tally::default(); r.waves.len()];
+    for (wave, agent, action) in members(r, agents, actions) {
+        if let Some(t) = out.get_mut(wave as usize) {
+            t.add(Standing::in_rollout(r, agent, action, env));
         }
     }
-    Ok(tallies)
+    out
 }
 
-/// The assignments a checking-in agent gets from all running rollouts; records new offers.
-pub fn assignments_for(
+fn actions_by_agent(
     store: &Store,
-    agent: &AgentRecord,
-    now: i64,
-) -> Result<Vec<v1::Assignment>, StoreError> {
-    let mut out = Vec::new();
-    for rollout in store.running_rollouts()? {
-        let id = ActionRecord::id_for(&rollout.id, &agent.id);
-        let existing = store.action(&id)?;
-        let supported = rollcall_packaging::platform::matches(&rollout.platforms, &agent.platform);
-        match offer(&rollout, &agent.site, supported, existing.as_ref()) {
-            Offer::Nothing => {}
-            Offer::Skip { wave } => {
-                let detail = format!(
-                    "package supports {} but the device is {}",
-                    rollout.platforms.join(", "),
-                    agent.platform
-                );
-                store.update_action(&id, |cur| match cur {
-                    None => {
-                        let mut a = new_action(&rollout, agent, wave, ActionState::Skipped, now);
-                        a.detail = detail.clone();
-                        Some(a)
-                    }
-                    Some(_) => None,
-                })?;
+    rollout_id: &str,
+) -> Result<HashMap<String, ActionRecord>, StoreError> {
+    Ok(store
+        .actions_of(rollout_id)?
+        .into_iter()
+        .map(|a| (a.agent_id.clone(), a))
+        .collect())
+}
+
+/// One engine pass over every active rollout: due automatic retries, then gates, waves and completion.
+pub fn tick(store: &Store, env: &Env) -> Result<TickOutcome, StoreError> {
+    let mut out = TickOutcome::default();
+    let rollouts = store.active_rollouts()?;
+    if rollouts.is_empty() {
+        return Ok(out);
+    }
+    let agents = store.agents()?;
+    for seen in rollouts {
+        // Only rollouts that can still move cost a pass over their devices (completed ones wait for late
+        // joiners at check-in, paused ones for an admin).
+        if !matches!(
+            seen.state,
+            RolloutState::Scheduled | RolloutState::Running | RolloutState::WaitingApproval
+        ) {
+            continue;
+        }
+        let mut retried = Vec::new();
+        for a in store.actions_of(&seen.id)? {
+            if !retry_due(&a, &seen, env.now) {
+                continue;
             }
-            Offer::Offer { wave } => {
-                // Only a new or pending action is written; the common re-send of an action in progress is a read.
-                let needs_offer = existing
-                    .as_ref()
-                    .is_none_or(|a| a.state == ActionState::Pending);
-                let offered = if needs_offer {
-                    store.update_action(&id, |cur| match cur {
-                        None => Some(new_action(&rollout, agent, wave, ActionState::Offered, now)),
-                        Some(mut a) if a.state == ActionState::Pending => {
-                            a.state = ActionState::Offered;
-                            a.updated_at = now;
-                            Some(a)
-                        }
-                        Some(_) => None,
-                    })?
-                } else {
-                    None
-                };
-                let attempt = match offered.or(existing) {
-                    Some(a) if !a.state.is_terminal() => a.attempt,
-                    _ => continue,
-                };
-                out.push(v1::Assignment {
-                    action_id: id,
-                    rollout_id: rollout.id.clone(),
-                    target_name: rollout.target_name.clone(),
-                    package: rollout.package.clone(),
-                    version: rollout.version.clone(),
-                    install_not_before_unix: 0,
-                    attempt,
-                });
+            let done = store.update_action(&a.id, |cur| {
+                let mut cur = cur?;
+                if !retry_due(&cur, &seen, env.now) {
+                    return None;
+                }
+                cur.retries_left -= 1;
+                let why = format!("automatic retry (attempt {})", cur.attempt + 1);
+                cur.begin_next_attempt(&why, env.now).then_some(cur)
+            })?;
+            if let Some(a) = done {
+                info!(rollout = %seen.id, agent = %a.agent_id, attempt = a.attempt, "Automatic retry.");
+                retried.push(a.agent_id);
             }
+        }
+        out.wake.extend(Wake::agents(
+            retried,
+            format!("rollout {}: retry due", seen.id),
+        ));
+
+        let mut current = seen;
+        for _ in 0..(current.waves.len() * 4 + 4) {
+            let actions = actions_by_agent(store, &current.id)?;
+            let t = tallies(&current, &agents, &actions, env);
+            let Some(step) = advance(&current, &t, env.now) else {
+                break;
+            };
+            let Some(applied) = apply_if_unchanged(store, &current, step.record)? else {
+                break;
+            };
+            if applied.state == RolloutState::Paused {
+                warn!(rollout = %applied.id, note = %step.note, "Rollout paused.");
+            } else {
+                info!(rollout = %applied.id, note = %step.note, "Rollout advanced.");
+            }
+            if let Some(wave) = step.opened {
+                out.wake.push(Wake::wave(&applied, wave));
+            }
+            if applied.state == RolloutState::Running && current.state == RolloutState::Scheduled {
+                supersede_older(store, &applied, env.now)?;
+            }
+            out.changed.push(applied.clone());
+            current = applied;
         }
     }
     Ok(out)
 }
 
-fn new_action(
-    rollout: &RolloutRecord,
-    agent: &AgentRecord,
-    wave: u32,
-    state: ActionState,
-    now: i64,
-) -> ActionRecord {
-    ActionRecord {
-        id: ActionRecord::id_for(&rollout.id, &agent.id),
-        rollout_id: rollout.id.clone(),
-        agent_id: agent.id.clone(),
-        wave,
-        state,
-        attempt: 1,
-        exit_code: None,
-        detail: String::new(),
-        output_tail: String::new(),
-        bytes_done: 0,
-        bytes_total: 0,
-        created_at: now,
-        updated_at: now,
+/// Write `next` only if the rollout is still exactly `seen` (nobody — an admin, another pass — changed it).
+fn apply_if_unchanged(
+    store: &Store,
+    seen: &RolloutRecord,
+    next: RolloutRecord,
+) -> Result<Option<RolloutRecord>, StoreError> {
+    store.update_rollout(&seen.id, |r| (r == *seen).then(|| next.clone()))
+}
+
+/// A newer rollout of a package started: completed older ones stop offering it to late joiners.
+fn supersede_older(store: &Store, newer: &RolloutRecord, now: i64) -> Result<(), StoreError> {
+    for old in store.active_rollouts()? {
+        if old.id != newer.id
+            && old.package == newer.package
+            && old.state == RolloutState::Completed
+            && old.superseded_by.is_empty()
+        {
+            store.update_rollout(&old.id, |mut r| {
+                (r.state == RolloutState::Completed && r.superseded_by.is_empty()).then(|| {
+                    r.superseded_by = newer.id.clone();
+                    r.updated_at = now;
+                    r
+                })
+            })?;
+            info!(rollout = %old.id, by = %newer.id, "Completed rollout superseded.");
+        }
     }
+    Ok(())
+}
+
+/// What a checking-in agent gets from all rollouts.
+#[derive(Debug, Default)]
+pub struct CheckInWork {
+    pub assignments: Vec<v1::Assignment>,
+    /// A site download cap held back an offer: the agent should come back sooner than its interval.
+    pub held: bool,
+    /// Whether a new offer was written (must be durable before the agent hears of it).
+    pub wrote: bool,
+}
+
+/// The assignments a checking-in agent gets; records new offers and skips.
+pub fn assignments_for(
+    store: &Store,
+    agent: &AgentRecord,
+    env: &Env,
+) -> Result<CheckInWork, StoreError> {
+    let mut work = CheckInWork::default();
+    for rollout in store.active_rollouts()? {
+        let id = ActionRecord::id_for(&rollout.id, &agent.id);
+        let mut existing = store.action(&id)?;
+        // A failed device whose automatic retry is due gets its next attempt when it shows up (the engine does
+        // this too for running rollouts; for a completed one this is where it happens).
+        if existing
+            .as_ref()
+            .is_some_and(|a| retry_due(a, &rollout, env.now))
+        {
+            let retried = store.update_action(&id, |cur| {
+                let mut cur = cur.filter(|a| retry_due(a, &rollout, env.now))?;
+                cur.retries_left -= 1;
+                let why = format!("automatic retry (attempt {})", cur.attempt + 1);
+                cur.begin_next_attempt(&why, env.now).then_some(cur)
+            })?;
+            if retried.is_some() {
+                existing = retried;
+            }
+        }
+        let supported = rollcall_packaging::platform::matches(&rollout.platforms, &agent.platform);
+        let _cap = (rollout.max_per_site > 0
+            && existing
+                .as_ref()
+                .is_none_or(|a| a.state == ActionState::Pending))
+        .then(|| OFFER_LOCK.lock().unwrap_or_else(|e| e.into_inner()));
+        let decision = offer(&rollout, agent, existing.as_ref(), supported, || {
+            site_downloads(store, &rollout.id, &agent.site, env).unwrap_or(u32::MAX)
+        });
+        let action = match decision {
+            Offer::Nothing => continue,
+            Offer::Held => {
+                work.held = true;
+                continue;
+            }
+            Offer::Resend => existing,
+            Offer::Skip { wave, reason } => {
+                store.update_action(&id, |cur| match cur {
+                    None => {
+                        let mut a = ActionRecord::new(
+                            &rollout.id,
+                            &agent.id,
+                            &agent.site,
+                            wave,
+                            ActionState::Skipped,
+                            0,
+                            env.now,
+                        );
+                        a.detail = reason.clone();
+                        Some(a)
+                    }
+                    Some(_) => None,
+                })?;
+                work.wrote = true;
+                continue;
+            }
+            Offer::New { wave } => {
+                let offered = store.update_action(&id, |cur| match cur {
+                    None => Some(ActionRecord::new(
+                        &rollout.id,
+                        &agent.id,
+                        &agent.site,
+                        wave,
+                        ActionState::Offered,
+                        rollout.retries,
+                        env.now,
+                    )),
+                    Some(mut a) if a.state == ActionState::Pending => {
+                        a.state = ActionState::Offered;
+                        a.site = agent.site.clone();
+                        a.updated_at = env.now;
+                        Some(a)
+                    }
+                    Some(_) => None,
+                })?;
+                work.wrote |= offered.is_some();
+                offered.or(store.action(&id)?)
+            }
+        };
+        let Some(action) = action.filter(|a| a.state.is_in_progress()) else {
+            continue;
+        };
+        let windows = install_windows(store, &rollout, &agent.site, env.now)?;
+        work.assignments.push(v1::Assignment {
+            action_id: id,
+            rollout_id: rollout.id.clone(),
+            target_name: rollout.target_name.clone(),
+            package: rollout.package.clone(),
+            version: rollout.version.clone(),
+            install_not_before_unix: windows.first().map_or(0, |w| w.start_unix),
+            attempt: action.attempt,
+            install_windows: windows,
+        });
+    }
+    Ok(work)
+}
+
+/// Devices of `site` that hold a download slot of the rollout now: offered or downloading, and seen recently. A
+/// device that went silent (an MDC out of coverage) frees its slot until it comes back, so it cannot stall its
+/// station; back online, it finishes what it started.
+fn site_downloads(
+    store: &Store,
+    rollout_id: &str,
+    site: &str,
+    env: &Env,
+) -> Result<u32, StoreError> {
+    let mut busy = 0;
+    for a in store.actions_of(rollout_id)? {
+        if a.site == site && matches!(a.state, ActionState::Offered | ActionState::Downloading) {
+            let online = store
+                .agent(&a.agent_id)?
+                .is_some_and(|agent| agent.seen_within(env.offline_after, env.now));
+            busy += u32::from(online);
+        }
+    }
+    Ok(busy)
+}
+
+/// When the device may install: its site's next window occurrences, unless the rollout is urgent or past its
+/// deadline. A deadline in the future is the last "window": from then on, install at once.
+fn install_windows(
+    store: &Store,
+    r: &RolloutRecord,
+    site: &str,
+    now: i64,
+) -> Result<Vec<v1::TimeRange>, StoreError> {
+    if r.urgent || (r.deadline > 0 && now >= r.deadline) {
+        return Ok(Vec::new());
+    }
+    let schedule = match store.site(site)?.map(|s| s.schedule()) {
+        Some(Ok(Some(schedule))) => schedule,
+        Some(Err(e)) => {
+            warn!(site, error = %e, "Site windows unreadable; installs are not held.");
+            return Ok(Vec::new());
+        }
+        _ => return Ok(Vec::new()),
+    };
+    let mut ranges: Vec<v1::TimeRange> = schedule
+        .ranges(now, WINDOW_HORIZON)
+        .into_iter()
+        .filter(|(start, _)| r.deadline == 0 || *start < r.deadline)
+        .map(|(start_unix, end_unix)| v1::TimeRange {
+            start_unix,
+            end_unix,
+        })
+        .collect();
+    if r.deadline > 0 {
+        ranges.push(v1::TimeRange {
+            start_unix: r.deadline,
+            end_unix: i64::MAX,
+        });
+    }
+    Ok(ranges)
 }
 
 /// What became of one report.
@@ -180,9 +390,10 @@ fn new_action(
 pub enum ReportOutcome {
     /// Recorded; `terminal` when it finished the action.
     Recorded { terminal: bool },
-    /// Already known or no longer applicable (a late progress report, an older attempt); acknowledged and
-    /// dropped.
+    /// Already known or no longer applicable (a late progress report, an older attempt); acknowledged.
     Ignored,
+    /// No such action for this agent: acknowledged, logged, and the agent is told to drop it.
+    Unknown,
 }
 
 /// Record one agent report, if it is a legal step of the current attempt of an action of this agent.
@@ -193,21 +404,26 @@ pub fn apply_report(
     now: i64,
 ) -> Result<ReportOutcome, StoreError> {
     let Some(state) = ActionState::from_proto(report.state) else {
-        warn!(agent = %agent_id, action = %report.action_id, state = report.state, "Report with unknown state ignored.");
+        warn!(agent = %agent_id, action = %report.action_id, state = report.state, "Report with an unknown state ignored.");
         return Ok(ReportOutcome::Ignored);
     };
+    let mut known = false;
     let updated = store.update_action(&report.action_id, |cur| {
-        let mut action = cur?;
-        if action.agent_id != agent_id
-            // 0: an agent that does not send attempts; it can only mean the current one.
-            || (report.attempt != 0 && action.attempt != report.attempt)
+        let mut action = cur.filter(|a| a.agent_id == agent_id)?;
+        known = true;
+        // 0: an agent that does not send attempts; it can only mean the current one.
+        if (report.attempt != 0 && action.attempt != report.attempt)
             || !action.state.can_become(state)
         {
             return None;
         }
+        if action.state == ActionState::Cancelled {
+            action.detail = format!("{} (install had started before the cancel)", report.detail);
+        } else {
+            action.detail = report.detail.clone();
+        }
         action.state = state;
         action.exit_code = report.exit_code;
-        action.detail = report.detail.clone();
         // Progress reports carry no output; a final report's output (even none) replaces the last one.
         if !report.output_tail.is_empty() || state.is_terminal() {
             action.output_tail = report.output_tail.clone();
@@ -221,210 +437,339 @@ pub fn apply_report(
         };
         Some(action)
     })?;
-    Ok(match updated {
-        Some(_) => ReportOutcome::Recorded {
+    Ok(match (updated, known) {
+        (Some(_), _) => ReportOutcome::Recorded {
             terminal: state.is_terminal(),
         },
-        None => ReportOutcome::Ignored,
+        (None, true) => ReportOutcome::Ignored,
+        (None, false) => {
+            warn!(agent = %agent_id, action = %report.action_id, state = state.as_str(), detail = %report.detail, "Report for an action this controller does not know; the agent is told to drop it.");
+            ReportOutcome::Unknown
+        }
     })
 }
 
-/// On resume: every failed device of the rollout goes back to `pending` with the next attempt number, so it is
-/// offered again instead of pausing the rollout again at once. Returns how many were reset.
-pub fn retry_failed(store: &Store, rollout_id: &str, now: i64) -> Result<usize, StoreError> {
-    let mut reset = 0;
-    for action in store.actions_of(rollout_id)? {
-        let done = store.update_action(&action.id, |cur| {
+/// Of the actions an agent says it holds, those the controller no longer wants done.
+pub fn cancelled_for(
+    store: &Store,
+    agent_id: &str,
+    open: &[String],
+) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    for id in open {
+        let wanted = store
+            .action(id)?
+            .is_some_and(|a| a.agent_id == agent_id && a.state != ActionState::Cancelled);
+        if !wanted {
+            out.push(id.clone());
+        }
+    }
+    Ok(out)
+}
+
+// === admin commands ===
+
+/// Why an admin command does not apply.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("no rollout {0}")]
+    NoRollout(String),
+    #[error("rollout {id} is {state}; {what}")]
+    Refused {
+        id: String,
+        state: RolloutState,
+        what: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn refused(r: &RolloutRecord, what: impl Into<String>) -> CommandError {
+    CommandError::Refused {
+        id: r.id.clone(),
+        state: r.state,
+        what: what.into(),
+    }
+}
+
+/// Apply `change` to the rollout; `Err(what)` from it refuses the command with that explanation.
+fn command(
+    store: &Store,
+    id: &str,
+    mut change: impl FnMut(&mut RolloutRecord) -> Result<(), String>,
+) -> Result<RolloutRecord, CommandError> {
+    let mut why = None;
+    let updated = store.update_rollout(id, |mut r| match change(&mut r) {
+        Ok(()) => Some(r),
+        Err(what) => {
+            why = Some(refused(&r, what));
+            None
+        }
+    })?;
+    match (updated, why) {
+        (Some(r), _) => Ok(r),
+        (None, Some(e)) => Err(e),
+        (None, None) => Err(CommandError::NoRollout(id.to_owned())),
+    }
+}
+
+/// Start a draft: now, or at its start time (state `scheduled`). Starting a scheduled rollout starts it now.
+pub fn start(store: &Store, id: &str, now: i64) -> Result<RolloutRecord, CommandError> {
+    let r = command(store, id, |r| {
+        let event = if r.state == RolloutState::Draft && r.start_at > now {
+            RolloutEvent::Schedule
+        } else {
+            RolloutEvent::Start
+        };
+        r.state = r.state.on(event).ok_or_else(|| match r.state {
+            RolloutState::Paused => format!("resume it with `rollcall rollout resume {}`", r.id),
+            _ => "only a draft or a scheduled rollout can be started".into(),
+        })?;
+        if r.state == RolloutState::Running {
+            r.started_at = now;
+        }
+        r.updated_at = now;
+        Ok(())
+    })?;
+    if r.state == RolloutState::Running {
+        supersede_older(store, &r, now)?;
+    }
+    Ok(r)
+}
+
+pub fn pause(store: &Store, id: &str, by: &str, now: i64) -> Result<RolloutRecord, CommandError> {
+    command(store, id, |r| {
+        r.state = r
+            .state
+            .on(RolloutEvent::Pause)
+            .ok_or("only a running, scheduled or waiting rollout can be paused")?;
+        r.reason = format!("paused by {by}");
+        r.updated_at = now;
+        Ok(())
+    })
+}
+
+/// Resume a paused rollout. Its failed devices get a new attempt (with fresh automatic retries) *before* it
+/// runs again, so the engine never sees the old failures in a running rollout and pauses it at once. Returns the
+/// rollout and the agents retried.
+pub fn resume(
+    store: &Store,
+    id: &str,
+    by: &str,
+    now: i64,
+) -> Result<(RolloutRecord, Vec<String>), CommandError> {
+    let current = store
+        .rollout(id)?
+        .ok_or_else(|| CommandError::NoRollout(id.to_owned()))?;
+    if current.state != RolloutState::Paused {
+        return Err(refused(&current, "only a paused rollout can be resumed"));
+    }
+    let retried = new_attempts(
+        store,
+        &current,
+        |a| a.state.is_failure(),
+        &format!("new attempt: rollout resumed by {by}"),
+        now,
+    )?;
+    let r = command(store, id, |r| {
+        r.state = r
+            .state
+            .on(RolloutEvent::Resume)
+            .ok_or("only a paused rollout can be resumed")?;
+        if r.started_at == 0 {
+            r.started_at = now;
+        }
+        r.reason.clear();
+        r.updated_at = now;
+        Ok(())
+    })?;
+    Ok((r, retried))
+}
+
+/// Approve the wave a rollout waits for; the engine opens it.
+pub fn approve(
+    store: &Store,
+    id: &str,
+    by: &str,
+    now: i64,
+) -> Result<(RolloutRecord, u32), CommandError> {
+    let mut wave = 0;
+    let r = command(store, id, |r| {
+        let next = r
+            .state
+            .on(RolloutEvent::Approve)
+            .ok_or("only a rollout waiting for approval can be approved")?;
+        let i = r
+            .waves
+            .iter()
+            .rposition(|w| w.is_open())
+            .map_or(0, |i| i + 1);
+        let w = r.waves.get_mut(i).ok_or("no wave is waiting")?;
+        w.approved_by = by.to_owned();
+        wave = i as u32;
+        r.state = next;
+        r.reason.clear();
+        r.updated_at = now;
+        Ok(())
+    })?;
+    Ok((r, wave))
+}
+
+/// Cancel: no new offers from this moment; devices that have not started installing are cancelled (agents
+/// holding them are told at their next check-in and drop them); an install already running finishes and its
+/// report is still recorded. Returns the rollout and the agents to tell.
+pub fn cancel(
+    store: &Store,
+    id: &str,
+    by: &str,
+    now: i64,
+) -> Result<(RolloutRecord, Vec<String>), CommandError> {
+    let r = command(store, id, |r| {
+        r.state = r
+            .state
+            .on(RolloutEvent::Cancel)
+            .ok_or("it has already ended")?;
+        r.reason = format!("cancelled by {by}");
+        r.finished_at = now;
+        r.updated_at = now;
+        Ok(())
+    })?;
+    let mut told = Vec::new();
+    for a in store.actions_of(id)? {
+        let done = store.update_action(&a.id, |cur| {
             let mut a = cur?;
-            a.state = a.state.retry()?;
-            a.attempt += 1;
-            a.detail = format!("retry {} after resume", a.attempt);
-            a.exit_code = None;
-            a.output_tail.clear();
+            if !(a.state == ActionState::Pending
+                || (a.state.is_in_progress() && a.state != ActionState::Installing))
+            {
+                return None;
+            }
+            a.state = ActionState::Cancelled;
+            a.detail = format!("cancelled by {by} before the install started");
             a.updated_at = now;
             Some(a)
         })?;
-        reset += usize::from(done.is_some());
+        if let Some(a) = done {
+            told.push(a.agent_id);
+        }
     }
-    Ok(reset)
+    Ok((r, told))
 }
+
+/// Which devices a technician's retry is for.
+#[derive(Debug, Clone)]
+pub enum RetrySelection {
+    Agent(String),
+    Site(String),
+    Failed,
+}
+
+/// Give the selected finished-but-unsuccessful devices a new attempt with fresh automatic retries. Refused for
+/// a rollout that is not offering (draft, cancelled), and for a device that is not in the rollout or has
+/// nothing to retry. Returns the agents retried.
+pub fn retry(
+    store: &Store,
+    id: &str,
+    which: &RetrySelection,
+    by: &str,
+    now: i64,
+) -> Result<Vec<String>, CommandError> {
+    let r = store
+        .rollout(id)?
+        .ok_or_else(|| CommandError::NoRollout(id.to_owned()))?;
+    if matches!(
+        r.state,
+        RolloutState::Draft | RolloutState::Cancelled | RolloutState::Scheduled
+    ) {
+        return Err(refused(
+            &r,
+            "only a rollout that has started and is not cancelled retries devices",
+        ));
+    }
+    let retryable = |a: &ActionRecord| a.state.is_failure() || a.state == ActionState::Cancelled;
+    if let RetrySelection::Agent(agent) = which {
+        let Some(a) = store.action(&ActionRecord::id_for(id, agent))? else {
+            return Err(refused(
+                &r,
+                format!("device {agent} is not in it (never offered); nothing to retry"),
+            ));
+        };
+        if !retryable(&a) {
+            return Err(refused(&r, format!("device {agent} is {}; only failed, rolled-back or cancelled devices are retried", a.state)));
+        }
+    }
+    let why = format!("new attempt: retry requested by {by}");
+    let retried = new_attempts(
+        store,
+        &r,
+        |a| {
+            retryable(a)
+                && match which {
+                    RetrySelection::Agent(agent) => a.agent_id == *agent,
+                    RetrySelection::Site(site) => a.site == *site,
+                    RetrySelection::Failed => a.state.is_failure(),
+                }
+        },
+        &why,
+        now,
+    )?;
+    if retried.is_empty() {
+        return Err(refused(&r, "no device matches: nothing failed there"));
+    }
+    Ok(retried)
+}
+
+/// Start a new attempt for every action `select` picks; automatic retries start over.
+fn new_attempts(
+    store: &Store,
+    r: &RolloutRecord,
+    select: impl Fn(&ActionRecord) -> bool,
+    why: &str,
+    now: i64,
+) -> Result<Vec<String>, StoreError> {
+    let mut done = Vec::new();
+    for a in store.actions_of(&r.id)? {
+        if !select(&a) {
+            continue;
+        }
+        let updated = store.update_action(&a.id, |cur| {
+            let mut a = cur.filter(|a| select(a))?;
+            a.retries_left = r.retries;
+            a.begin_next_attempt(why, now).then_some(a)
+        })?;
+        if let Some(a) = updated {
+            done.push(a.agent_id);
+        }
+    }
+    Ok(done)
+}
+
+/// Delete a draft rollout (nothing was ever offered).
+pub fn delete_draft(store: &Store, id: &str) -> Result<(), CommandError> {
+    let r = store
+        .rollout(id)?
+        .ok_or_else(|| CommandError::NoRollout(id.to_owned()))?;
+    if r.state != RolloutState::Draft {
+        return Err(refused(
+            &r,
+            "only a draft can be deleted; cancel it instead",
+        ));
+    }
+    if !store.delete_rollout_if(id, |r| r.state == RolloutState::Draft)? {
+        return Err(refused(&r, "it changed while deleting; look again"));
+    }
+    Ok(())
+}
+
+/// The engine's view of the configured horizons at `now`.
+pub fn env(now: i64, cutoff: std::time::Duration, checkin_interval: std::time::Duration) -> Env {
+    Env {
+        now,
+        cutoff: cutoff.as_secs() as i64,
+        offline_after: (checkin_interval.as_secs() as i64 * 3).max(60),
+    }
+}
+
+pub use engine::Standing as DeviceStanding;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rollout::state::RolloutState;
-    use crate::store::temp_store;
-
-    fn agent(id: &str, site: &str) -> AgentRecord {
-        AgentRecord {
-            id: id.into(),
-            hostname: id.into(),
-            site: site.into(),
-            platform: "linux-x86_64".into(),
-            enrolled_at: 0,
-            last_checkin: 1,
-            agent_version: String::new(),
-            os: String::new(),
-            inventory_hash: String::new(),
-            installed: vec![],
-        }
-    }
-
-    fn report(action_id: &str, state: ActionState) -> v1::ActionReport {
-        v1::ActionReport {
-            action_id: action_id.into(),
-            state: state.to_proto() as i32,
-            attempt: 1,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_two_wave_rollout_runs_to_completion_and_a_restart_changes_nothing() {
-        let (_dir, store) = temp_store();
-        for (id, site) in [("a1", "north"), ("a2", "north"), ("b1", "south")] {
-            store.put_agent(&agent(id, site)).unwrap();
-        }
-        let rollout = RolloutRecord::for_test("r1", &["linux"], &[&["north"], &["south"]]);
-        store.put_rollout(&rollout).unwrap();
-
-        let south = store.agent("b1").unwrap().unwrap();
-        assert!(
-            assignments_for(&store, &south, 1).unwrap().is_empty(),
-            "wave 2 closed"
-        );
-        for id in ["a1", "a2"] {
-            let a = store.agent(id).unwrap().unwrap();
-            let got = assignments_for(&store, &a, 1).unwrap();
-            assert_eq!(got.len(), 1);
-            assert_eq!(got[0].action_id, format!("r1/{id}"));
-        }
-        assert!(tick(&store, 2).unwrap().is_empty(), "nobody finished yet");
-        apply_report(&store, "a1", &report("r1/a1", ActionState::Succeeded), 3).unwrap();
-        assert_eq!(
-            apply_report(&store, "a1", &report("r1/a2", ActionState::Succeeded), 3).unwrap(),
-            ReportOutcome::Ignored,
-            "an agent cannot report for another"
-        );
-        assert!(tick(&store, 4).unwrap().is_empty());
-        apply_report(&store, "a2", &report("r1/a2", ActionState::Succeeded), 5).unwrap();
-        let changed = tick(&store, 6).unwrap();
-        assert_eq!(changed[0].current_wave, 1);
-
-        // A "restart": reopen the same store, the rollout resumes at wave 2.
-        let r = store.rollout("r1").unwrap().unwrap();
-        assert_eq!((r.state, r.current_wave), (RolloutState::Running, 1));
-        let got = assignments_for(&store, &south, 7).unwrap();
-        assert_eq!(got.len(), 1);
-        apply_report(&store, "b1", &report("r1/b1", ActionState::Succeeded), 8).unwrap();
-        tick(&store, 9).unwrap();
-        assert_eq!(
-            store.rollout("r1").unwrap().unwrap().state,
-            RolloutState::Completed
-        );
-    }
-
-    #[test]
-    fn a_failure_pauses_and_late_progress_is_ignored() {
-        let (_dir, store) = temp_store();
-        store.put_agent(&agent("a1", "north")).unwrap();
-        let rollout = RolloutRecord::for_test("r2", &["windows"], &[&["north"]]);
-        store.put_rollout(&rollout).unwrap();
-        let a = store.agent("a1").unwrap().unwrap();
-        assert!(
-            assignments_for(&store, &a, 1).unwrap().is_empty(),
-            "wrong platform is skipped, not offered"
-        );
-        assert_eq!(
-            store.action("r2/a1").unwrap().unwrap().state,
-            ActionState::Skipped
-        );
-
-        let mut linux = rollout.clone();
-        linux.id = "r3".into();
-        linux.platforms = vec!["linux".into()];
-        store.put_rollout(&linux).unwrap();
-        assignments_for(&store, &a, 1).unwrap();
-        let mut failed = report("r3/a1", ActionState::Failed);
-        failed.exit_code = Some(3);
-        failed.detail = "verify command exited 3".into();
-        apply_report(&store, "a1", &failed, 2).unwrap();
-        assert_eq!(
-            apply_report(&store, "a1", &report("r3/a1", ActionState::Downloading), 3).unwrap(),
-            ReportOutcome::Ignored
-        );
-        tick(&store, 4).unwrap();
-        let r = store.rollout("r3").unwrap().unwrap();
-        assert_eq!(r.state, RolloutState::Paused);
-        assert!(r.reason.contains("1 device(s) failed"));
-        let action = store.action("r3/a1").unwrap().unwrap();
-        assert_eq!(
-            (action.state, action.exit_code),
-            (ActionState::Failed, Some(3))
-        );
-    }
-
-    #[test]
-    fn resume_retries_failed_devices_and_old_attempts_are_ignored() {
-        let (_dir, store) = temp_store();
-        store.put_agent(&agent("a1", "north")).unwrap();
-        let mut never = agent("ghost", "north");
-        never.last_checkin = 0;
-        store.put_agent(&never).unwrap();
-        store
-            .put_rollout(&RolloutRecord::for_test("r4", &["linux"], &[&["north"]]))
-            .unwrap();
-        let a = store.agent("a1").unwrap().unwrap();
-        assignments_for(&store, &a, 1).unwrap();
-        apply_report(&store, "a1", &report("r4/a1", ActionState::Failed), 2).unwrap();
-        tick(&store, 3).unwrap();
-        assert_eq!(
-            store.rollout("r4").unwrap().unwrap().state,
-            RolloutState::Paused
-        );
-
-        // Admin resumes: the failed device is offered again as attempt 2.
-        store
-            .update_rollout("r4", |mut r| {
-                r.state = r.state.on(RolloutEvent::Start)?;
-                Some(r)
-            })
-            .unwrap();
-        assert_eq!(retry_failed(&store, "r4", 4).unwrap(), 1);
-        tick(&store, 5).unwrap();
-        assert_eq!(
-            store.rollout("r4").unwrap().unwrap().state,
-            RolloutState::Running,
-            "not paused again"
-        );
-        let got = assignments_for(&store, &a, 6).unwrap();
-        assert_eq!((got.len(), got[0].attempt), (1, 2));
-        assert_eq!(
-            apply_report(&store, "a1", &report("r4/a1", ActionState::Succeeded), 7).unwrap(),
-            ReportOutcome::Ignored,
-            "a late report of attempt 1 does not count"
-        );
-        let mut ok = report("r4/a1", ActionState::Succeeded);
-        ok.attempt = 2;
-        apply_report(&store, "a1", &ok, 8).unwrap();
-        tick(&store, 9).unwrap();
-        assert_eq!(
-            store.rollout("r4").unwrap().unwrap().state,
-            RolloutState::Completed,
-            "the agent that never checked in does not hold the wave"
-        );
-    }
-
-    #[test]
-    fn silent_agents_stop_counting_after_a_week() {
-        let mut a = agent("a1", "north");
-        a.last_checkin = 0;
-        assert!(not_member_because(&a, 10)
-            .unwrap()
-            .contains("never checked in"));
-        a.last_checkin = 100;
-        assert_eq!(not_member_because(&a, 100 + OFFLINE_AFTER), None);
-        let why = not_member_because(&a, 100 + OFFLINE_AFTER + 86400).unwrap();
-        assert!(why.contains("offline for 8 days"), "{why}");
-    }
-}
+mod tests;

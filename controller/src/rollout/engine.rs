@@ -1,253 +1,439 @@
-//! The rollout rules as pure functions of stored records: which wave is open, when the rollout advances, pauses
-//! or completes, and what a checking-in device is offered. No I/O and no clock reads: `driver` feeds them.
-//!
-//! Today's gate is the first one the brief names: a wave opens when every device of the previous wave succeeded,
-//! and any failure pauses the rollout. Thresholds, soak times, approvals, windows and caps extend `decide` and
-//! `offer` with more inputs; the shape stays.
+//! The rollout rules as pure functions of stored records and an injected clock: where each device stands, when a
+//! wave reaches its gate, opens, waits for approval, pauses or completes the rollout, what a checking-in device is
+//! offered, and when a failed device is retried. No I/O and no clock reads: `driver` feeds them.
 
-use super::state::ActionState;
-use crate::store::{ActionRecord, RolloutRecord};
+use crate::model::{
+    ActionRecord, ActionState, AgentRecord, RolloutEvent, RolloutRecord, RolloutState,
+};
 
-/// Where the devices of one wave stand.
+/// The time and the two horizons every rule is judged at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Env {
+    pub now: i64,
+    /// A device silent for longer no longer counts towards its wave (a lost MDC must not hold a rollout).
+    pub cutoff: i64,
+    /// A device silent for longer is shown as offline (it still counts).
+    pub offline_after: i64,
+}
+
+/// Where one device stands in its wave. Every device is in exactly one; nothing not installed is `Succeeded`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Succeeded,
+    /// Failed with no automatic retry left.
+    Failed,
+    /// Failed, rolled back, no automatic retry left.
+    RolledBack,
+    /// Failed, an automatic retry is coming.
+    Retrying,
+    /// Wrong platform, or already at this version or newer.
+    Skipped,
+    Cancelled,
+    /// Offered and working on it.
+    InProgress,
+    /// Not offered yet (or waiting for its wave), seen recently.
+    Pending,
+    /// Not finished and not seen for a while: counted, shown apart.
+    Offline,
+    /// Never checked in, or silent beyond the membership cutoff: not counted at all.
+    Excluded,
+}
+
+impl Standing {
+    /// A device's standing in rollout `r`: in a cancelled rollout, a device that never started is cancelled
+    /// too (nothing will ever be offered to it), not pending.
+    pub fn in_rollout(
+        r: &RolloutRecord,
+        agent: &AgentRecord,
+        action: Option<&ActionRecord>,
+        env: &Env,
+    ) -> Standing {
+        let never_started = action.is_none_or(|a| a.state == ActionState::Pending);
+        if r.state == RolloutState::Cancelled && never_started {
+            return Standing::Cancelled;
+        }
+        Standing::of(agent, action, env)
+    }
+
+    pub fn of(agent: &AgentRecord, action: Option<&ActionRecord>, env: &Env) -> Standing {
+        let state = action.map(|a| a.state);
+        match state {
+            Some(ActionState::Succeeded) => return Standing::Succeeded,
+            Some(ActionState::Skipped) => return Standing::Skipped,
+            Some(ActionState::Cancelled) => return Standing::Cancelled,
+            Some(s) if s.is_failure() => {
+                let a = action.expect("state came from the action");
+                return match (a.will_retry(), s) {
+                    (true, _) => Standing::Retrying,
+                    (false, ActionState::RolledBack) => Standing::RolledBack,
+                    (false, _) => Standing::Failed,
+                };
+            }
+            _ => {}
+        }
+        if !agent.seen_within(env.cutoff, env.now) {
+            return Standing::Excluded;
+        }
+        if !agent.seen_within(env.offline_after, env.now) {
+            return Standing::Offline;
+        }
+        match state {
+            Some(s) if s.is_in_progress() => Standing::InProgress,
+            _ => Standing::Pending,
+        }
+    }
+}
+
+/// The devices of one wave (or one site of it) by standing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
+    /// Counted devices (everything but `excluded`).
     pub total: u32,
     pub succeeded: u32,
     pub failed: u32,
+    pub rolled_back: u32,
+    pub retrying: u32,
+    pub skipped: u32,
+    pub cancelled: u32,
     pub in_progress: u32,
-    /// Members without an action yet (not offered).
     pub pending: u32,
+    pub offline: u32,
+    /// Not counted (listed apart with the reason).
+    pub excluded: u32,
 }
 
 impl Tally {
-    /// Count one member device by its action state (`None`: never offered).
-    pub fn add(&mut self, state: Option<ActionState>) {
+    pub fn add(&mut self, standing: Standing) {
+        if standing == Standing::Excluded {
+            self.excluded += 1;
+            return;
+        }
         self.total += 1;
-        match state {
-            None | Some(ActionState::Pending) => self.pending += 1,
-            Some(s) if s.is_success() => self.succeeded += 1,
-            Some(s) if s.is_failure() => self.failed += 1,
-            Some(ActionState::Cancelled) => {}
-            Some(_) => self.in_progress += 1,
+        let slot = match standing {
+            Standing::Succeeded => &mut self.succeeded,
+            Standing::Failed => &mut self.failed,
+            Standing::RolledBack => &mut self.rolled_back,
+            Standing::Retrying => &mut self.retrying,
+            Standing::Skipped => &mut self.skipped,
+            Standing::Cancelled => &mut self.cancelled,
+            Standing::InProgress => &mut self.in_progress,
+            Standing::Pending => &mut self.pending,
+            Standing::Offline => &mut self.offline,
+            Standing::Excluded => unreachable!("handled above"),
+        };
+        *slot += 1;
+    }
+
+    /// Devices that should install (skipped and cancelled ones are not asked to).
+    pub fn eligible(&self) -> u32 {
+        self.total - self.skipped - self.cancelled
+    }
+
+    /// Failures the error threshold counts (after their automatic retries).
+    pub fn failures(&self) -> u32 {
+        self.failed + self.rolled_back
+    }
+
+    /// Succeeded share of the eligible devices, in percent (100 for a wave with none).
+    pub fn success_percent(&self) -> f64 {
+        match self.eligible() {
+            0 => 100.0,
+            n => f64::from(self.succeeded) * 100.0 / f64::from(n),
         }
     }
+}
 
-    pub fn all_succeeded(&self) -> bool {
-        self.succeeded == self.total
+/// One step the engine takes on a rollout, and what to tell people and agents about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub record: RolloutRecord,
+    /// One line for the log and the audit trail.
+    pub note: String,
+    /// The wave that opened with this step (its devices should hear at once).
+    pub opened: Option<u32>,
+}
+
+/// The next step of rollout `r` given its waves' tallies (index = wave) at `now`, or `None` when there is
+/// nothing to do. Applied one at a time (the driver loops), each a compare-and-swap on the record.
+pub fn advance(r: &RolloutRecord, tallies: &[Tally], now: i64) -> Option<Step> {
+    let step = |record: RolloutRecord, note: String, opened: Option<u32>| {
+        Some(Step {
+            record,
+            note,
+            opened,
+        })
+    };
+    let mut next = r.clone();
+    next.updated_at = now;
+    match r.state {
+        RolloutState::Scheduled if now >= r.start_at => {
+            next.state = r.state.on(RolloutEvent::Due)?;
+            next.started_at = now;
+            step(
+                next,
+                "scheduled start time reached; rollout running".into(),
+                None,
+            )
+        }
+        RolloutState::Running | RolloutState::WaitingApproval => {
+            if r.state == RolloutState::Running && !r.waves.first()?.is_open() {
+                return step(open(next, 0, now), "wave 1 opened".into(), Some(0));
+            }
+            // The error threshold of any open wave stops everything.
+            for (i, w) in r.waves.iter().enumerate().filter(|(_, w)| w.is_open()) {
+                let t = tallies.get(i).copied().unwrap_or_default();
+                if w.gates.error.reached(t.failures(), t.eligible()) {
+                    next.state = r.state.on(RolloutEvent::ErrorThreshold)?;
+                    next.reason = format!(
+                        "paused: wave {} reached its error threshold ({} of {} devices failed, limit {}); fix the cause, then `rollcall rollout resume {}` retries them, or `rollcall rollout cancel {}`",
+                        i + 1,
+                        t.failures(),
+                        t.eligible(),
+                        w.gates.error.describe(),
+                        r.id,
+                        r.id
+                    );
+                    let note = next.reason.clone();
+                    return step(next, note, None);
+                }
+            }
+            for (i, w) in r.waves.iter().enumerate().filter(|(_, w)| w.is_open()) {
+                let t = tallies.get(i).copied().unwrap_or_default();
+                if w.threshold_met_at == 0 && t.success_percent() >= w.gates.success_percent {
+                    next.waves[i].threshold_met_at = now;
+                    return step(
+                        next,
+                        format!("wave {} reached its success threshold", i + 1),
+                        None,
+                    );
+                }
+                if w.passed_at == 0 {
+                    let soaked = w.threshold_met_at > 0
+                        && now >= w.threshold_met_at + w.gates.soak_secs as i64;
+                    let expired = w.gates.deadline_secs > 0
+                        && now >= w.opened_at + w.gates.deadline_secs as i64;
+                    if soaked || expired {
+                        next.waves[i].passed_at = now;
+                        next.waves[i].closed_by_deadline = !soaked;
+                        let how = if soaked {
+                            "passed its gate"
+                        } else {
+                            "closed by its deadline"
+                        };
+                        return step(next, format!("wave {} {how}", i + 1), None);
+                    }
+                }
+            }
+            let last_open = r.waves.iter().rposition(|w| w.is_open())?;
+            let w = &r.waves[last_open];
+            let Some(candidate) = r.waves.get(last_open + 1) else {
+                // Done when every wave passed and no automatic retry is still coming.
+                return if r.state == RolloutState::Running
+                    && r.waves.iter().all(|w| w.passed_at > 0)
+                    && tallies.iter().all(|t| t.retrying == 0)
+                {
+                    next.state = r.state.on(RolloutEvent::Finished)?;
+                    next.finished_at = now;
+                    next.reason.clear();
+                    step(next, "every wave passed its gate; rollout completed (devices that join its sites later still get the package)".into(), None)
+                } else {
+                    None
+                };
+            };
+            let may_open = w.passed_at > 0
+                || (w.gates.overlap && now >= w.opened_at + w.gates.soak_secs as i64);
+            if !may_open {
+                return None;
+            }
+            let wave = last_open as u32 + 1;
+            if candidate.gates.approval && candidate.approved_by.is_empty() {
+                if r.state != RolloutState::Running {
+                    return None;
+                }
+                next.state = r.state.on(RolloutEvent::WaitApproval)?;
+                next.reason = format!(
+                    "wave {} waits for approval: `rollcall rollout approve {}`",
+                    wave + 1,
+                    r.id
+                );
+                let note = next.reason.clone();
+                return step(next, note, None);
+            }
+            if r.state != RolloutState::Running {
+                return None;
+            }
+            step(
+                open(next, wave, now),
+                format!("wave {} opened", wave + 1),
+                Some(wave),
+            )
+        }
+        _ => None,
     }
 }
 
-/// What the engine wants done to a running rollout.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Keep waiting.
-    Wait,
-    /// Open the given wave.
-    OpenWave(u32),
-    /// Every wave is done.
-    Complete,
-    /// Stop: a device failed.
-    Pause(String),
-}
-
-/// Decide the next step of a running rollout from the tallies of its waves (index = wave).
-pub fn decide(rollout: &RolloutRecord, tallies: &[Tally]) -> Decision {
-    let open = rollout.current_wave as usize;
-    let failed: u32 = tallies.iter().take(open + 1).map(|t| t.failed).sum();
-    if failed > 0 {
-        let first = tallies.iter().position(|t| t.failed > 0).unwrap_or(0);
-        return Decision::Pause(format!(
-            "{failed} device(s) failed (first in wave {}); fix and resume with `rollcall rollout start {}`",
-            first + 1,
-            rollout.id
-        ));
-    }
-    match tallies.get(open) {
-        Some(t) if !t.all_succeeded() => Decision::Wait,
-        _ if open + 1 < rollout.waves.len() => Decision::OpenWave(open as u32 + 1),
-        // Done only when every wave is: a late joiner of an earlier wave still counts.
-        _ if tallies.iter().all(Tally::all_succeeded) => Decision::Complete,
-        _ => Decision::Wait,
-    }
+fn open(mut r: RolloutRecord, wave: u32, now: i64) -> RolloutRecord {
+    r.waves[wave as usize].opened_at = now;
+    r.current_wave = r.current_wave.max(wave);
+    r.reason.clear();
+    r
 }
 
 /// What a device checking in gets from one rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Offer {
-    /// Nothing: not a member, wave not open, or already finished.
+    /// Nothing: not a target, wave not open, rollout not offering, or already finished.
     Nothing,
-    /// Offer the package (first time, or again while the device has not finished it).
-    Offer { wave: u32 },
-    /// The package does not support the device's platform.
-    Skip { wave: u32 },
+    /// Send the existing action again (the device has not finished it).
+    Resend,
+    /// Offer the package (a new action in `wave`, or a pending one's next attempt).
+    New { wave: u32 },
+    /// Record the device as skipped, with the reason.
+    Skip { wave: u32, reason: String },
+    /// The site's download cap is full: come back later.
+    Held,
 }
 
-/// Decide what `rollout` offers a device at `site` on `platform`, given the device's existing action.
+/// Decide what rollout `r` offers `agent`, given its existing action, whether the package supports the agent's
+/// platform, and how many devices of the agent's site are downloading it now (asked only when it matters).
 pub fn offer(
-    rollout: &RolloutRecord,
-    site: &str,
-    platform_supported: bool,
+    r: &RolloutRecord,
+    agent: &AgentRecord,
     existing: Option<&ActionRecord>,
+    platform_supported: bool,
+    site_downloads: impl FnOnce() -> u32,
 ) -> Offer {
-    if rollout.state != super::state::RolloutState::Running {
-        return Offer::Nothing;
-    }
-    let Some(wave) = rollout.wave_of(site) else {
-        return Offer::Nothing;
+    let wave = match existing {
+        // A device already working on it finishes, also while the rollout is paused; cancel is the hard stop.
+        Some(a) if a.state.is_in_progress() => {
+            return if r.offers() || r.state == RolloutState::Paused {
+                Offer::Resend
+            } else {
+                Offer::Nothing
+            };
+        }
+        Some(a) if a.state == ActionState::Pending => a.wave,
+        Some(_) => return Offer::Nothing,
+        None => {
+            if !r.selects(agent) {
+                return Offer::Nothing;
+            }
+            match r.wave_for(agent) {
+                Some(w) => w,
+                None => return Offer::Nothing,
+            }
+        }
     };
-    if wave > rollout.current_wave {
+    if !r.offers() || !r.waves.get(wave as usize).is_some_and(|w| w.is_open()) {
         return Offer::Nothing;
     }
-    match existing {
-        Some(a) if a.state.is_terminal() => Offer::Nothing,
-        Some(_) => Offer::Offer { wave },
-        None if !platform_supported => Offer::Skip { wave },
-        None => Offer::Offer { wave },
+    if existing.is_none() {
+        if !platform_supported {
+            return Offer::Skip {
+                wave,
+                reason: format!(
+                    "package supports {} but the device is {}",
+                    r.platforms.join(", "),
+                    agent.platform
+                ),
+            };
+        }
+        if let Some(have) = agent.installed_counter(&r.package) {
+            if have.release_counter >= r.release_counter && r.release_counter > 0 {
+                return Offer::Skip {
+                    wave,
+                    reason: format!(
+                        "already at {} {} (release {}), this rollout brings release {}",
+                        r.package, have.version, have.release_counter, r.release_counter
+                    ),
+                };
+            }
+        }
     }
+    if r.max_per_site > 0 && site_downloads() >= r.max_per_site {
+        return Offer::Held;
+    }
+    Offer::New { wave }
+}
+
+/// Whether a failed device's automatic retry is due at `now` (the engine retries in running rollouts; a completed
+/// rollout retries a late joiner when it checks in): the retry delay doubles with each attempt (capped
+/// at a day), plus up to a fifth more chosen by a hash of the action id, so a site's failures do not retry
+/// together.
+pub fn retry_due(a: &ActionRecord, r: &RolloutRecord, now: i64) -> bool {
+    a.will_retry()
+        && matches!(
+            r.state,
+            RolloutState::Running | RolloutState::WaitingApproval
+        )
+        && now >= a.updated_at + retry_delay(a, r)
+}
+
+/// The delay before `a`'s next automatic retry, in seconds.
+pub fn retry_delay(a: &ActionRecord, r: &RolloutRecord) -> i64 {
+    let base = r
+        .retry_delay_secs
+        .saturating_mul(1 << a.attempt.saturating_sub(1).min(16))
+        .min(86400) as i64;
+    let spread = stable_hash(&a.id) % 1000;
+    base + base * spread as i64 / 5000
+}
+
+/// A stable hash of a string (the first 8 bytes of its sha256): canary choice and retry jitter.
+pub fn stable_hash(s: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(s.as_bytes());
+    u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+/// Choose a canary of `percent`% (rounded up) or `count` of `candidates`, spread over their sites in
+/// proportion to each site's share (largest remainder), the lowest stable hashes of rollout id and agent id
+/// within each site. Deterministic: the same inputs choose the same devices.
+pub fn choose_canary(
+    rollout_id: &str,
+    candidates: &[&AgentRecord],
+    percent: Option<f64>,
+    count: Option<u32>,
+) -> Vec<String> {
+    let n = candidates.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let want = match (count, percent) {
+        (Some(c), _) => (c as usize).min(n),
+        (None, Some(p)) => ((p * n as f64 / 100.0).ceil() as usize).clamp(1, n),
+        (None, None) => 0,
+    };
+    let mut sites: std::collections::BTreeMap<&str, Vec<&AgentRecord>> = Default::default();
+    for a in candidates {
+        sites.entry(a.site.as_str()).or_default().push(a);
+    }
+    // Largest-remainder apportionment of `want` over the sites.
+    let mut shares: Vec<(&str, usize, usize)> = sites
+        .iter()
+        .map(|(site, agents)| {
+            let exact = want * agents.len();
+            (*site, exact / n, exact % n)
+        })
+        .collect();
+    let mut left = want - shares.iter().map(|s| s.1).sum::<usize>();
+    let mut order: Vec<usize> = (0..shares.len()).collect();
+    order.sort_by(|&a, &b| shares[b].2.cmp(&shares[a].2).then(a.cmp(&b)));
+    for i in order {
+        if left == 0 {
+            break;
+        }
+        shares[i].1 += 1;
+        left -= 1;
+    }
+    let mut chosen = Vec::with_capacity(want);
+    for (site, take, _) in shares {
+        let mut agents = sites[site].clone();
+        agents.sort_by_key(|a| (stable_hash(&format!("{rollout_id}/{}", a.id)), a.id.clone()));
+        chosen.extend(agents.into_iter().take(take).map(|a| a.id.clone()));
+    }
+    chosen
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rollout::state::RolloutState;
-
-    fn rollout(current_wave: u32, state: RolloutState) -> RolloutRecord {
-        let mut r = RolloutRecord::for_test("r1", &["linux"], &[&["a"], &["b", "c"]]);
-        r.current_wave = current_wave;
-        r.state = state;
-        r
-    }
-
-    fn tally(states: &[Option<ActionState>]) -> Tally {
-        let mut t = Tally::default();
-        for s in states {
-            t.add(*s);
-        }
-        t
-    }
-
-    fn action(state: ActionState) -> ActionRecord {
-        ActionRecord {
-            id: "r1/x".into(),
-            rollout_id: "r1".into(),
-            agent_id: "x".into(),
-            wave: 0,
-            state,
-            attempt: 1,
-            exit_code: None,
-            detail: String::new(),
-            output_tail: String::new(),
-            bytes_done: 0,
-            bytes_total: 0,
-            created_at: 0,
-            updated_at: 0,
-        }
-    }
-
-    #[test]
-    fn wave_opens_only_when_every_device_succeeded() {
-        let r = rollout(0, RolloutState::Running);
-        let waiting = [
-            tally(&[Some(ActionState::Succeeded), Some(ActionState::Installing)]),
-            tally(&[None]),
-        ];
-        assert_eq!(decide(&r, &waiting), Decision::Wait);
-        let unoffered = [tally(&[Some(ActionState::Succeeded), None]), tally(&[None])];
-        assert_eq!(decide(&r, &unoffered), Decision::Wait);
-        let done = [
-            tally(&[Some(ActionState::Succeeded), Some(ActionState::Skipped)]),
-            tally(&[None]),
-        ];
-        assert_eq!(decide(&r, &done), Decision::OpenWave(1));
-    }
-
-    #[test]
-    fn last_wave_done_completes() {
-        let r = rollout(1, RolloutState::Running);
-        let t = [
-            tally(&[Some(ActionState::Succeeded)]),
-            tally(&[Some(ActionState::Succeeded)]),
-        ];
-        assert_eq!(decide(&r, &t), Decision::Complete);
-    }
-
-    #[test]
-    fn a_late_joiner_of_an_earlier_wave_holds_completion() {
-        let r = rollout(1, RolloutState::Running);
-        let t = [
-            tally(&[Some(ActionState::Succeeded), Some(ActionState::Downloading)]),
-            tally(&[Some(ActionState::Succeeded)]),
-        ];
-        assert_eq!(decide(&r, &t), Decision::Wait);
-    }
-
-    #[test]
-    fn any_failure_in_an_open_wave_pauses() {
-        let r = rollout(1, RolloutState::Running);
-        let t = [
-            tally(&[Some(ActionState::Succeeded), Some(ActionState::RolledBack)]),
-            tally(&[Some(ActionState::Succeeded)]),
-        ];
-        match decide(&r, &t) {
-            Decision::Pause(reason) => assert!(
-                reason.contains("1 device(s) failed (first in wave 1)"),
-                "{reason}"
-            ),
-            other => panic!("expected pause, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn empty_wave_passes() {
-        let r = rollout(0, RolloutState::Running);
-        assert_eq!(
-            decide(&r, &[Tally::default(), Tally::default()]),
-            Decision::OpenWave(1)
-        );
-    }
-
-    #[test]
-    fn offers_follow_open_waves_and_membership() {
-        let running = rollout(0, RolloutState::Running);
-        assert_eq!(offer(&running, "a", true, None), Offer::Offer { wave: 0 });
-        assert_eq!(
-            offer(&running, "b", true, None),
-            Offer::Nothing,
-            "wave 2 not open yet"
-        );
-        assert_eq!(
-            offer(&running, "zzz", true, None),
-            Offer::Nothing,
-            "not a member"
-        );
-        assert_eq!(offer(&running, "a", false, None), Offer::Skip { wave: 0 });
-        let wider = rollout(1, RolloutState::Running);
-        assert_eq!(offer(&wider, "c", true, None), Offer::Offer { wave: 1 });
-        assert_eq!(
-            offer(&wider, "a", true, None),
-            Offer::Offer { wave: 0 },
-            "late joiner of an earlier wave"
-        );
-        assert_eq!(
-            offer(&wider, "a", true, Some(&action(ActionState::Downloading))),
-            Offer::Offer { wave: 0 },
-            "resent until finished"
-        );
-        assert_eq!(
-            offer(&wider, "a", true, Some(&action(ActionState::Succeeded))),
-            Offer::Nothing
-        );
-        for state in [
-            RolloutState::Draft,
-            RolloutState::Paused,
-            RolloutState::Completed,
-            RolloutState::Cancelled,
-        ] {
-            assert_eq!(
-                offer(&rollout(1, state), "a", true, None),
-                Offer::Nothing,
-                "{state:?}"
-            );
-        }
-    }
-}
+mod tests;

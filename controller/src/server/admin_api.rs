@@ -9,15 +9,13 @@ use rollcall_proto::{sha256_hex, Token};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
+use super::admin_rollouts::Rollouts;
 use super::auth::{authorize, internal, Caller};
 use super::Shared;
+use crate::model::{ActionRecord, AgentRecord, SiteRecord};
 use crate::repo::PublishError;
-use crate::rollout::driver;
-use crate::rollout::report::rollout_status;
-use crate::rollout::state::{RolloutEvent, RolloutState};
-use crate::store::{
-    ActionRecord, AgentRecord, AuditEntry, Role, RolloutRecord, TokenRecord, WaveRecord,
-};
+use crate::rollout::report::device_status;
+use crate::store::{AuditEntry, Role, TokenRecord};
 
 const READ: &[Role] = &[Role::Admin, Role::Tech];
 const WRITE: &[Role] = &[Role::Admin];
@@ -27,11 +25,17 @@ const MAX_TOKEN_TTL: u64 = 90 * 86400;
 
 pub(crate) struct AdminApi {
     shared: Arc<Shared>,
+    rollouts: Rollouts,
 }
 
 impl AdminApi {
     pub fn new(shared: Arc<Shared>) -> AdminApi {
-        AdminApi { shared }
+        AdminApi {
+            rollouts: Rollouts {
+                shared: shared.clone(),
+            },
+            shared,
+        }
     }
 
     fn audit(&self, caller: &Caller, action: &str, detail: String) -> Result<(), Status> {
@@ -45,68 +49,6 @@ impl AdminApi {
                 detail,
             })
             .map_err(internal)
-    }
-
-    fn rollout(&self, id: &str) -> Result<RolloutRecord, Status> {
-        self.shared
-            .store
-            .rollout(id)
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("no rollout {id}")))
-    }
-
-    /// Apply an admin event to a rollout, or explain why it does not apply.
-    async fn transition(
-        &self,
-        req: Request<v1::RolloutRef>,
-        event: RolloutEvent,
-    ) -> Result<Response<v1::RolloutStatus>, Status> {
-        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
-        let id = req.get_ref().id.clone();
-        let store = &self.shared.store;
-        // Resuming: put the failed devices back to `pending` *before* the rollout runs again, so the engine never
-        // sees a running rollout with the old failures and pauses it at once.
-        if event == RolloutEvent::Start && self.rollout(&id)?.state == RolloutState::Paused {
-            let retried = driver::retry_failed(store, &id, now()).map_err(internal)?;
-            info!(rollout = %id, retried, "Resuming rollout; failed devices will be offered again.");
-        }
-        let mut refused = None;
-        let updated = store
-            .update_rollout(&id, |mut r| {
-                let Some(next) = r.state.on(event) else {
-                    refused = Some(r.state);
-                    return None;
-                };
-                r.state = next;
-                r.updated_at = now();
-                if next == RolloutState::Running {
-                    r.reason.clear();
-                } else if event == RolloutEvent::Pause {
-                    r.reason = format!("paused by {}", caller.subject);
-                }
-                Some(r)
-            })
-            .map_err(internal)?;
-        let rollout = match (updated, refused) {
-            (Some(r), _) => r,
-            (None, Some(state)) => {
-                return Err(Status::failed_precondition(format!(
-                    "rollout {id} is {}; {event:?} does not apply",
-                    state.as_str()
-                )))
-            }
-            (None, None) => return Err(Status::not_found(format!("no rollout {id}"))),
-        };
-        self.audit(
-            &caller,
-            &format!("rollout {event:?}").to_lowercase(),
-            rollout.id.clone(),
-        )?;
-        self.shared.store.flush().await.map_err(internal)?;
-        self.shared.engine_wake.notify_one();
-        Ok(Response::new(
-            rollout_status(&self.shared.store, &rollout, now()).map_err(internal)?,
-        ))
     }
 }
 
@@ -199,25 +141,22 @@ impl AdminService for AdminApi {
             .map_err(internal)?
             .and_then(|bytes| v1::Inventory::decode(bytes.as_slice()).ok());
         let mut actions = Vec::new();
+        let env = self.shared.env(now());
         for rollout in store.rollouts().map_err(internal)? {
             if let Some(a) = store
                 .action(&ActionRecord::id_for(&rollout.id, id))
                 .map_err(internal)?
             {
-                actions.push(v1::DeviceStatus {
-                    agent_id: agent.id.clone(),
-                    hostname: agent.hostname.clone(),
-                    site: agent.site.clone(),
-                    wave: a.wave,
-                    state: a.state.to_proto() as i32,
-                    exit_code: a.exit_code,
-                    detail: a.detail,
-                    output_tail: a.output_tail,
-                    updated_at_unix: a.updated_at,
-                    rollout_id: rollout.id.clone(),
-                    package: rollout.package.clone(),
-                    version: rollout.version.clone(),
-                });
+                let standing =
+                    crate::rollout::engine::Standing::in_rollout(&rollout, &agent, Some(&a), &env);
+                actions.push(device_status(
+                    &rollout,
+                    &agent,
+                    Some(&a),
+                    a.wave,
+                    standing,
+                    &env,
+                ));
             }
         }
         Ok(Response::new(v1::AgentDetail {
@@ -234,24 +173,13 @@ impl AdminService for AdminApi {
         authorize(&self.shared.store, &req, READ, now())?;
         let store = &self.shared.store;
         let agents = store.agents().map_err(internal)?;
-        let online_after = now() - 3 * self.shared.config.checkin_interval.as_secs() as i64;
+        let now = now();
         let sites = store
             .sites()
             .map_err(internal)?
-            .into_iter()
-            .map(|site| {
-                let members: Vec<&AgentRecord> =
-                    agents.iter().filter(|a| a.site == site.name).collect();
-                v1::SiteSummary {
-                    agents: members.len() as u32,
-                    online: members
-                        .iter()
-                        .filter(|a| a.last_checkin >= online_after)
-                        .count() as u32,
-                    name: site.name,
-                }
-            })
-            .collect();
+            .iter()
+            .map(|site| site_summary(&self.shared, site, &agents, now))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Response::new(v1::ListSitesResponse { sites }))
     }
 
@@ -443,134 +371,105 @@ impl AdminService for AdminApi {
         &self,
         req: Request<v1::CreateRolloutRequest>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
-        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
-        let req = req.into_inner();
-        let store = &self.shared.store;
-        let package = store
-            .package(&req.package, &req.version)
-            .map_err(internal)?
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "package {}@{} is not published; push it first (`rollcall pkg list` shows what is)",
-                    req.package, req.version
-                ))
-            })?;
-        if req.waves.is_empty() {
-            return Err(Status::invalid_argument(
-                "a rollout needs at least one wave (--wave SITE[,SITE…])",
-            ));
-        }
-        let known: Vec<String> = store
-            .sites()
-            .map_err(internal)?
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
-        let mut seen: Vec<&str> = Vec::new();
-        for (i, wave) in req.waves.iter().enumerate() {
-            if wave.sites.is_empty() {
-                return Err(Status::invalid_argument(format!(
-                    "wave {} names no site",
-                    i + 1
-                )));
-            }
-            for site in &wave.sites {
-                if !known.contains(site) {
-                    return Err(Status::not_found(format!(
-                        "wave {}: unknown site {site:?} (known: {})",
-                        i + 1,
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
-                    )));
-                }
-                if seen.contains(&site.as_str()) {
-                    return Err(Status::invalid_argument(format!(
-                        "site {site:?} is in more than one wave"
-                    )));
-                }
-                seen.push(site);
-            }
-        }
-        let now = now();
-        let id = format!("r{}", store.next_seq("rollout").map_err(internal)?);
-        let rollout = RolloutRecord {
-            id: id.clone(),
-            name: if req.name.is_empty() {
-                format!("{}@{}", package.name, package.version)
-            } else {
-                req.name
-            },
-            package: package.name.clone(),
-            version: package.version.clone(),
-            target_name: package.target_name.clone(),
-            platforms: package.platforms.clone(),
-            waves: req
-                .waves
-                .into_iter()
-                .map(|w| WaveRecord { sites: w.sites })
-                .collect(),
-            state: RolloutState::Draft,
-            current_wave: 0,
-            created_at: now,
-            updated_at: now,
-            reason: String::new(),
-            created_by: caller.subject.clone(),
-        };
-        store.put_rollout(&rollout).map_err(internal)?;
-        self.audit(
-            &caller,
-            "rollout create",
-            format!("{id} {}@{}", package.name, package.version),
-        )?;
-        store.flush().await.map_err(internal)?;
-        Ok(Response::new(
-            rollout_status(store, &rollout, now).map_err(internal)?,
-        ))
+        self.rollouts.create(req).await
     }
 
     async fn start_rollout(
         &self,
         req: Request<v1::RolloutRef>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
-        self.transition(req, RolloutEvent::Start).await
+        self.rollouts.start(req).await
     }
 
     async fn pause_rollout(
         &self,
         req: Request<v1::RolloutRef>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
-        self.transition(req, RolloutEvent::Pause).await
+        self.rollouts.pause(req).await
+    }
+
+    async fn resume_rollout(
+        &self,
+        req: Request<v1::RolloutRef>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        self.rollouts.resume(req).await
+    }
+
+    async fn cancel_rollout(
+        &self,
+        req: Request<v1::RolloutRef>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        self.rollouts.cancel(req).await
+    }
+
+    async fn approve_rollout(
+        &self,
+        req: Request<v1::RolloutRef>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        self.rollouts.approve(req).await
+    }
+
+    async fn delete_rollout(
+        &self,
+        req: Request<v1::RolloutRef>,
+    ) -> Result<Response<v1::DeleteRolloutResponse>, Status> {
+        self.rollouts.delete(req).await
+    }
+
+    async fn retry_rollout(
+        &self,
+        req: Request<v1::RetryRolloutRequest>,
+    ) -> Result<Response<v1::RetryRolloutResponse>, Status> {
+        self.rollouts.retry(req).await
     }
 
     async fn get_rollout(
         &self,
         req: Request<v1::RolloutRef>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
-        authorize(&self.shared.store, &req, READ, now())?;
-        let rollout = self.rollout(&req.get_ref().id)?;
-        Ok(Response::new(
-            rollout_status(&self.shared.store, &rollout, now()).map_err(internal)?,
-        ))
+        self.rollouts.get(req).await
     }
 
     async fn list_rollouts(
         &self,
         req: Request<v1::ListRolloutsRequest>,
     ) -> Result<Response<v1::ListRolloutsResponse>, Status> {
-        authorize(&self.shared.store, &req, READ, now())?;
-        let store = &self.shared.store;
-        let mut rollouts = Vec::new();
-        for r in store.rollouts().map_err(internal)? {
-            let mut status = rollout_status(store, &r, now()).map_err(internal)?;
-            status.devices.clear();
-            rollouts.push(status);
-        }
-        rollouts.sort_by_key(|r| r.created_at_unix);
-        Ok(Response::new(v1::ListRolloutsResponse { rollouts }))
+        self.rollouts.list(req).await
     }
+
+    async fn update_site(
+        &self,
+        req: Request<v1::UpdateSiteRequest>,
+    ) -> Result<Response<v1::SiteSummary>, Status> {
+        self.rollouts.update_site(req).await
+    }
+}
+
+/// A site as people see it: its agents, how many are online, and its maintenance windows now.
+pub(crate) fn site_summary(
+    shared: &Shared,
+    site: &SiteRecord,
+    agents: &[AgentRecord],
+    now: i64,
+) -> Result<v1::SiteSummary, Status> {
+    let online_after = now - 3 * shared.config.checkin_interval.as_secs() as i64;
+    let members: Vec<&AgentRecord> = agents.iter().filter(|a| a.site == site.name).collect();
+    let window = site
+        .schedule()
+        .map_err(|e| internal(format!("site {}: {e}", site.name)))?
+        .map(|s| s.state_at(now));
+    Ok(v1::SiteSummary {
+        name: site.name.clone(),
+        agents: members.len() as u32,
+        online: members
+            .iter()
+            .filter(|a| a.last_checkin >= online_after)
+            .count() as u32,
+        windows: site.windows.iter().map(|w| w.to_string()).collect(),
+        time_zone: site.time_zone.clone(),
+        window_open: window.as_ref().is_some_and(|w| w.open),
+        window_changes_at_unix: window.map_or(0, |w| w.changes_at),
+    })
 }
 
 fn package_info(p: &crate::store::PackageRecord) -> v1::PackageInfo {

@@ -12,11 +12,16 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::auth::{authorize, internal};
+use super::wake::WatchStream;
 use super::Shared;
 use crate::blobs::is_sha256;
+use crate::model::AgentRecord;
 use crate::rollout::driver::{self, ReportOutcome};
 use crate::store::agents_installed;
-use crate::store::{AgentRecord, CertRecord, EnrollOutcome, NewAgent, Role, TokenRefusal};
+use crate::store::{CertRecord, EnrollOutcome, NewAgent, Role, TokenRefusal};
+
+/// How soon an agent held back by a site's download cap comes back (plus up to the same again at random).
+const CAP_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 const CHUNK: usize = 64 * 1024;
 
@@ -92,6 +97,10 @@ impl AgentService for AgentApi {
                     last_checkin: 0,
                     agent_version: req.agent_version.clone(),
                     os: String::new(),
+                    os_name: String::new(),
+                    os_version: String::new(),
+                    kernel: String::new(),
+                    arch: String::new(),
                     inventory_hash: String::new(),
                     installed: vec![],
                 },
@@ -158,35 +167,73 @@ impl AgentService for AgentApi {
             agent.os = format!("{} {}", inventory.os_name, inventory.os_version)
                 .trim()
                 .to_owned();
+            agent.os_name = inventory.os_name.clone();
+            agent.os_version = inventory.os_version.clone();
+            agent.kernel = inventory.kernel_version.clone();
+            agent.arch = inventory.arch.clone();
         }
         let send_inventory = req.inventory.is_none() && agent.inventory_hash != req.inventory_hash;
         s.store.put_agent(&agent).map_err(internal)?;
 
         let mut acknowledged = Vec::with_capacity(req.reports.len());
+        let mut cancelled = Vec::new();
         let mut finished = false;
         for report in &req.reports {
-            if let ReportOutcome::Recorded { terminal } =
-                driver::apply_report(&s.store, &agent.id, report, now).map_err(internal)?
-            {
-                finished |= terminal;
+            match driver::apply_report(&s.store, &agent.id, report, now).map_err(internal)? {
+                ReportOutcome::Recorded { terminal } => finished |= terminal,
+                ReportOutcome::Ignored => {}
+                ReportOutcome::Unknown => cancelled.push(report.action_id.clone()),
             }
             acknowledged.push(report.report_id.clone());
         }
-        let assignments = driver::assignments_for(&s.store, &agent, now).map_err(internal)?;
-        if !req.reports.is_empty() {
+        let work = driver::assignments_for(&s.store, &agent, &s.env(now)).map_err(internal)?;
+        for id in driver::cancelled_for(&s.store, &agent.id, &req.open_actions).map_err(internal)? {
+            if !cancelled.contains(&id) {
+                cancelled.push(id);
+            }
+        }
+        // Reports are acknowledged and offers are sent only once they are durable.
+        if !req.reports.is_empty() || work.wrote {
             s.store.flush().await.map_err(internal)?;
         }
         if finished {
             s.engine_wake.notify_one();
         }
+        let (interval, jitter) = if work.held {
+            (s.config.checkin_interval.min(CAP_RETRY), CAP_RETRY)
+        } else {
+            (s.config.checkin_interval, s.config.checkin_jitter)
+        };
         Ok(Response::new(v1::CheckInResponse {
-            checkin_interval_seconds: s.config.checkin_interval.as_secs().max(1) as u32,
-            jitter_seconds: s.config.checkin_jitter.as_secs() as u32,
-            assignments,
+            checkin_interval_seconds: interval.as_secs().max(1) as u32,
+            jitter_seconds: jitter.as_secs() as u32,
+            assignments: work.assignments,
             send_inventory,
             acknowledged_reports: acknowledged,
-            cancelled_actions: vec![],
+            cancelled_actions: cancelled,
             renew_certificate: caller.renewal_due,
+        }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, req: Request<v1::WatchRequest>) -> Result<Response<WatchStream>, Status> {
+        let s = &self.shared;
+        let caller = authorize(&s.store, &req, &[Role::Agent], now())?;
+        let agent = s
+            .store
+            .agent(&caller.subject)
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::not_found(format!("agent {} is not enrolled", caller.subject))
+            })?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let serial = s.watchers.add(&agent.id, &agent.site, tx);
+        Ok(Response::new(WatchStream {
+            inner: tokio_stream::wrappers::ReceiverStream::new(rx),
+            shared: self.shared.clone(),
+            agent_id: agent.id,
+            serial,
         }))
     }
 

@@ -2,8 +2,10 @@
 //! refresher, and the one shutdown path.
 
 mod admin_api;
+mod admin_rollouts;
 mod agent_api;
 pub mod auth;
+mod wake;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,7 +28,9 @@ use crate::error::{write_atomic, Error, Result};
 use crate::pki::Ca;
 use crate::repo::Repository;
 use crate::rollout::driver;
+use crate::rollout::engine::Env;
 use crate::store::Store;
+use wake::Watchers;
 
 /// How long in-flight calls may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -53,8 +57,30 @@ pub(crate) struct Shared {
     pub repo: Repository,
     pub ca: Ca,
     pub config: ControllerConfig,
-    /// Poked when a device finished, so the engine looks sooner than its interval.
+    /// Poked when a device finished, so the engine looks sooner than its interval (after a short pause that lets
+    /// a burst of reports land).
     pub engine_wake: Notify,
+    /// Poked when an admin acted: the engine looks at once.
+    pub engine_now: Notify,
+    /// Agents holding a `Watch` stream, to wake when a change concerns them.
+    pub watchers: Watchers,
+}
+
+impl Shared {
+    /// The engine's horizons at `now`.
+    pub fn env(&self, now: i64) -> Env {
+        driver::env(
+            now,
+            self.config.membership_cutoff,
+            self.config.checkin_interval,
+        )
+    }
+
+    /// Wake the watching agents a change concerns.
+    pub fn wake(&self, wake: &driver::Wake) {
+        let n = self.watchers.wake(wake);
+        debug!(reason = %wake.reason, agents = n, "Agents woken.");
+    }
 }
 
 /// Load the data directory, bind, and serve until `shutdown` resolves.
@@ -117,6 +143,8 @@ pub async fn serve(
         ca,
         config,
         engine_wake: Notify::new(),
+        engine_now: Notify::new(),
+        watchers: Watchers::default(),
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -130,6 +158,9 @@ pub async fn serve(
 
     let mut stop_serve = stop_rx.clone();
     let server = tonic::transport::Server::builder()
+        // Agents hold a Watch stream open for hours: pings find connections a NAT or proxy dropped silently.
+        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(AgentServiceServer::new(agent_api::AgentApi::new(
             shared.clone(),
         )))
@@ -217,10 +248,18 @@ fn accept_loop(
 /// Runs the rollout engine every `engine_interval`, and soon after a device finished.
 async fn engine_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
-        if let Err(e) = driver::tick(&shared.store, chrono::Utc::now().timestamp()) {
-            warn!(error = %e, "Rollout engine tick failed.");
-        } else if let Err(e) = shared.store.flush().await {
-            warn!(error = %e, "Store flush failed.");
+        match driver::tick(&shared.store, &shared.env(chrono::Utc::now().timestamp())) {
+            Err(e) => warn!(error = %e, "Rollout engine pass failed."),
+            Ok(outcome) => {
+                // Durable before any agent hears of it.
+                if let Err(e) = shared.store.flush().await {
+                    warn!(error = %e, "Store flush failed.");
+                } else {
+                    for wake in &outcome.wake {
+                        shared.wake(wake);
+                    }
+                }
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(shared.config.engine_interval) => {}
@@ -228,6 +267,7 @@ async fn engine_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver
                 // Let a burst of reports land before looking.
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            _ = shared.engine_now.notified() => {}
             _ = stopped(&mut stop) => return,
         }
     }

@@ -5,6 +5,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use super::tokens::{check_token, TokenRecord, TokenRefusal};
 use super::{decode, encode, get, put, scan, Result, Store, StoreError};
+use crate::model::{AgentRecord, InstalledRecord, SiteRecord};
 
 /// What a certificate lets its holder do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,40 +37,6 @@ impl CertRecord {
     pub fn renewal_due(&self, now: i64) -> bool {
         self.issued_at > 0 && now >= self.issued_at + (self.not_after - self.issued_at) / 2
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InstalledRecord {
-    pub name: String,
-    pub version: String,
-    pub release_counter: u64,
-    pub installed_at: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AgentRecord {
-    pub id: String,
-    pub hostname: String,
-    pub site: String,
-    pub platform: String,
-    pub enrolled_at: i64,
-    #[serde(default)]
-    pub last_checkin: i64,
-    #[serde(default)]
-    pub agent_version: String,
-    #[serde(default)]
-    pub os: String,
-    /// sha256 of the stored inventory, as the agent computed it.
-    #[serde(default)]
-    pub inventory_hash: String,
-    #[serde(default)]
-    pub installed: Vec<InstalledRecord>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SiteRecord {
-    pub name: String,
-    pub created_at: i64,
 }
 
 /// Everything enrollment writes, decided before the transaction.
@@ -116,10 +83,7 @@ impl Store {
                 agents.insert(new.agent.id.as_bytes(), encode(&new.agent))?;
                 certs.insert(new.cert_fingerprint.as_bytes(), encode(&new.cert))?;
                 if sites.get(token.site.as_bytes())?.is_none() {
-                    let site = SiteRecord {
-                        name: token.site.clone(),
-                        created_at: now,
-                    };
+                    let site = SiteRecord::new(&token.site, now);
                     sites.insert(token.site.as_bytes(), encode(&site))?;
                 }
                 Ok((EnrollOutcome::Enrolled(token), Some(new)))
@@ -176,16 +140,17 @@ impl Store {
 
     pub fn ensure_site(&self, name: &str, now: i64) -> Result<()> {
         if self.sites.get(name.as_bytes())?.is_none() {
-            put(
-                &self.sites,
-                name.as_bytes(),
-                &SiteRecord {
-                    name: name.to_owned(),
-                    created_at: now,
-                },
-            )?;
+            put(&self.sites, name.as_bytes(), &SiteRecord::new(name, now))?;
         }
         Ok(())
+    }
+
+    pub fn site(&self, name: &str) -> Result<Option<SiteRecord>> {
+        get(&self.sites, "sites", name.as_bytes())
+    }
+
+    pub fn put_site(&self, site: &SiteRecord) -> Result<()> {
+        put(&self.sites, site.name.as_bytes(), site)
     }
 }
 

@@ -19,13 +19,9 @@ use serde::Serialize;
 #[cfg(test)]
 use sled::transaction::Transactional;
 
-pub use agents::{
-    agents_installed, AgentRecord, CertRecord, EnrollOutcome, InstalledRecord, NewAgent, Role,
-    SiteRecord,
-};
+pub use agents::{agents_installed, CertRecord, EnrollOutcome, NewAgent, Role};
 pub use audit::AuditEntry;
 pub use packages::{PackageRecord, TufFiles, TufState};
-pub use rollouts::{ActionRecord, RolloutRecord, WaveRecord};
 pub use tokens::{TokenRecord, TokenRefusal};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +53,9 @@ pub struct Store {
     tuf: sled::Tree,
     meta: sled::Tree,
     rollouts: sled::Tree,
-    /// Index of the ids of running rollouts, so the check-in path never decodes finished ones. Derived from
+    /// Index of the ids of active rollouts, so the check-in path never decodes finished ones. Derived from
     /// `rollouts` (rebuilt at open) and written under `rollout_writes` together with the record.
-    running: sled::Tree,
+    active: sled::Tree,
     rollout_writes: Arc<std::sync::Mutex<()>>,
     actions: sled::Tree,
     audit: sled::Tree,
@@ -107,7 +103,7 @@ impl Store {
             tuf: tree("tuf")?,
             meta: tree("meta")?,
             rollouts: tree("rollouts")?,
-            running: tree("running")?,
+            active: tree("active")?,
             rollout_writes: Arc::default(),
             actions: tree("actions")?,
             audit: tree("audit")?,
@@ -115,7 +111,9 @@ impl Store {
             db,
         })
         .and_then(|store| {
-            store.rebuild_running_index()?;
+            // The index of an older version.
+            let _ = store.db.drop_tree("running");
+            store.rebuild_active_index()?;
             Ok(store)
         })
     }
@@ -222,6 +220,14 @@ fn scan<T: DeserializeOwned>(
 }
 
 #[cfg(test)]
+impl Store {
+    /// Flush synchronously (tests that reopen the store).
+    pub(crate) fn db_flush_for_test(&self) {
+        self.db.flush().expect("flush");
+    }
+}
+
+#[cfg(test)]
 pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(&dir.path().join("store")).expect("open store");
@@ -260,8 +266,8 @@ mod tests {
     }
 
     #[test]
-    fn the_running_index_follows_every_write_and_is_rebuilt_at_open() {
-        use crate::rollout::state::RolloutState;
+    fn the_active_index_follows_every_write_and_is_rebuilt_at_open() {
+        use crate::model::{RolloutRecord, RolloutState};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
         {
@@ -273,7 +279,7 @@ mod tests {
             draft.state = RolloutState::Draft;
             store.put_rollout(&draft).unwrap();
             let ids = |s: &Store| -> Vec<String> {
-                s.running_rollouts()
+                s.active_rollouts()
                     .unwrap()
                     .into_iter()
                     .map(|r| r.id)
@@ -282,7 +288,7 @@ mod tests {
             assert_eq!(ids(&store), ["r1"]);
             store
                 .update_rollout("r1", |mut r| {
-                    r.state = RolloutState::Paused;
+                    r.state = RolloutState::Cancelled;
                     Some(r)
                 })
                 .unwrap();
@@ -294,13 +300,13 @@ mod tests {
                 .unwrap();
             assert_eq!(ids(&store), ["r2"]);
             // A crash between a record write and its index write: the index is wrong on disk.
-            store.running.insert(b"r1", b"".as_slice()).unwrap();
-            store.running.remove(b"r2").unwrap();
+            store.active.insert(b"r1", b"".as_slice()).unwrap();
+            store.active.remove(b"r2").unwrap();
             store.db.flush().unwrap();
         }
         let store = Store::open(&path).unwrap();
         let ids: Vec<String> = store
-            .running_rollouts()
+            .active_rollouts()
             .unwrap()
             .into_iter()
             .map(|r| r.id)

@@ -1,113 +1,9 @@
 //! Rollouts and the per-device actions they create. Action keys are `<rollout id>/<agent id>`, which is also the
-//! action id the agent sees, so one prefix scan lists a rollout's devices.
-
-use serde::{Deserialize, Serialize};
+//! action id the agent sees, so one prefix scan lists a rollout's devices. An `active` index holds the ids of
+//! rollouts the check-in path and the engine must look at (everything but drafts, cancelled and superseded ones).
 
 use super::{get, put, scan, update, Result, Store};
-use crate::rollout::state::{ActionState, RolloutState};
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct WaveRecord {
-    pub sites: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RolloutRecord {
-    pub id: String,
-    pub name: String,
-    pub package: String,
-    pub version: String,
-    pub target_name: String,
-    pub platforms: Vec<String>,
-    pub waves: Vec<WaveRecord>,
-    pub state: RolloutState,
-    /// Index of the highest open wave.
-    pub current_wave: u32,
-    pub created_at: i64,
-    pub updated_at: i64,
-    #[serde(default)]
-    pub reason: String,
-    pub created_by: String,
-}
-
-impl RolloutRecord {
-    /// The wave a site belongs to (first wave naming it).
-    pub fn wave_of(&self, site: &str) -> Option<u32> {
-        self.waves
-            .iter()
-            .position(|w| w.sites.iter().any(|s| s == site))
-            .map(|i| i as u32)
-    }
-
-    pub fn all_sites(&self) -> Vec<String> {
-        self.waves
-            .iter()
-            .flat_map(|w| w.sites.iter().cloned())
-            .collect()
-    }
-}
-
-#[cfg(test)]
-impl RolloutRecord {
-    /// A running rollout of `app@1.0` with the given platforms and waves of sites, for tests.
-    pub(crate) fn for_test(id: &str, platforms: &[&str], waves: &[&[&str]]) -> RolloutRecord {
-        RolloutRecord {
-            id: id.into(),
-            name: String::new(),
-            package: "app".into(),
-            version: "1.0".into(),
-            target_name: "app_1.0.tar.gz".into(),
-            platforms: platforms.iter().map(|p| p.to_string()).collect(),
-            waves: waves
-                .iter()
-                .map(|w| WaveRecord {
-                    sites: w.iter().map(|s| s.to_string()).collect(),
-                })
-                .collect(),
-            state: RolloutState::Running,
-            current_wave: 0,
-            created_at: 0,
-            updated_at: 0,
-            reason: String::new(),
-            created_by: "admin".into(),
-        }
-    }
-}
-
-/// One device's part in one rollout.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ActionRecord {
-    pub id: String,
-    pub rollout_id: String,
-    pub agent_id: String,
-    pub wave: u32,
-    pub state: ActionState,
-    /// 1 for the first offer; raised when a failed device is retried.
-    #[serde(default = "first_attempt")]
-    pub attempt: u32,
-    #[serde(default)]
-    pub exit_code: Option<i32>,
-    #[serde(default)]
-    pub detail: String,
-    #[serde(default)]
-    pub output_tail: String,
-    #[serde(default)]
-    pub bytes_done: u64,
-    #[serde(default)]
-    pub bytes_total: u64,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-fn first_attempt() -> u32 {
-    1
-}
-
-impl ActionRecord {
-    pub fn id_for(rollout_id: &str, agent_id: &str) -> String {
-        format!("{rollout_id}/{agent_id}")
-    }
-}
+use crate::model::{ActionRecord, RolloutRecord};
 
 impl Store {
     pub fn rollout(&self, id: &str) -> Result<Option<RolloutRecord>> {
@@ -120,7 +16,7 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         put(&self.rollouts, rollout.id.as_bytes(), rollout)?;
-        self.index_running(rollout)
+        self.index_active(rollout)
     }
 
     /// Change a rollout atomically with respect to other writers (the engine and admins).
@@ -137,18 +33,45 @@ impl Store {
             cur.and_then(&mut change)
         })?;
         if let Some(r) = &updated {
-            self.index_running(r)?;
+            self.index_active(r)?;
         }
         Ok(updated)
     }
 
-    /// Running rollouts only: what every check-in and engine tick looks at.
-    pub fn running_rollouts(&self) -> Result<Vec<RolloutRecord>> {
+    /// Delete a rollout if `allowed` says so of its current record (a draft); returns whether it was deleted.
+    pub fn delete_rollout_if(
+        &self,
+        id: &str,
+        allowed: impl Fn(&RolloutRecord) -> bool,
+    ) -> Result<bool> {
+        let _writes = self
+            .rollout_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(old) = self.rollouts.get(id.as_bytes())? else {
+            return Ok(false);
+        };
+        let record: RolloutRecord = super::decode("rollouts", id.as_bytes(), &old)?;
+        if !allowed(&record) {
+            return Ok(false);
+        }
+        let gone = self
+            .rollouts
+            .compare_and_swap(id.as_bytes(), Some(old), None::<&[u8]>)?
+            .is_ok();
+        if gone {
+            self.active.remove(id.as_bytes())?;
+        }
+        Ok(gone)
+    }
+
+    /// Active rollouts only (not drafts, cancelled or superseded): what every check-in and engine pass reads.
+    pub fn active_rollouts(&self) -> Result<Vec<RolloutRecord>> {
         let mut out = Vec::new();
-        for id in self.running.iter().keys() {
+        for id in self.active.iter().keys() {
             let id = id?;
             if let Some(r) = get::<RolloutRecord>(&self.rollouts, "rollouts", &id)? {
-                if r.state == RolloutState::Running {
+                if is_active(&r) {
                     out.push(r);
                 }
             }
@@ -156,24 +79,24 @@ impl Store {
         Ok(out)
     }
 
-    fn index_running(&self, rollout: &RolloutRecord) -> Result<()> {
-        if rollout.state == RolloutState::Running {
-            self.running.insert(rollout.id.as_bytes(), b"".as_slice())?;
+    fn index_active(&self, rollout: &RolloutRecord) -> Result<()> {
+        if is_active(rollout) {
+            self.active.insert(rollout.id.as_bytes(), b"".as_slice())?;
         } else {
-            self.running.remove(rollout.id.as_bytes())?;
+            self.active.remove(rollout.id.as_bytes())?;
         }
         Ok(())
     }
 
     /// Make the index match the records (a crash can fall between a record write and its index write).
-    pub(super) fn rebuild_running_index(&self) -> Result<()> {
+    pub(super) fn rebuild_active_index(&self) -> Result<()> {
         let _writes = self
             .rollout_writes
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        self.running.clear()?;
+        self.active.clear()?;
         for r in self.rollouts()? {
-            self.index_running(&r)?;
+            self.index_active(&r)?;
         }
         Ok(())
     }
@@ -201,5 +124,16 @@ impl Store {
             "actions",
             format!("{rollout_id}/").as_bytes(),
         )
+    }
+}
+
+/// Rollouts the engine or the check-in path acts on: scheduled (to start), running, waiting for approval,
+/// paused (devices already working finish), and completed ones not superseded (late joiners).
+fn is_active(r: &RolloutRecord) -> bool {
+    use crate::model::RolloutState as S;
+    match r.state {
+        S::Draft | S::Cancelled => false,
+        S::Completed => r.superseded_by.is_empty(),
+        S::Scheduled | S::Running | S::Paused | S::WaitingApproval => true,
     }
 }

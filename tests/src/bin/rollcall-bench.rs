@@ -1,20 +1,35 @@
-//! `rollcall-bench checkin --agents N --seconds S`: a real controller process and N simulated agents, each
-//! enrolled through the real Enroll call and holding its own mTLS connection, checking in back to back for S
-//! seconds on loopback. Prints check-ins/s, latency percentiles and the controller's peak RSS.
+//! `rollcall-bench`: a real controller process and N simulated agents, each enrolled through the real Enroll call
+//! and holding its own mTLS connection, on loopback.
 //!
-//! Bounded: enrollment and load both stop at their deadlines; traffic goes only to 127.0.0.1.
+//! - `checkin --agents N --seconds S`: every agent checks in back to back for S seconds. Prints check-ins/s,
+//!   latency percentiles and the controller's peak RSS.
+//! - `wake --agents N [--interval 5m]`: every agent checks in once and holds its `Watch` stream; then a one-wave
+//!   rollout over all of them is created and started. Prints the time from the create call until 50%, 95% and
+//!   100% of the agents reported `Downloading` (each checks in after a random delay of up to its wake-up's
+//!   spread, gets its assignment and reports at once), how many were woken, and the controller's peak RSS.
+//!
+//! Bounded: enrollment, load and wake-ups all stop at their deadlines; traffic goes only to 127.0.0.1.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
+use rollcall_agent::backoff::jitter;
 use rollcall_controller::cli::local::LocalController;
-use rollcall_controller::cli::pkg;
+use rollcall_controller::cli::{pkg, AdminClient};
 use rollcall_proto::tls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rollcall_proto::v1::{self, agent_service_client::AgentServiceClient};
 use rollcall_proto::{ClientIdentity, ServerTrust, Token};
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+/// Longest a single call may take before it counts as an error.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest the agents may take to come online, and the rollout to reach them all.
+const WAKE_DEADLINE: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +57,17 @@ enum Cmd {
         #[arg(long)]
         rollout: bool,
     },
+    /// Time from starting a rollout until N online agents, woken over their Watch streams, start downloading.
+    Wake {
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        /// The controller's check-in interval (polling alone at this interval cannot meet a seconds goal).
+        #[arg(long, default_value = "5m")]
+        interval: String,
+        /// Enrollments in flight at once.
+        #[arg(long, default_value_t = 32)]
+        enroll_concurrency: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +82,22 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    match args.cmd {
+        Cmd::Checkin {
+            agents,
+            seconds,
+            enroll_concurrency,
+            rollout,
+        } => checkin(agents, seconds, enroll_concurrency, rollout).await,
+        Cmd::Wake {
+            agents,
+            interval,
+            enroll_concurrency,
+        } => wake(agents, &interval, enroll_concurrency).await,
     }
 }
 
@@ -81,123 +123,221 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let Cmd::Checkin {
-        agents,
-        seconds,
-        enroll_concurrency,
-        rollout,
-    } = args.cmd;
-    raise_fd_limit((agents as u64) * 2 + 1024);
-    let dir = tempfile::Builder::new()
-        .prefix("rollcall-bench-")
-        .tempdir()?;
-    // Long interval: the bench drives the pace, not the controller.
-    let controller = LocalController::start(&dir.path().join("controller"), "1h").await?;
-    let pid = controller.pid().unwrap_or(0);
-    let admin = controller.admin().await?;
-    let keys = dir.path().join("keys");
-    let repo = dir.path().join("repo");
-    pkg::keygen(&keys)?;
-    let online = pkg::online_keys_of(&admin).await?;
-    pkg::init_repo(&keys, &repo, &online, Duration::from_secs(3600)).await?;
-    pkg::push(&admin, &repo).await?;
-    let token = admin
-        .rpc
-        .clone()
-        .create_token(v1::CreateTokenRequest {
-            site: "bench".into(),
-            uses: agents as u32,
-            ttl_seconds: 3600,
-        })
-        .await?
-        .into_inner()
-        .token;
-    let pin = Token::parse(&token).map_err(anyhow::Error::msg)?.ca_sha256;
-    let ServerTrust::Ca(ca) = ServerTrust::ca_pem_file(&controller.admin_creds().join("ca.crt"))?
-    else {
-        anyhow::bail!("unexpected trust type");
-    };
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
 
-    // Enroll through the real API, `enroll_concurrency` at a time, within 10 minutes at most.
-    eprintln!("enrolling {agents} agents…");
-    let started = Instant::now();
-    let enroll_deadline = started + Duration::from_secs(600);
-    let enroll_channel =
-        rollcall_proto::connect(&controller.url, ServerTrust::PinnedCa(pin), None).await?;
-    let semaphore = Arc::new(tokio::sync::Semaphore::new(enroll_concurrency));
-    let mut tasks = Vec::with_capacity(agents);
-    for i in 0..agents {
-        let permit = semaphore.clone().acquire_owned().await?;
-        let mut client = AgentServiceClient::new(enroll_channel.clone());
-        let token = token.clone();
-        tasks.push(tokio::spawn(async move {
-            let _permit = permit;
-            if Instant::now() > enroll_deadline {
-                anyhow::bail!("enrollment deadline passed");
-            }
-            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-            let csr = CertificateParams::default().serialize_request(&key)?;
-            let resp = client
-                .enroll(v1::EnrollRequest {
-                    token,
-                    csr_der: csr.der().to_vec(),
-                    hostname: format!("bench-{i:05}"),
-                    platform: "linux-x86_64".into(),
-                    agent_version: "bench".into(),
-                })
-                .await?
-                .into_inner();
-            Ok(ClientIdentity {
-                chain: vec![CertificateDer::from(resp.certificate_der)],
-                key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+// === the fleet: one controller, N enrolled agents ===
+
+/// A running controller with N simulated agents enrolled at the `bench` site, each with its own mTLS channel.
+struct Fleet {
+    /// Holds the controller's data, the signing keys and the repository; removed on drop.
+    dir: tempfile::TempDir,
+    controller: LocalController,
+    admin: AdminClient,
+    keys: PathBuf,
+    repo: PathBuf,
+    /// One client per agent; its channel connects (TLS handshake) on first use.
+    clients: Vec<AgentServiceClient<Channel>>,
+    /// This machine's inventory, reported by every agent.
+    inventory: v1::Inventory,
+    inventory_hash: String,
+    enroll_secs: f64,
+}
+
+impl Fleet {
+    /// Start a controller with `checkin_interval`, initialise its repository, and enroll `agents` agents through
+    /// the real API, `enroll_concurrency` at a time, within 10 minutes at most.
+    async fn start(
+        agents: usize,
+        enroll_concurrency: usize,
+        checkin_interval: &str,
+    ) -> anyhow::Result<Fleet> {
+        raise_fd_limit((agents as u64) * 2 + 1024);
+        let dir = tempfile::Builder::new()
+            .prefix("rollcall-bench-")
+            .tempdir()?;
+        let controller =
+            LocalController::start(&dir.path().join("controller"), checkin_interval).await?;
+        let admin = controller.admin().await?;
+        let keys = dir.path().join("keys");
+        let repo = dir.path().join("repo");
+        pkg::keygen(&keys)?;
+        let online = pkg::online_keys_of(&admin).await?;
+        pkg::init_repo(&keys, &repo, &online, Duration::from_secs(3600)).await?;
+        pkg::push(&admin, &repo).await?;
+        let token = admin
+            .rpc
+            .clone()
+            .create_token(v1::CreateTokenRequest {
+                site: "bench".into(),
+                uses: agents as u32,
+                ttl_seconds: 3600,
             })
-        }));
-    }
-    let mut identities = Vec::with_capacity(agents);
-    for t in tasks {
-        identities.push(t.await??);
-    }
-    let enroll_secs = started.elapsed().as_secs_f64();
-    eprintln!("enrolled {agents} in {enroll_secs:.1}s; connecting…");
+            .await?
+            .into_inner()
+            .token;
+        let pin = Token::parse(&token).map_err(anyhow::Error::msg)?.ca_sha256;
+        let ServerTrust::Ca(ca) =
+            ServerTrust::ca_pem_file(&controller.admin_creds().join("ca.crt"))?
+        else {
+            anyhow::bail!("unexpected trust type");
+        };
 
-    let inventory = rollcall_agent::inventory::collect(Some("bench"));
-    let inventory_hash = rollcall_agent::inventory::hash(&inventory);
-    let mut clients = Vec::with_capacity(agents);
-    for id in identities {
-        let channel = rollcall_proto::tls::connect_lazy(
-            &controller.url,
-            ServerTrust::Ca(ca.clone()),
-            Some(id),
-        )?;
-        clients.push(AgentServiceClient::new(channel));
+        eprintln!("enrolling {agents} agents…");
+        let started = Instant::now();
+        let enroll_deadline = started + Duration::from_secs(600);
+        let enroll_channel =
+            rollcall_proto::connect(&controller.url, ServerTrust::PinnedCa(pin), None).await?;
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(enroll_concurrency));
+        let mut tasks = Vec::with_capacity(agents);
+        for i in 0..agents {
+            let permit = semaphore.clone().acquire_owned().await?;
+            let mut client = AgentServiceClient::new(enroll_channel.clone());
+            let token = token.clone();
+            tasks.push(tokio::spawn(async move {
+                let _permit = permit;
+                if Instant::now() > enroll_deadline {
+                    anyhow::bail!("enrollment deadline passed");
+                }
+                let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+                let csr = CertificateParams::default().serialize_request(&key)?;
+                let resp = client
+                    .enroll(v1::EnrollRequest {
+                        token,
+                        csr_der: csr.der().to_vec(),
+                        hostname: format!("bench-{i:05}"),
+                        platform: "linux-x86_64".into(),
+                        agent_version: "bench".into(),
+                    })
+                    .await?
+                    .into_inner();
+                Ok(ClientIdentity {
+                    chain: vec![CertificateDer::from(resp.certificate_der)],
+                    key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+                })
+            }));
+        }
+        let mut clients = Vec::with_capacity(agents);
+        for t in tasks {
+            let channel = rollcall_proto::tls::connect_lazy(
+                &controller.url,
+                ServerTrust::Ca(ca.clone()),
+                Some(t.await??),
+            )?;
+            clients.push(AgentServiceClient::new(channel));
+        }
+        let enroll_secs = started.elapsed().as_secs_f64();
+        eprintln!("enrolled {agents} in {enroll_secs:.1}s");
+        let inventory = rollcall_agent::inventory::collect(Some("bench"));
+        let inventory_hash = rollcall_agent::inventory::hash(&inventory);
+        Ok(Fleet {
+            dir,
+            controller,
+            admin,
+            keys,
+            repo,
+            clients,
+            inventory,
+            inventory_hash,
+            enroll_secs,
+        })
     }
+
+    /// A check-in as an agent sends it: the full inventory on the first one, later only its hash.
+    fn check_in_request(&self, first: bool) -> v1::CheckInRequest {
+        v1::CheckInRequest {
+            inventory: first.then(|| self.inventory.clone()),
+            inventory_hash: self.inventory_hash.clone(),
+            agent_version: "bench".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Build, sign and push a tiny package `bench@1` (an install that does nothing).
+    async fn publish_package(&self) -> anyhow::Result<()> {
+        let dir = self.dir.path();
+        let src = dir.join("pkg");
+        std::fs::create_dir_all(src.join("payload"))?;
+        std::fs::write(src.join("payload/install.sh"), "true\n")?;
+        std::fs::write(
+            src.join("manifest.toml"),
+            "name = \"bench\"\nversion = \"1\"\nrelease_counter = 1\nplatforms = [\"any\"]\n\
+             [install]\ncommand = [\"sh\", \"install.sh\"]\n[verify]\ncommand = [\"true\"]\n",
+        )?;
+        let (package, _) = pkg::build(
+            &src.join("manifest.toml"),
+            &src.join("payload"),
+            &dir.join("out"),
+        )?;
+        pkg::sign(&self.repo, &self.keys, &package, Duration::from_secs(3600)).await?;
+        pkg::push(&self.admin, &self.repo).await?;
+        Ok(())
+    }
+
+    /// Create and start a one-wave rollout of `bench@1` over the bench site.
+    async fn start_rollout(&self) -> anyhow::Result<()> {
+        self.admin
+            .rpc
+            .clone()
+            .create_rollout(v1::CreateRolloutRequest {
+                package: "bench".into(),
+                version: "1".into(),
+                waves: vec![rollcall_tests::sites_wave(&["bench"])],
+                start: true,
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The controller's peak and current RSS, in KiB.
+    fn controller_rss_kib(&self) -> (u64, u64) {
+        rss_kib(self.controller.pid().unwrap_or(0))
+    }
+
+    /// Stop the controller (SIGTERM) and remove the temp dir.
+    async fn stop(self) {
+        self.controller.stop().await;
+    }
+}
+
+// === checkin ===
+
+async fn checkin(
+    agents: usize,
+    seconds: u64,
+    enroll_concurrency: usize,
+    rollout: bool,
+) -> anyhow::Result<()> {
+    // Long interval: the bench drives the pace, not the controller.
+    let fleet = Fleet::start(agents, enroll_concurrency, "1h").await?;
 
     // Load: every agent checks in back to back until the deadline (first with inventory, then hash only).
     if rollout {
-        start_rollout(&admin, dir.path(), &keys, &repo).await?;
+        fleet.publish_package().await?;
+        fleet.start_rollout().await?;
     }
     eprintln!("{agents} agents checking in for {seconds}s…");
     let load_start = Instant::now();
     let deadline = load_start + Duration::from_secs(seconds);
     let mut tasks = Vec::with_capacity(agents);
-    for mut client in clients {
-        let inventory = inventory.clone();
-        let hash = inventory_hash.clone();
+    for client in &fleet.clients {
+        let mut client = client.clone();
+        let first_req = fleet.check_in_request(true);
+        let req = fleet.check_in_request(false);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0u64;
             let mut first = true;
             while Instant::now() < deadline {
-                let req = v1::CheckInRequest {
-                    inventory: first.then(|| inventory.clone()),
-                    inventory_hash: hash.clone(),
-                    reports: vec![],
-                    agent_version: "bench".into(),
-                    installed: vec![],
+                let req = if first {
+                    first_req.clone()
+                } else {
+                    req.clone()
                 };
                 let t = Instant::now();
-                match tokio::time::timeout(Duration::from_secs(30), client.check_in(req)).await {
+                match tokio::time::timeout(CALL_TIMEOUT, client.check_in(req)).await {
                     Ok(Ok(_)) => {
                         // The first check-in includes the TLS handshake; count it separately.
                         if !first {
@@ -223,7 +363,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let elapsed = load_start.elapsed().as_secs_f64();
     all.sort();
-    let (peak, current) = rss_kib(pid);
+    let (peak, current) = fleet.controller_rss_kib();
+    let enroll_secs = fleet.enroll_secs;
     println!(
         "rollcall-bench checkin{}",
         if rollout { " --rollout" } else { "" }
@@ -240,61 +381,311 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("  check-ins/s:          {:.0}", all.len() as f64 / elapsed);
     println!(
         "  latency p50:          {:.2} ms",
-        percentile(&all, 0.50).as_secs_f64() * 1e3
+        ms(percentile(&all, 0.50))
     );
     println!(
         "  latency p99:          {:.2} ms",
-        percentile(&all, 0.99).as_secs_f64() * 1e3
+        ms(percentile(&all, 0.99))
     );
     println!(
         "  latency max:          {:.2} ms",
-        all.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+        ms(all.last().copied().unwrap_or_default())
     );
     println!(
         "  controller peak RSS:  {:.1} MiB (now {:.1} MiB)",
         peak as f64 / 1024.0,
         current as f64 / 1024.0
     );
-    controller.stop().await;
+    fleet.stop().await;
     Ok(())
 }
 
-/// Publish a tiny package and start a one-wave rollout over the bench site.
-async fn start_rollout(
-    admin: &rollcall_controller::cli::AdminClient,
-    dir: &std::path::Path,
-    keys: &std::path::Path,
-    repo: &std::path::Path,
-) -> anyhow::Result<()> {
-    let src = dir.join("pkg");
-    std::fs::create_dir_all(src.join("payload"))?;
-    std::fs::write(src.join("payload/install.sh"), "true\n")?;
-    std::fs::write(
-        src.join("manifest.toml"),
-        "name = \"bench\"\nversion = \"1\"\nrelease_counter = 1\nplatforms = [\"any\"]\n\
-         [install]\ncommand = [\"sh\", \"install.sh\"]\n[verify]\ncommand = [\"true\"]\n",
-    )?;
-    let (package, _) = pkg::build(
-        &src.join("manifest.toml"),
-        &src.join("payload"),
-        &dir.join("out"),
-    )?;
-    pkg::sign(repo, keys, &package, Duration::from_secs(3600)).await?;
-    pkg::push(admin, repo).await?;
-    let mut rpc = admin.rpc.clone();
-    let created = rpc
-        .create_rollout(v1::CreateRolloutRequest {
-            package: "bench".into(),
-            version: "1".into(),
-            waves: vec![v1::WaveSpec {
-                sites: vec!["bench".into()],
-            }],
-            name: String::new(),
+// === wake ===
+
+/// What one simulated agent of `wake` did, reported as it happens.
+#[derive(Debug)]
+enum Event {
+    /// Checked in once (it is online) and holds its Watch stream.
+    Watching,
+    /// A wake-up arrived.
+    Woken {
+        agent: usize,
+        spread_ms: u32,
+        at: Instant,
+    },
+    /// Its `Downloading` report was accepted: it started downloading.
+    Downloading { agent: usize, at: Instant },
+    /// A call failed or a stream ended; the agent retries.
+    Error(String),
+}
+
+/// Per-agent moments of the `wake` run, from the create call.
+struct WakeTally {
+    watching: usize,
+    woken: Vec<Option<Duration>>,
+    wake_ups: usize,
+    max_spread_ms: u32,
+    started: Vec<Option<Duration>>,
+    started_count: usize,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+impl WakeTally {
+    fn new(agents: usize) -> WakeTally {
+        WakeTally {
+            watching: 0,
+            woken: vec![None; agents],
+            wake_ups: 0,
+            max_spread_ms: 0,
+            started: vec![None; agents],
+            started_count: 0,
+            errors: 0,
+            first_error: None,
+        }
+    }
+
+    /// Record one event; its moment counts from `t0`, the create call.
+    fn add(&mut self, event: Event, t0: Instant) {
+        match event {
+            Event::Watching => self.watching += 1,
+            Event::Woken {
+                agent,
+                spread_ms,
+                at,
+            } => {
+                self.wake_ups += 1;
+                self.max_spread_ms = self.max_spread_ms.max(spread_ms);
+                self.woken[agent].get_or_insert(at.saturating_duration_since(t0));
+            }
+            Event::Downloading { agent, at } => {
+                if self.started[agent]
+                    .replace(at.saturating_duration_since(t0))
+                    .is_none()
+                {
+                    self.started_count += 1;
+                }
+            }
+            Event::Error(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
+
+    fn error_summary(&self) -> String {
+        match &self.first_error {
+            Some(e) => format!("{} errors, first: {e}", self.errors),
+            None => "no errors".into(),
+        }
+    }
+}
+
+/// When the first `ceil(share × total)` of the moments had all passed; `None` if they never did.
+fn time_to_share(sorted: &[Duration], total: usize, share: f64) -> Option<Duration> {
+    let k = ((share * total as f64).ceil() as usize).max(1);
+    sorted.get(k - 1).copied()
+}
+
+fn show(d: Option<Duration>) -> String {
+    d.map_or_else(|| "not reached".into(), |d| format!("{:.0} ms", ms(d)))
+}
+
+async fn wake(agents: usize, interval: &str, enroll_concurrency: usize) -> anyhow::Result<()> {
+    let fleet = Fleet::start(agents, enroll_concurrency, interval).await?;
+    eprintln!("{agents} agents coming online and watching…");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let tasks: Vec<_> = fleet
+        .clients
+        .iter()
+        .enumerate()
+        .map(|(i, client)| {
+            tokio::spawn(wake_agent(
+                i,
+                client.clone(),
+                fleet.check_in_request(true),
+                fleet.check_in_request(false),
+                tx.clone(),
+            ))
         })
-        .await?
-        .into_inner();
-    rpc.start_rollout(v1::RolloutRef { id: created.id }).await?;
+        .collect();
+    drop(tx);
+
+    let mut tally = WakeTally::new(agents);
+    let online_deadline = tokio::time::Instant::now() + WAKE_DEADLINE;
+    while tally.watching < agents {
+        match tokio::time::timeout_at(online_deadline, rx.recv()).await {
+            Ok(Some(event)) => tally.add(event, Instant::now()),
+            Ok(None) | Err(_) => {
+                tasks.iter().for_each(|t| t.abort());
+                fleet.stop().await;
+                anyhow::bail!(
+                    "only {} of {agents} agents were online and watching after {} s ({})",
+                    tally.watching,
+                    WAKE_DEADLINE.as_secs(),
+                    tally.error_summary()
+                );
+            }
+        }
+    }
+
+    eprintln!("all watching; publishing the package and starting the rollout…");
+    fleet.publish_package().await?;
+    let t0 = Instant::now();
+    fleet.start_rollout().await?;
+    let create_call = t0.elapsed();
+    let deadline = tokio::time::Instant::from_std(t0 + WAKE_DEADLINE);
+    while tally.started_count < agents {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(event)) => tally.add(event, t0),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    tasks.iter().for_each(|t| t.abort());
+
+    let mut started: Vec<Duration> = tally.started.iter().flatten().copied().collect();
+    started.sort();
+    let mut woken: Vec<Duration> = tally.woken.iter().flatten().copied().collect();
+    woken.sort();
+    let (peak, current) = fleet.controller_rss_kib();
+    println!("rollcall-bench wake --interval {interval}");
+    println!("  agents:                   {agents}");
+    println!("  watch streams open:       {}", tally.watching);
+    println!("  create call returned:     {:.0} ms", ms(create_call));
+    println!(
+        "  woken:                    {} agents ({} wake-ups, spread up to {} ms), first at {}, last at {}",
+        woken.len(),
+        tally.wake_ups,
+        tally.max_spread_ms,
+        show(woken.first().copied()),
+        show(woken.last().copied())
+    );
+    println!(
+        "  started downloading:      {} of {agents}",
+        tally.started_count
+    );
+    println!(
+        "  50% started after:        {}",
+        show(time_to_share(&started, agents, 0.50))
+    );
+    println!(
+        "  95% started after:        {}",
+        show(time_to_share(&started, agents, 0.95))
+    );
+    println!(
+        "  100% started after:       {}",
+        show(time_to_share(&started, agents, 1.0))
+    );
+    println!("  errors:                   {}", tally.error_summary());
+    println!(
+        "  controller peak RSS:      {:.1} MiB (now {:.1} MiB)",
+        peak as f64 / 1024.0,
+        current as f64 / 1024.0
+    );
+    fleet.stop().await;
+    if tally.started_count < agents {
+        anyhow::bail!(
+            "only {} of {agents} agents started downloading within {} s of the create call",
+            tally.started_count,
+            WAKE_DEADLINE.as_secs()
+        );
+    }
     Ok(())
+}
+
+/// One simulated agent: check in once, hold a Watch stream, and on a wake-up check in after a random delay of
+/// up to its spread; given an assignment, report `Downloading` for it at once. Runs until aborted.
+async fn wake_agent(
+    agent: usize,
+    mut client: AgentServiceClient<Channel>,
+    first: v1::CheckInRequest,
+    later: v1::CheckInRequest,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    check_in(&mut client, first, &events).await;
+    let mut stream = open_watch(&mut client, &events).await;
+    let _ = events.send(Event::Watching);
+    let mut downloading = false;
+    loop {
+        let wake_up = match stream.message().await {
+            Ok(Some(wake_up)) => wake_up,
+            Ok(None) => {
+                let _ = events.send(Event::Error("watch stream closed".into()));
+                stream = open_watch(&mut client, &events).await;
+                continue;
+            }
+            Err(status) => {
+                let _ = events.send(Event::Error(format!("watch stream: {status}")));
+                stream = open_watch(&mut client, &events).await;
+                continue;
+            }
+        };
+        let _ = events.send(Event::Woken {
+            agent,
+            spread_ms: wake_up.spread_ms,
+            at: Instant::now(),
+        });
+        if downloading {
+            continue;
+        }
+        tokio::time::sleep(jitter(Duration::from_millis(u64::from(wake_up.spread_ms)))).await;
+        let answer = check_in(&mut client, later.clone(), &events).await;
+        let Some(assignment) = answer.assignments.first() else {
+            continue;
+        };
+        let mut report = later.clone();
+        report.open_actions = vec![assignment.action_id.clone()];
+        report.reports = vec![v1::ActionReport {
+            action_id: assignment.action_id.clone(),
+            state: v1::ActionState::Downloading as i32,
+            attempt: assignment.attempt,
+            report_id: format!("{}#1", assignment.action_id),
+            at_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+            ..Default::default()
+        }];
+        check_in(&mut client, report, &events).await;
+        downloading = true;
+        let _ = events.send(Event::Downloading {
+            agent,
+            at: Instant::now(),
+        });
+    }
+}
+
+/// Check in until it succeeds, 100 ms between attempts; every failure is an error event.
+async fn check_in(
+    client: &mut AgentServiceClient<Channel>,
+    req: v1::CheckInRequest,
+    events: &mpsc::UnboundedSender<Event>,
+) -> v1::CheckInResponse {
+    loop {
+        let error = match tokio::time::timeout(CALL_TIMEOUT, client.check_in(req.clone())).await {
+            Ok(Ok(answer)) => return answer.into_inner(),
+            Ok(Err(status)) => format!("check-in: {status}"),
+            Err(_) => "check-in timed out".into(),
+        };
+        let _ = events.send(Event::Error(error));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Open a Watch stream until it succeeds, 100 ms between attempts; every failure is an error event.
+async fn open_watch(
+    client: &mut AgentServiceClient<Channel>,
+    events: &mpsc::UnboundedSender<Event>,
+) -> tonic::Streaming<v1::WakeUp> {
+    loop {
+        let error =
+            match tokio::time::timeout(CALL_TIMEOUT, client.watch(v1::WatchRequest {})).await {
+                Ok(Ok(stream)) => return stream.into_inner(),
+                Ok(Err(status)) => format!("watch: {status}"),
+                Err(_) => "watch timed out".into(),
+            };
+        let _ = events.send(Event::Error(error));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Each simulated agent holds a connection: make room for them in this process and in the controller it spawns.

@@ -1,0 +1,98 @@
+//! Step 2 of an action: fetch it. Verified metadata and signed manifest first (platform, anti-rollback, checked
+//! before any byte of payload), then the payload — resumable, hash-checked while streaming — into `staged/`. What
+//! TUF verified (hash, length, manifest) is kept with the action, so the rest needs no controller.
+
+use rollcall_proto::ActionState;
+use tracing::warn;
+
+use crate::checkin::Agent;
+use crate::fetch::{self, FetchError};
+use crate::state::{Outcome, VerifiedTarget};
+
+impl Agent {
+    /// Verify the target's metadata and manifest, then download and verify the payload into `staged/`. Returns the
+    /// `downloaded` detail, or `None` when the action ended or stays open for a later try.
+    pub(super) async fn fetch(&mut self, id: &str) -> Option<String> {
+        let target_name = self.state.actions.get(id)?.target_name.clone();
+        let prepared = match fetch::prepare(&self.channel, &self.dirs, &target_name).await {
+            Ok(p) => p,
+            Err(e) => return self.fetch_failed(id, e).await,
+        };
+        if let Some((step, detail)) = self.refusal(&prepared.info.manifest) {
+            self.report(id, step, Outcome::detail(detail)).await;
+            return None;
+        }
+        let total = prepared.info.length;
+        self.keep_target(
+            id,
+            VerifiedTarget {
+                sha256: prepared.info.sha256.clone(),
+                length: total,
+                manifest: prepared.info.manifest.clone(),
+            },
+        );
+        let outcome = Outcome {
+            detail: format!("downloading {total} bytes"),
+            bytes_total: total,
+            ..Outcome::default()
+        };
+        self.report(id, ActionState::Downloading, outcome).await;
+        if self.cancelled(id) {
+            return None;
+        }
+        let partial = prepared.partial_bytes(&self.dirs);
+        let mut result = prepared.download(&self.dirs).await;
+        if partial > 0 && matches!(result, Err(FetchError::Verification { .. })) {
+            // The kept partial file was bad (it has been discarded): start over once from byte 0.
+            warn!(action = %id, partial, "Resumed download failed verification; downloading again from the start.");
+            result = match fetch::prepare(&self.channel, &self.dirs, &target_name).await {
+                Ok(p) => p.download(&self.dirs).await,
+                Err(e) => Err(e),
+            };
+        }
+        let fetched = match result {
+            Ok(f) => f,
+            Err(e) => return self.fetch_failed(id, e).await,
+        };
+        self.keep_target(
+            id,
+            VerifiedTarget {
+                sha256: fetched.sha256.clone(),
+                length: fetched.length,
+                manifest: fetched.manifest.clone(),
+            },
+        );
+        Some(
+            if fetched.resumed_bytes > 0 && fetched.resumed_bytes < fetched.length {
+                format!(
+                    "downloaded and verified (resumed at byte {})",
+                    fetched.resumed_bytes
+                )
+            } else {
+                "downloaded and verified".to_owned()
+            },
+        )
+    }
+
+    /// Remember what TUF verified about the action's target (saved with the next report).
+    pub(super) fn keep_target(&mut self, id: &str, target: VerifiedTarget) {
+        if let Some(p) = self.state.actions.get_mut(id) {
+            p.target = Some(target);
+        }
+    }
+
+    async fn fetch_failed(&mut self, id: &str, e: FetchError) -> Option<String> {
+        if e.is_transient() {
+            // Keep the action open: the controller re-sends it and the download resumes.
+            warn!(action = %id, error = %e, "Fetch interrupted; will resume.");
+            if let Some(p) = self.state.actions.get_mut(id) {
+                p.detail = e.to_string();
+                let _ = self.save();
+            }
+            return None;
+        }
+        self.report(id, ActionState::Failed, Outcome::detail(e.to_string()))
+            .await;
+        None
+    }
+}

@@ -1,0 +1,176 @@
+//! Steps 3 and 4 of an action: release it. A downloaded action is held (`downloaded`, with the time it waits for)
+//! until its install may start by its maintenance windows, then installed from the staged payload — checked again
+//! against the verified hash first, with the last cancel check right before the command starts. Needs no
+//! controller: a held action installs when its window opens even while the controller is out of reach.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use rollcall_proto::ActionState;
+use tracing::{info, warn};
+
+use super::later;
+use crate::checkin::Agent;
+use crate::install;
+use crate::state::{Installed, Outcome, VerifiedTarget};
+use crate::window::Decision;
+
+impl Agent {
+    /// Hold an action whose payload is staged until its install may start, or install it now (decided at `now`).
+    /// `downloaded` is the detail of a download that just finished; it is reported first.
+    pub(crate) async fn release(&mut self, id: &str, now: i64, downloaded: Option<String>) {
+        let started = Instant::now();
+        let Some(decision) = self.state.actions.get(id).map(|p| p.install_decision(now)) else {
+            return;
+        };
+        if decision != Decision::Install {
+            return self.hold(id, decision).await;
+        }
+        if let Some(detail) = downloaded {
+            let length = self.target_length(id);
+            let outcome = Outcome {
+                detail,
+                bytes_done: length,
+                bytes_total: length,
+                ..Outcome::default()
+            };
+            self.report(id, ActionState::Downloaded, outcome).await;
+            if self.cancelled(id) {
+                return;
+            }
+        }
+        self.install(id, later(now, started)).await;
+    }
+
+    fn target_length(&self, id: &str) -> u64 {
+        self.state
+            .actions
+            .get(id)
+            .and_then(|p| p.target.as_ref())
+            .map_or(0, |t| t.length)
+    }
+
+    /// Keep a downloaded action open until its install may start, telling the controller why (once per change).
+    async fn hold(&mut self, id: &str, decision: Decision) {
+        let Some(detail) = decision.waiting_detail() else {
+            return;
+        };
+        let length = self.target_length(id);
+        let Some(p) = self.state.actions.get_mut(id) else {
+            return;
+        };
+        if p.detail == detail && p.step != ActionState::Downloading {
+            return;
+        }
+        info!(action = %id, wait = %detail, "Install held for its maintenance window.");
+        if p.step == ActionState::Installing {
+            // Announced but not started when the window closed: a step never goes back, only its detail changes.
+            p.detail = detail;
+            let _ = self.save();
+            return;
+        }
+        let outcome = Outcome {
+            detail,
+            bytes_done: length,
+            bytes_total: length,
+            ..Outcome::default()
+        };
+        self.report(id, ActionState::Downloaded, outcome).await;
+    }
+
+    /// Install a held action from its staged payload once more checked: its hash against the verified one, the
+    /// anti-rollback rule, a cancel (brought by the `installing` report's check-in) and the window, right before
+    /// the command starts.
+    async fn install(&mut self, id: &str, now: i64) {
+        let started = Instant::now();
+        let Some(target) = self.state.actions.get(id).and_then(|p| p.target.clone()) else {
+            return;
+        };
+        let Some(payload) = self.staged_payload(id, &target).await else {
+            return;
+        };
+        if let Some((step, detail)) = self.refusal(&target.manifest) {
+            return self.report(id, step, Outcome::detail(detail)).await;
+        }
+        self.report(
+            id,
+            ActionState::Installing,
+            Outcome::detail("running install command"),
+        )
+        .await;
+        if self.cancelled(id) {
+            return;
+        }
+        let Some(p) = self.state.actions.get_mut(id) else {
+            return;
+        };
+        let decision = p.install_decision(later(now, started));
+        if decision != Decision::Install {
+            return self.hold(id, decision).await;
+        }
+        // An install command that was running when this agent last stopped (crash, power loss).
+        let interrupted = p.install_started;
+        // Mark the install as started, durably, right before the command runs: without that record a restart
+        // could not tell a cut-off install from one that never began, so do not start it.
+        p.install_started = true;
+        if !self.saved_or_failed(id).await {
+            return;
+        }
+        self.installing.store(true, Ordering::SeqCst);
+        let (step, outcome) =
+            install::install(&self.dirs, id, &target.manifest, &payload, interrupted).await;
+        self.installing.store(false, Ordering::SeqCst);
+        if step == ActionState::Succeeded {
+            let manifest = &target.manifest;
+            self.state.installed.insert(
+                manifest.name.clone(),
+                Installed {
+                    version: manifest.version.clone(),
+                    release_counter: manifest.release_counter,
+                    installed_at: crate::checkin::now(),
+                },
+            );
+            if !self.state.payload_needed_by_another(&target.sha256, id) {
+                let _ = std::fs::remove_file(&payload);
+            }
+        }
+        self.report(id, step, outcome).await;
+    }
+
+    /// The staged payload when it is still exactly what TUF verified. Otherwise it is deleted and the action goes
+    /// back to downloading (at its next assignment): nothing unverified ever runs.
+    async fn staged_payload(&mut self, id: &str, target: &VerifiedTarget) -> Option<PathBuf> {
+        let reason = if target.has_valid_hash() {
+            let path = self.dirs.staged(&target.sha256);
+            let hashing = path.clone();
+            let hashed =
+                tokio::task::spawn_blocking(move || rollcall_packaging::sha256_file(&hashing))
+                    .await;
+            match hashed {
+                Ok(Ok(p)) if p.sha256 == target.sha256 && p.length == target.length => {
+                    return Some(path)
+                }
+                Ok(Ok(p)) => format!(
+                    "staged payload changed on disk ({} bytes hashing to {})",
+                    p.length, p.sha256
+                ),
+                Ok(Err(e)) => format!("staged payload unreadable: {e}"),
+                Err(e) => format!("staged payload not checked: {e}"),
+            }
+        } else {
+            "recorded payload hash is malformed".to_owned()
+        };
+        warn!(action = %id, reason = %reason, "Staged payload does not match what was verified; downloading it again.");
+        if target.has_valid_hash() {
+            let _ = std::fs::remove_file(self.dirs.staged(&target.sha256));
+        }
+        if let Some(p) = self.state.actions.get_mut(id) {
+            p.step = ActionState::Downloading;
+            p.target = None;
+            p.detail = format!("{reason}; downloading it again");
+        }
+        let _ = self.save();
+        None
+    }
+}

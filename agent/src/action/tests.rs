@@ -1,0 +1,433 @@
+//! The action pipeline against an unreachable controller: a real payload built with `build_payload`, real shell
+//! install scripts in a temp dir, `state.json` on disk.
+
+use std::path::Path;
+
+use rollcall_packaging::Manifest;
+use rollcall_proto::{v1, ActionState};
+
+use super::{accept, Accepted};
+use crate::cancel::{self, CancelOutcome};
+use crate::checkin::Agent;
+use crate::config::{AgentConfig, AgentDirs};
+use crate::fetch;
+use crate::state::{AgentState, VerifiedTarget};
+use crate::window::Window;
+
+/// 2026-11-24 01:00 UTC: the start of the test's maintenance window.
+const T: i64 = 1_795_482_000;
+const ID: &str = "r1/agent-1";
+
+/// A channel to a local port nothing listens on: every check-in fails as with a controller out of reach.
+fn unreachable() -> tonic::transport::Channel {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect_lazy()
+}
+
+/// An agent starting from the `state.json` in `dirs` (as after a restart).
+fn agent(dirs: &AgentDirs) -> Agent {
+    let config = AgentConfig {
+        version: 1,
+        controller: "https://127.0.0.1:1".into(),
+        agent_id: "agent-1".into(),
+        site: "site-a".into(),
+        hostname: Some("test-host".into()),
+    };
+    let state = AgentState::load(&dirs.state()).unwrap();
+    Agent::with_channel(dirs.clone(), config, unreachable(), state)
+}
+
+fn assignment(windows: &[(i64, i64)], not_before: i64) -> v1::Assignment {
+    v1::Assignment {
+        action_id: ID.into(),
+        rollout_id: "r1".into(),
+        target_name: "app_1.tar.gz".into(),
+        package: "app".into(),
+        version: "1".into(),
+        install_not_before_unix: not_before,
+        attempt: 1,
+        install_windows: windows
+            .iter()
+            .map(|&(start_unix, end_unix)| v1::TimeRange {
+                start_unix,
+                end_unix,
+            })
+            .collect(),
+    }
+}
+
+/// A real payload whose install script appends to `$ROLLCALL_DATA_DIR/installed` (after running `extra`), staged
+/// as a finished download leaves it. Returns what TUF would have verified.
+fn staged_package(tmp: &Path, dirs: &AgentDirs, extra: &str) -> VerifiedTarget {
+    let src = tmp.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("install.sh"),
+        format!("{extra}echo installed >> \"$ROLLCALL_DATA_DIR/installed\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("verify.sh"),
+        "test -f \"$ROLLCALL_DATA_DIR/installed\"\n",
+    )
+    .unwrap();
+    let manifest = Manifest::from_toml_str(
+        "name = \"app\"\nversion = \"1\"\nrelease_counter = 3\nplatforms = [\"any\"]\n\
+         [install]\ncommand = [\"sh\", \"install.sh\"]\n[verify]\ncommand = [\"sh\", \"verify.sh\"]\n",
+    )
+    .unwrap();
+    let built = tmp.join("app_1.tar.gz");
+    let info = rollcall_packaging::build_payload(&src, &built).unwrap();
+    std::fs::create_dir_all(dirs.staged(&info.sha256).parent().unwrap()).unwrap();
+    std::fs::copy(&built, dirs.staged(&info.sha256)).unwrap();
+    VerifiedTarget {
+        sha256: info.sha256,
+        length: info.length,
+        manifest,
+    }
+}
+
+/// The state `fetch` leaves after a verified download (fetching itself needs a controller).
+fn downloaded(agent: &mut Agent, target: VerifiedTarget) {
+    agent.keep_target(ID, target);
+}
+
+/// How many times the install command ran.
+fn installed_runs(dirs: &AgentDirs) -> usize {
+    std::fs::read_to_string(dirs.root().join("installed")).map_or(0, |s| s.lines().count())
+}
+
+fn report_steps(state: &AgentState) -> Vec<(ActionState, String)> {
+    state
+        .pending_reports
+        .iter()
+        .map(|r| (r.step, r.detail.clone()))
+        .collect()
+}
+
+#[test]
+fn accept_ignores_finished_attempts_restarts_new_ones_and_updates_windows() {
+    let mut state = AgentState::default();
+    let mut bad = assignment(&[], 0);
+    bad.action_id = "../../etc".into();
+    assert_eq!(
+        accept(&mut state, &bad, T),
+        Accepted::Ignore("malformed action id")
+    );
+    assert!(state.actions.is_empty());
+
+    let first = assignment(&[(T, T + 3600)], T);
+    assert_eq!(accept(&mut state, &first, T - 10), Accepted::Fetch);
+    let a = &state.actions[ID];
+    assert_eq!(
+        (a.step, a.attempt, a.attempts),
+        (ActionState::Downloading, 1, 1)
+    );
+    assert_eq!(
+        a.install_windows,
+        vec![Window {
+            start: T,
+            end: T + 3600
+        }]
+    );
+
+    // Downloaded and verified: a re-sent assignment only moves its windows.
+    let target = VerifiedTarget {
+        sha256: "ab".repeat(32),
+        length: 1,
+        manifest: Manifest::from_toml_str(
+            "name = \"app\"\nversion = \"1\"\nrelease_counter = 1\nplatforms = [\"any\"]\n\
+             [install]\ncommand = [\"true\"]\n[verify]\ncommand = [\"true\"]\n",
+        )
+        .unwrap(),
+    };
+    let a = state.actions.get_mut(ID).unwrap();
+    a.step = ActionState::Downloaded;
+    a.target = Some(target);
+    let moved = assignment(&[(T + 86_400, T + 90_000)], T + 86_400);
+    assert_eq!(accept(&mut state, &moved, T), Accepted::Held);
+    let a = &state.actions[ID];
+    assert_eq!(
+        a.install_windows,
+        vec![Window {
+            start: T + 86_400,
+            end: T + 90_000
+        }]
+    );
+    assert_eq!(a.install_not_before, T + 86_400);
+    assert_eq!(state.next_install_time(T), Some(T + 86_400));
+
+    state.actions.get_mut(ID).unwrap().step = ActionState::Succeeded;
+    assert_eq!(
+        accept(&mut state, &moved, T),
+        Accepted::Ignore("this attempt has finished")
+    );
+    let mut retry = moved.clone();
+    retry.attempt = 2;
+    assert_eq!(accept(&mut state, &retry, T), Accepted::Fetch);
+    let a = &state.actions[ID];
+    assert_eq!(
+        (a.step, a.attempt, a.attempts),
+        (ActionState::Downloading, 2, 2)
+    );
+    assert_eq!(a.target, None, "a new attempt verifies its target again");
+}
+
+#[tokio::test]
+async fn a_held_action_survives_a_restart_and_installs_without_the_controller_when_its_window_opens(
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = AgentDirs::new(tmp.path().join("data"));
+    let target = staged_package(tmp.path(), &dirs, "");
+    let staged = dirs.staged(&target.sha256);
+
+    let mut first = agent(&dirs);
+    let a = assignment(&[(T, T + 3600), (T + 86_400, T + 90_000)], T);
+    assert_eq!(accept(&mut first.state, &a, T - 7200), Accepted::Fetch);
+    downloaded(&mut first, target);
+    first
+        .release(ID, T - 7200, Some("downloaded and verified".into()))
+        .await;
+    let held = &first.state.actions[ID];
+    assert_eq!(held.step, ActionState::Downloaded);
+    assert_eq!(
+        held.detail,
+        "downloaded; waiting for the maintenance window at 2026-11-24 01:00 UTC"
+    );
+    assert_eq!(
+        report_steps(&first.state),
+        vec![(ActionState::Downloaded, held.detail.clone())],
+        "one downloaded report, with the wait in its detail"
+    );
+    assert_eq!(first.state.open_action_ids(), vec![ID.to_owned()]);
+    assert_eq!(installed_runs(&dirs), 0, "nothing ran outside the window");
+    drop(first);
+
+    // The agent restarts (state.json only), still without a controller.
+    let mut agent = agent(&dirs);
+    assert_eq!(agent.state.actions[ID].step, ActionState::Downloaded);
+    assert_eq!(agent.state.next_install_time(T - 60), Some(T));
+    agent.install_due(T - 60).await;
+    assert_eq!(installed_runs(&dirs), 0, "a minute early: still held");
+
+    agent.install_due(T).await;
+    assert_eq!(
+        installed_runs(&dirs),
+        1,
+        "installed once, from the staged payload"
+    );
+    let done = &agent.state.actions[ID];
+    assert_eq!(done.step, ActionState::Succeeded, "{}", done.detail);
+    assert_eq!(agent.state.installed["app"].release_counter, 3);
+    assert!(
+        !staged.exists(),
+        "the staged payload is removed after the install"
+    );
+    let steps: Vec<ActionState> = report_steps(&agent.state)
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ActionState::Downloaded,
+            ActionState::Installing,
+            ActionState::Succeeded
+        ],
+        "reports wait for the controller"
+    );
+    let on_disk = AgentState::load(&dirs.state()).unwrap();
+    assert_eq!(on_disk.actions[ID].step, ActionState::Succeeded);
+    assert_eq!(on_disk.next_install_time(T), None);
+}
+
+#[tokio::test]
+async fn a_staged_payload_changed_on_disk_is_never_installed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = AgentDirs::new(tmp.path().join("data"));
+    let target = staged_package(tmp.path(), &dirs, "");
+    let staged = dirs.staged(&target.sha256);
+    let mut agent = agent(&dirs);
+    accept(&mut agent.state, &assignment(&[(T, T + 3600)], T), T - 10);
+    downloaded(&mut agent, target);
+    agent
+        .release(ID, T - 10, Some("downloaded and verified".into()))
+        .await;
+
+    let mut bytes = std::fs::read(&staged).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&staged, bytes).unwrap();
+    agent.install_due(T).await;
+
+    assert_eq!(installed_runs(&dirs), 0);
+    let a = &agent.state.actions[ID];
+    assert_eq!(a.step, ActionState::Downloading, "back to downloading");
+    assert!(
+        a.detail.starts_with("staged payload changed on disk"),
+        "{}",
+        a.detail
+    );
+    assert_eq!(a.target, None);
+    assert!(!staged.exists(), "the changed file is deleted");
+    assert!(agent.state.installed.is_empty());
+    assert!(agent.state.due_for_install(T).is_empty());
+}
+
+#[tokio::test]
+async fn nothing_installs_after_every_window_passed_until_the_controller_sends_new_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = AgentDirs::new(tmp.path().join("data"));
+    let target = staged_package(tmp.path(), &dirs, "");
+    let mut agent = agent(&dirs);
+    let old = assignment(&[(T, T + 3600)], T);
+    accept(&mut agent.state, &old, T + 7200);
+    downloaded(&mut agent, target);
+    agent
+        .release(ID, T + 7200, Some("downloaded and verified".into()))
+        .await;
+    let a = &agent.state.actions[ID];
+    assert_eq!(a.step, ActionState::Downloaded);
+    assert!(
+        a.detail
+            .contains("waiting for new windows from the controller"),
+        "{}",
+        a.detail
+    );
+    assert_eq!(agent.state.next_install_time(T + 7200), None, "no timer");
+    agent.install_due(T + 7200).await;
+    assert_eq!(installed_runs(&dirs), 0);
+
+    // The same action and attempt again, with next week's window: held until it opens, then installed.
+    let new = assignment(&[(T + 604_800, T + 608_400)], T + 604_800);
+    agent.process(&new, T + 604_000).await;
+    assert_eq!(installed_runs(&dirs), 0);
+    assert_eq!(
+        agent.state.actions[ID].detail,
+        "downloaded; waiting for the maintenance window at 2026-12-01 01:00 UTC"
+    );
+    agent.process(&new, T + 604_800 + 5).await;
+    assert_eq!(installed_runs(&dirs), 1);
+    assert_eq!(agent.state.actions[ID].step, ActionState::Succeeded);
+}
+
+#[tokio::test]
+async fn without_windows_a_held_action_installs_from_its_not_before_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = AgentDirs::new(tmp.path().join("data"));
+    let target = staged_package(tmp.path(), &dirs, "");
+    let mut agent = agent(&dirs);
+    accept(&mut agent.state, &assignment(&[], T), T - 30);
+    downloaded(&mut agent, target);
+    agent
+        .release(ID, T - 30, Some("downloaded and verified".into()))
+        .await;
+    assert_eq!(
+        agent.state.actions[ID].detail,
+        "downloaded; waiting to install at 2026-11-24 01:00 UTC or later"
+    );
+    assert_eq!(installed_runs(&dirs), 0);
+    agent.install_due(T).await;
+    assert_eq!(installed_runs(&dirs), 1);
+    assert_eq!(agent.state.actions[ID].step, ActionState::Succeeded);
+}
+
+#[tokio::test]
+async fn a_cancelled_held_action_is_dropped_and_never_installed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = AgentDirs::new(tmp.path().join("data"));
+    let target = staged_package(tmp.path(), &dirs, "");
+    let staged = dirs.staged(&target.sha256);
+    let part = fetch::part_path(&dirs, &target.sha256, "app_1.tar.gz");
+    std::fs::create_dir_all(dirs.downloads()).unwrap();
+    std::fs::write(&part, b"left from an earlier attempt").unwrap();
+    let mut agent = agent(&dirs);
+    let a = assignment(&[(T, T + 3600)], T);
+    accept(&mut agent.state, &a, T - 10);
+    downloaded(&mut agent, target);
+    agent
+        .release(ID, T - 10, Some("downloaded and verified".into()))
+        .await;
+
+    // What a check-in does with `cancelled_actions`.
+    assert_eq!(
+        cancel::apply(&mut agent.state, &dirs, ID, T - 5),
+        CancelOutcome::Dropped
+    );
+    assert!(!staged.exists() && !part.exists());
+    agent.process(&a, T + 5).await;
+    agent.install_due(T + 5).await;
+
+    assert_eq!(installed_runs(&dirs), 0);
+    assert_eq!(agent.state.actions[ID].step, ActionState::Cancelled);
+    assert_eq!(
+        report_steps(&agent.state).last(),
+        Some(&(
+            ActionState::Cancelled,
+            "cancelled by the controller".to_owned()
+        ))
+    );
+    assert!(agent.state.open_action_ids().is_empty());
+}
+
+#[tokio::test]
+async fn a_cancel_while_the_install_runs_does_not_stop_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = AgentDirs::new(tmp.path().join("data"));
+    // The install command announces itself, then runs until the test lets it go on.
+    let target = staged_package(
+        tmp.path(),
+        &dirs,
+        "touch \"$ROLLCALL_DATA_DIR/started\"\n\
+         while [ ! -f \"$ROLLCALL_DATA_DIR/go\" ]; do sleep 0.05; done\n",
+    );
+    let staged = dirs.staged(&target.sha256);
+    let mut agent = agent(&dirs);
+    accept(&mut agent.state, &assignment(&[(T, T + 3600)], T), T - 10);
+    downloaded(&mut agent, target);
+    agent
+        .release(ID, T - 10, Some("downloaded and verified".into()))
+        .await;
+    assert_eq!(agent.state.actions[ID].step, ActionState::Downloaded);
+
+    let cancel_meanwhile = async {
+        let started = dirs.root().join("started");
+        for _ in 0..1200 {
+            if started.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert!(started.exists(), "the install command started");
+        // The mark is on disk before the command runs: a cancel now (at a check-in, or after a restart) sees it.
+        let mut seen = AgentState::load(&dirs.state()).unwrap();
+        assert!(seen.actions[ID].install_started);
+        assert_eq!(
+            cancel::apply(&mut seen, &dirs, ID, T + 1),
+            CancelOutcome::InstallRunning
+        );
+        assert!(staged.exists(), "the running install keeps its payload");
+        assert!(seen
+            .pending_reports
+            .iter()
+            .all(|r| r.step != ActionState::Cancelled));
+        std::fs::write(dirs.root().join("go"), "").unwrap();
+    };
+    tokio::join!(agent.install_due(T), cancel_meanwhile);
+
+    assert_eq!(installed_runs(&dirs), 1, "the install ran to its end");
+    assert_eq!(agent.state.actions[ID].step, ActionState::Succeeded);
+    // The cancel reaches the live agent with its next check-in: the action keeps its real outcome.
+    assert_eq!(
+        cancel::apply(&mut agent.state, &dirs, ID, T + 2),
+        CancelOutcome::AlreadyFinished
+    );
+    let reports = report_steps(&agent.state);
+    assert_eq!(reports.last().map(|r| r.0), Some(ActionState::Succeeded));
+    assert!(reports.iter().all(|r| r.0 != ActionState::Cancelled));
+}

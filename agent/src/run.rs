@@ -1,0 +1,183 @@
+//! `rollcall-agent run`: the loop that drives the agent and holds no rules of its own. It checks in, renews the
+//! certificate when asked (and restarts the watch task on the new channel), works through the assignments one at
+//! a time, installs held actions whose maintenance window is open, then waits for the first of: the check-in
+//! interval (+ jitter), a wake-up from the controller (`wake`), the next window start of a held action — that one
+//! needs no controller, so a device cut off from it still installs on time — or a stop request.
+//!
+//! Tested end to end by `tests/`, which runs the real binary against a real controller; the steps it calls are
+//! tested where they live.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::backoff::jitter;
+use crate::checkin::{now, Agent};
+use crate::config::AgentDirs;
+use crate::wake::Watcher;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// A held action's window start is awaited in steps of at most this, so a changed wall clock (or a suspend) delays
+/// the install by no more than this.
+const WINDOW_RECHECK: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Connect(#[from] rollcall_proto::ConnectError),
+}
+
+/// Run until `shutdown` resolves.
+pub async fn run(
+    dirs: AgentDirs,
+    controller: Option<String>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let mut agent = Agent::load(dirs, controller)?;
+    info!(agent = %agent.config.agent_id, site = %agent.config.site, controller = %agent.config.controller, "Agent started.");
+    tokio::pin!(shutdown);
+    if agent.state.last_checkin > 0 {
+        // A restart (after a power cut or network outage, thousands of endpoints restart together): spread out.
+        let spread = Duration::from_secs((agent.state.checkin_interval_secs / 4).clamp(0, 60));
+        tokio::select! {
+            _ = tokio::time::sleep(jitter(spread)) => {}
+            _ = &mut shutdown => return Ok(()),
+        }
+    }
+    // Started after the first successful check-in, so a restarting site's agents open their streams spread out.
+    let mut watcher: Option<Watcher> = None;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let wait = match agent.check_in().await {
+            Ok(resp) => {
+                backoff = Duration::from_secs(1);
+                if resp.renew_certificate {
+                    match agent.renew().await {
+                        Ok(not_after) => {
+                            info!(not_after, "Client certificate renewed.");
+                            // The old channel presents the old certificate: watch on the new one.
+                            if let Some(old) = watcher.take() {
+                                old.stop().await;
+                            }
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "Certificate renewal failed; the next check-in asks again.")
+                        }
+                    }
+                }
+                if watcher.is_none() {
+                    watcher = Some(Watcher::start(agent.channel.clone(), agent.wake.clone()));
+                }
+                for assignment in &resp.assignments {
+                    let installing = agent.installing.clone();
+                    let work = agent.process(assignment, now());
+                    if stopped_during(work, &mut shutdown, &installing).await {
+                        return stop(agent, watcher).await;
+                    }
+                }
+                let interval = Duration::from_secs(u64::from(resp.checkin_interval_seconds.max(1)));
+                interval + jitter(Duration::from_secs(u64::from(resp.jitter_seconds)))
+            }
+            Err(status) => {
+                warn!(code = ?status.code(), error = %status.message(), retry_in = ?backoff, "Check-in failed.");
+                let wait = backoff + jitter(backoff / 2);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                wait
+            }
+        };
+        // Held actions whose window is open now (also when the controller is unreachable).
+        let installing = agent.installing.clone();
+        if stopped_during(agent.install_due(now()), &mut shutdown, &installing).await {
+            return stop(agent, watcher).await;
+        }
+        if !wait_for_next_check_in(&mut agent, wait, &mut shutdown).await {
+            return stop(agent, watcher).await;
+        }
+    }
+}
+
+/// What ended a wait.
+enum Woke {
+    Interval,
+    Controller,
+    Window,
+    Stop,
+}
+
+/// Wait `wait` for the next check-in — less when the controller wakes the agent — installing held actions whose
+/// window opens meanwhile. False when a stop was requested.
+async fn wait_for_next_check_in<S: Future<Output = ()>>(
+    agent: &mut Agent,
+    wait: Duration,
+    shutdown: &mut Pin<&mut S>,
+) -> bool {
+    let deadline = Instant::now() + wait;
+    let wake = agent.wake.clone();
+    loop {
+        let at = now();
+        let window = agent.state.next_install_time(at).map(|t| {
+            Duration::from_secs(u64::try_from(t.saturating_sub(at)).unwrap_or(0))
+                .min(WINDOW_RECHECK)
+        });
+        let woke = tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => Woke::Interval,
+            _ = wake.notified() => Woke::Controller,
+            _ = tokio::time::sleep(window.unwrap_or_default()), if window.is_some() => Woke::Window,
+            _ = shutdown.as_mut() => Woke::Stop,
+        };
+        match woke {
+            Woke::Interval => return true,
+            Woke::Controller => {
+                debug!("Checking in early.");
+                return true;
+            }
+            Woke::Stop => return false,
+            Woke::Window => {
+                let installing = agent.installing.clone();
+                if stopped_during(agent.install_due(now()), shutdown, &installing).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Run `work` unless a stop is requested first: an install command that has started finishes (bounded by its
+/// timeout), a download stops at once and resumes at the next start. True when the agent must stop.
+async fn stopped_during<S: Future<Output = ()>>(
+    work: impl Future<Output = ()>,
+    shutdown: &mut Pin<&mut S>,
+    installing: &AtomicBool,
+) -> bool {
+    tokio::pin!(work);
+    tokio::select! {
+        _ = &mut work => false,
+        _ = shutdown.as_mut() => {
+            if installing.load(Ordering::SeqCst) {
+                info!("Stop requested during an install: letting it finish (bounded by its timeout).");
+                work.await;
+            } else {
+                info!("Stopping in the middle of a download; it resumes at the next start.");
+            }
+            true
+        }
+    }
+}
+
+/// The one way out: end the watch task, save, say so.
+async fn stop(agent: Agent, watcher: Option<Watcher>) -> Result<(), RunError> {
+    if let Some(watcher) = watcher {
+        watcher.stop().await;
+    }
+    let _ = agent.save();
+    info!("Agent stopped.");
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Agents (endpoints) and sites as the controller knows them.
+
+use serde::{Deserialize, Serialize};
+
+use super::filter::Facts;
+use super::window::{Schedule, WindowError, WindowSpec};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledRecord {
+    pub name: String,
+    pub version: String,
+    pub release_counter: u64,
+    pub installed_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub id: String,
+    pub hostname: String,
+    pub site: String,
+    pub platform: String,
+    pub enrolled_at: i64,
+    /// 0 when the agent never checked in.
+    #[serde(default)]
+    pub last_checkin: i64,
+    #[serde(default)]
+    pub agent_version: String,
+    /// "Ubuntu 22.04", for people.
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub os_name: String,
+    #[serde(default)]
+    pub os_version: String,
+    #[serde(default)]
+    pub kernel: String,
+    #[serde(default)]
+    pub arch: String,
+    /// sha256 of the stored inventory, as the agent computed it.
+    #[serde(default)]
+    pub inventory_hash: String,
+    #[serde(default)]
+    pub installed: Vec<InstalledRecord>,
+}
+
+impl AgentRecord {
+    /// The installed release counter of `package`, if any.
+    pub fn installed_counter(&self, package: &str) -> Option<&InstalledRecord> {
+        self.installed.iter().find(|p| p.name == package)
+    }
+
+    /// Seen within `cutoff` seconds before `now` (an agent that never checked in never is).
+    pub fn seen_within(&self, cutoff: i64, now: i64) -> bool {
+        self.last_checkin > 0 && now - self.last_checkin <= cutoff
+    }
+}
+
+impl Facts for AgentRecord {
+    fn fact(&self, key: &str) -> Option<String> {
+        let value = match key {
+            "hostname" => &self.hostname,
+            "site" => &self.site,
+            "platform" => &self.platform,
+            "os.name" => &self.os_name,
+            "os.version" => &self.os_version,
+            "os.kernel" => &self.kernel,
+            "arch" => &self.arch,
+            "agent.version" => &self.agent_version,
+            _ => return None,
+        };
+        (!value.is_empty()).then(|| value.clone())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteRecord {
+    pub name: String,
+    pub created_at: i64,
+    /// Maintenance windows: installs start only inside one (downloads any time). Empty: any time.
+    #[serde(default)]
+    pub windows: Vec<WindowSpec>,
+    /// IANA time zone of the windows.
+    #[serde(default)]
+    pub time_zone: String,
+}
+
+impl SiteRecord {
+    pub fn new(name: &str, now: i64) -> SiteRecord {
+        SiteRecord {
+            name: name.to_owned(),
+            created_at: now,
+            windows: Vec::new(),
+            time_zone: String::new(),
+        }
+    }
+
+    /// The site's maintenance schedule, `None` when it has no windows (installs any time).
+    pub fn schedule(&self) -> Result<Option<Schedule>, WindowError> {
+        if self.windows.is_empty() {
+            return Ok(None);
+        }
+        Schedule::new(self.windows.clone(), &self.time_zone).map(Some)
+    }
+}

@@ -1,0 +1,523 @@
+//! The rollout and site handlers of the admin service. Each checks the caller, converts the request, calls one
+//! function of the domain (`rollout::plan`, `rollout::driver`), audits, makes the change durable, wakes the agents
+//! it concerns, and converts the answer.
+
+use std::sync::Arc;
+
+use rollcall_proto::v1;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use super::auth::{authorize, internal, Caller};
+use super::Shared;
+use crate::model::rollout::GateOverrides;
+use crate::model::window::{Schedule, WindowSpec};
+use crate::model::{ActionRecord, RolloutRecord};
+use crate::rollout::driver::{self, CommandError, RetrySelection, Wake};
+use crate::rollout::plan::{plan, PlanError, PlanRequest, WaveRequest, WaveTargets};
+use crate::rollout::report::rollout_status;
+use crate::store::{AuditEntry, Role};
+
+const READ: &[Role] = &[Role::Admin, Role::Tech];
+const WRITE: &[Role] = &[Role::Admin];
+/// Technicians may retry a device.
+const RETRY: &[Role] = &[Role::Admin, Role::Tech];
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn command_status(e: CommandError) -> Status {
+    match e {
+        CommandError::NoRollout(_) => {
+            Status::not_found(format!("{e}; `rollcall rollout list` shows them"))
+        }
+        CommandError::Refused { .. } => Status::failed_precondition(e.to_string()),
+        CommandError::Store(e) => internal(e),
+    }
+}
+
+fn plan_status(e: PlanError) -> Status {
+    match e {
+        PlanError::Unknown(m) => Status::not_found(m),
+        PlanError::Invalid(m) => Status::invalid_argument(m),
+        PlanError::SelectsNothing(m) => Status::failed_precondition(m),
+    }
+}
+
+fn gates(spec: Option<&v1::GateSpec>) -> GateOverrides {
+    let Some(g) = spec else {
+        return GateOverrides::default();
+    };
+    GateOverrides {
+        success_percent: g.success_percent,
+        error_percent: g.error_percent,
+        error_count: g.error_count,
+        soak_secs: g.soak_seconds,
+        approval: g.approval,
+        deadline_secs: g.deadline_seconds,
+        overlap: g.overlap,
+    }
+}
+
+fn wave_request(i: usize, w: &v1::WaveSpec) -> Result<WaveRequest, Status> {
+    let kinds = usize::from(!w.sites.is_empty())
+        + usize::from(w.canary_percent != 0.0)
+        + usize::from(w.canary_count != 0)
+        + usize::from(w.rest);
+    if kinds != 1 {
+        return Err(Status::invalid_argument(format!(
+            "wave {}: give exactly one of sites, a canary share, a canary count, or rest",
+            i + 1
+        )));
+    }
+    let targets = if w.rest {
+        WaveTargets::Rest
+    } else if w.canary_count != 0 {
+        WaveTargets::CanaryCount(w.canary_count)
+    } else if w.canary_percent != 0.0 {
+        WaveTargets::CanaryPercent(w.canary_percent)
+    } else {
+        WaveTargets::Sites(w.sites.clone())
+    };
+    Ok(WaveRequest {
+        targets,
+        gates: gates(w.gates.as_ref()),
+    })
+}
+
+/// The admin service's rollout and site calls.
+pub(crate) struct Rollouts {
+    pub shared: Arc<Shared>,
+}
+
+impl Rollouts {
+    fn audit(&self, caller: &Caller, action: &str, detail: String) -> Result<(), Status> {
+        info!(actor = %caller.subject, action, %detail, "Admin action.");
+        self.shared
+            .store
+            .audit(&AuditEntry {
+                at: now(),
+                actor: caller.subject.clone(),
+                action: action.into(),
+                detail,
+            })
+            .map_err(internal)
+    }
+
+    fn status(
+        &self,
+        r: &RolloutRecord,
+        devices: bool,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        let env = self.shared.env(now());
+        Ok(Response::new(
+            rollout_status(&self.shared.store, r, &env, devices).map_err(internal)?,
+        ))
+    }
+
+    /// Make a command durable, let the engine look at once, and wake the agents it concerns.
+    async fn done(&self, wake: Option<Wake>) -> Result<(), Status> {
+        self.shared.store.flush().await.map_err(internal)?;
+        self.shared.engine_now.notify_one();
+        if let Some(w) = wake {
+            self.shared.wake(&w);
+        }
+        Ok(())
+    }
+
+    pub async fn create(
+        &self,
+        req: Request<v1::CreateRolloutRequest>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
+        let req = req.into_inner();
+        let store = &self.shared.store;
+        let package = store
+            .package(&req.package, &req.version)
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "package {}@{} is not published; push it first (`rollcall pkg list` shows what is)",
+                    req.package, req.version
+                ))
+            })?;
+        let waves = req
+            .waves
+            .iter()
+            .enumerate()
+            .map(|(i, w)| wave_request(i, w))
+            .collect::<Result<Vec<_>, _>>()?;
+        let selector = req.selector.clone().unwrap_or_default();
+        let request = PlanRequest {
+            name: req.name.clone(),
+            waves,
+            gates: gates(req.gates.as_ref()),
+            sites: selector.sites,
+            platforms: selector.platforms,
+            filters: selector.r#where,
+            max_per_site: req.max_concurrent_per_site,
+            retries: req.retries,
+            retry_delay_secs: req.retry_delay_seconds,
+            urgent: req.urgent,
+            start_at: req.start_at_unix,
+            deadline: req.deadline_unix,
+        };
+        let now = now();
+        let agents = store.agents().map_err(internal)?;
+        let sites = store.sites().map_err(internal)?;
+        // The id is taken only once the request is accepted, so a refused request changes nothing.
+        plan(
+            "",
+            request.clone(),
+            &package,
+            &agents,
+            &sites,
+            &self.shared.env(now),
+            &caller.subject,
+        )
+        .map_err(plan_status)?;
+        let id = format!("r{}", store.next_seq("rollout").map_err(internal)?);
+        let mut rollout = plan(
+            &id,
+            request,
+            &package,
+            &agents,
+            &sites,
+            &self.shared.env(now),
+            &caller.subject,
+        )
+        .map_err(plan_status)?;
+        store.put_rollout(&rollout).map_err(internal)?;
+        self.audit(
+            &caller,
+            "rollout create",
+            format!("{id} {}@{}", package.name, package.version),
+        )?;
+        if req.start {
+            rollout = driver::start(store, &id, now).map_err(command_status)?;
+            self.audit(&caller, "rollout start", id.clone())?;
+        }
+        self.done(None).await?;
+        self.status(&rollout, false)
+    }
+
+    pub async fn start(
+        &self,
+        req: Request<v1::RolloutRef>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
+        let id = &req.get_ref().id;
+        let store = &self.shared.store;
+        // `start` on a paused rollout resumes it, as it always has.
+        let paused = store
+            .rollout(id)
+            .map_err(internal)?
+            .is_some_and(|r| r.state == crate::model::RolloutState::Paused);
+        if paused {
+            return self.resume(req).await;
+        }
+        let r = driver::start(store, id, now()).map_err(command_status)?;
+        self.audit(&caller, "rollout start", r.id.clone())?;
+        self.done(None).await?;
+        self.status(&r, false)
+    }
+
+    pub async fn pause(
+        &self,
+        req: Request<v1::RolloutRef>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
+        let r = driver::pause(
+            &self.shared.store,
+            &req.get_ref().id,
+            &caller.subject,
+            now(),
+        )
+        .map_err(command_status)?;
+        self.audit(&caller, "rollout pause", r.id.clone())?;
+        self.done(None).await?;
+        self.status(&r, false)
+    }
+
+    pub async fn resume(
+        &self,
+        req: Request<v1::RolloutRef>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
+        let (r, retried) = driver::resume(
+            &self.shared.store,
+            &req.get_ref().id,
+            &caller.subject,
+            now(),
+        )
+        .map_err(command_status)?;
+        self.audit(
+            &caller,
+            "rollout resume",
+            format!("{} ({} devices retried)", r.id, retried.len()),
+        )?;
+        let reason = format!("rollout {} resumed", r.id);
+        self.done(Some(Wake {
+            agents: Some(retried),
+            sites: None,
+            reason,
+        }))
+        .await?;
+        self.status(&r, false)
+    }
+
+    pub async fn cancel(
+        &self,
+        req: Request<v1::RolloutRef>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
+        let (r, told) = driver::cancel(
+            &self.shared.store,
+            &req.get_ref().id,
+            &caller.subject,
+            now(),
+        )
+        .map_err(command_status)?;
+        self.audit(
+            &caller,
+            "rollout cancel",
+            format!("{} ({} devices told to stop)", r.id, told.len()),
+        )?;
+        let reason = format!("rollout {} cancelled", r.id);
+        self.done(Some(Wake {
+            agents: Some(told),
+            sites: None,
+            reason,
+        }))
+        .await?;
+        self.status(&r, false)
+    }
+
+    pub async fn approve(
+        &self,
+        req: Request<v1::RolloutRef>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
+        let (r, wave) = driver::approve(
+            &self.shared.store,
+            &req.get_ref().id,
+            &caller.subject,
+            now(),
+        )
+        .map_err(command_status)?;
+        self.audit(
+            &caller,
+            "rollout approve",
+            format!("{} wave {}", r.id, wave + 1),
+        )?;
+        self.done(None).await?;
+        self.status(&r, false)
+    }
+
+    pub async fn delete(
+        &self,
+        req: Request<v1::RolloutRef>,
+    ) -> Result<Response<v1::DeleteRolloutResponse>, Status> {
+        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
+        let id = req.get_ref().id.clone();
+        driver::delete_draft(&self.shared.store, &id).map_err(command_status)?;
+        self.audit(&caller, "rollout delete", id.clone())?;
+        self.done(None).await?;
+        Ok(Response::new(v1::DeleteRolloutResponse { id }))
+    }
+
+    pub async fn retry(
+        &self,
+        req: Request<v1::RetryRolloutRequest>,
+    ) -> Result<Response<v1::RetryRolloutResponse>, Status> {
+        let caller = authorize(&self.shared.store, &req, RETRY, now())?;
+        let req = req.into_inner();
+        let store = &self.shared.store;
+        let chosen = usize::from(!req.agent.is_empty())
+            + usize::from(!req.site.is_empty())
+            + usize::from(req.failed);
+        if chosen != 1 {
+            return Err(Status::invalid_argument(
+                "say which devices to retry: exactly one of --agent AGENT, --site SITE or --failed",
+            ));
+        }
+        let which = if !req.agent.is_empty() {
+            RetrySelection::Agent(self.resolve_agent(&req.rollout_id, &req.agent)?)
+        } else if !req.site.is_empty() {
+            if store.site(&req.site).map_err(internal)?.is_none() {
+                return Err(Status::not_found(format!(
+                    "unknown site {:?}; `rollcall sites list` shows them",
+                    req.site
+                )));
+            }
+            RetrySelection::Site(req.site.clone())
+        } else {
+            RetrySelection::Failed
+        };
+        let retried = driver::retry(store, &req.rollout_id, &which, &caller.subject, now())
+            .map_err(command_status)?;
+        self.audit(
+            &caller,
+            "rollout retry",
+            format!("{} devices [{}]", req.rollout_id, retried.join(", ")),
+        )?;
+        let reason = format!("rollout {}: retry requested", req.rollout_id);
+        self.done(Some(Wake {
+            agents: Some(retried.clone()),
+            sites: None,
+            reason,
+        }))
+        .await?;
+        let r = store
+            .rollout(&req.rollout_id)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no rollout {}", req.rollout_id)))?;
+        Ok(Response::new(v1::RetryRolloutResponse {
+            agent_ids: retried,
+            status: Some(self.status(&r, false)?.into_inner()),
+        }))
+    }
+
+    /// An agent id, or a hostname that names exactly one agent (preferring one in the rollout).
+    fn resolve_agent(&self, rollout_id: &str, name: &str) -> Result<String, Status> {
+        let store = &self.shared.store;
+        if store.agent(name).map_err(internal)?.is_some() {
+            return Ok(name.to_owned());
+        }
+        let matching: Vec<String> = store
+            .agents()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|a| a.hostname.eq_ignore_ascii_case(name))
+            .map(|a| a.id)
+            .collect();
+        let in_rollout: Vec<&String> = matching
+            .iter()
+            .filter(|id| {
+                store
+                    .action(&ActionRecord::id_for(rollout_id, id))
+                    .ok()
+                    .flatten()
+                    .is_some()
+            })
+            .collect();
+        match (matching.len(), in_rollout.as_slice()) {
+            (0, _) => Err(Status::not_found(format!(
+                "no agent with id or hostname {name:?}"
+            ))),
+            (1, _) => Ok(matching[0].clone()),
+            (_, [one]) => Ok((*one).clone()),
+            _ => Err(Status::invalid_argument(format!(
+                "hostname {name:?} names {} agents ({}); pass the agent id",
+                matching.len(),
+                matching.join(", ")
+            ))),
+        }
+    }
+
+    pub async fn get(
+        &self,
+        req: Request<v1::RolloutRef>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        authorize(&self.shared.store, &req, READ, now())?;
+        let id = &req.get_ref().id;
+        let r = self
+            .shared
+            .store
+            .rollout(id)
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no rollout {id}; `rollcall rollout list` shows them"
+                ))
+            })?;
+        self.status(&r, true)
+    }
+
+    pub async fn list(
+        &self,
+        req: Request<v1::ListRolloutsRequest>,
+    ) -> Result<Response<v1::ListRolloutsResponse>, Status> {
+        authorize(&self.shared.store, &req, READ, now())?;
+        let store = &self.shared.store;
+        let env = self.shared.env(now());
+        let agents = store.agents().map_err(internal)?;
+        let mut rollouts = Vec::new();
+        for r in store.rollouts().map_err(internal)? {
+            let actions = store
+                .actions_of(&r.id)
+                .map_err(internal)?
+                .into_iter()
+                .map(|a| (a.agent_id.clone(), a))
+                .collect();
+            rollouts.push(crate::rollout::report::build(
+                store, &r, &agents, &actions, &env, false,
+            ));
+        }
+        rollouts.sort_by_key(|r| r.created_at_unix);
+        Ok(Response::new(v1::ListRolloutsResponse { rollouts }))
+    }
+
+    pub async fn update_site(
+        &self,
+        req: Request<v1::UpdateSiteRequest>,
+    ) -> Result<Response<v1::SiteSummary>, Status> {
+        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
+        let req = req.into_inner();
+        let store = &self.shared.store;
+        let mut site = store.site(&req.name).map_err(internal)?.ok_or_else(|| {
+            Status::not_found(format!(
+                "unknown site {:?}; `rollcall sites list` shows them (a site is created with its first enrollment token)",
+                req.name
+            ))
+        })?;
+        if req.clear_windows {
+            if !req.windows.is_empty() {
+                return Err(Status::invalid_argument(
+                    "--clear-windows and --window do not go together",
+                ));
+            }
+            site.windows.clear();
+            site.time_zone = req.time_zone.clone();
+        } else {
+            if req.windows.is_empty() {
+                return Err(Status::invalid_argument(
+                    "give at least one --window \"DAYS HH:MM-HH:MM\" (or --clear-windows)",
+                ));
+            }
+            let windows = req
+                .windows
+                .iter()
+                .map(|w| {
+                    w.parse::<WindowSpec>()
+                        .map_err(|e| Status::invalid_argument(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let schedule = Schedule::new(windows.clone(), &req.time_zone)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            site.windows = windows;
+            site.time_zone = schedule.tz().to_owned();
+        }
+        store.put_site(&site).map_err(internal)?;
+        let shown: Vec<String> = site.windows.iter().map(|w| w.to_string()).collect();
+        self.audit(
+            &caller,
+            "site set",
+            format!(
+                "{} windows [{}] tz {}",
+                site.name,
+                shown.join("; "),
+                site.time_zone
+            ),
+        )?;
+        self.shared.store.flush().await.map_err(internal)?;
+        super::admin_api::site_summary(
+            &self.shared,
+            &site,
+            &store.agents().map_err(internal)?,
+            now(),
+        )
+        .map(Response::new)
+    }
+}

@@ -1,0 +1,446 @@
+//! The two lifecycles every part of rollcall speaks about — a rollout's and a device action's — each a plain enum
+//! with one transition function, and the one mapping from each state to its name (CLI, JSON, state files) and its
+//! wire value (`rollcall.v1`). The agent, the controller's model and the CLI all use these; nothing else maps.
+
+use serde::{Deserialize, Serialize};
+
+use crate::v1;
+
+/// `draft → running ⇄ paused → completed | cancelled`, plus `scheduled` (started, waiting for its start time)
+/// and `waiting-approval` (between waves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutState {
+    Draft,
+    Scheduled,
+    Running,
+    Paused,
+    WaitingApproval,
+    Completed,
+    Cancelled,
+}
+
+/// What can happen to a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutEvent {
+    /// Admin starts a draft now (or a scheduled rollout before its time).
+    Start,
+    /// Admin starts a draft with a start time in the future.
+    Schedule,
+    /// The start time of a scheduled rollout came.
+    Due,
+    /// Admin pauses.
+    Pause,
+    /// A wave's error threshold was reached: the rollout stops where it is.
+    ErrorThreshold,
+    /// Admin resumes a paused rollout.
+    Resume,
+    /// The next wave needs an admin's approval.
+    WaitApproval,
+    /// Admin approves the next wave.
+    Approve,
+    /// Every wave passed its gate.
+    Finished,
+    /// Admin cancels.
+    Cancel,
+}
+
+impl RolloutState {
+    pub const ALL: [RolloutState; 7] = [
+        RolloutState::Draft,
+        RolloutState::Scheduled,
+        RolloutState::Running,
+        RolloutState::Paused,
+        RolloutState::WaitingApproval,
+        RolloutState::Completed,
+        RolloutState::Cancelled,
+    ];
+
+    /// The state after `event`, or `None` when the event is not allowed in this state.
+    pub fn on(self, event: RolloutEvent) -> Option<RolloutState> {
+        use RolloutEvent as E;
+        use RolloutState as S;
+        match (self, event) {
+            (S::Draft | S::Scheduled, E::Start) => Some(S::Running),
+            (S::Draft, E::Schedule) => Some(S::Scheduled),
+            (S::Scheduled, E::Due) => Some(S::Running),
+            (S::Running | S::WaitingApproval | S::Scheduled, E::Pause) => Some(S::Paused),
+            (S::Running | S::WaitingApproval, E::ErrorThreshold) => Some(S::Paused),
+            (S::Paused, E::Resume) => Some(S::Running),
+            (S::Running, E::WaitApproval) => Some(S::WaitingApproval),
+            (S::WaitingApproval, E::Approve) => Some(S::Running),
+            (S::Running, E::Finished) => Some(S::Completed),
+            (
+                S::Draft
+                | S::Scheduled
+                | S::Running
+                | S::Paused
+                | S::WaitingApproval
+                | S::Completed,
+                E::Cancel,
+            ) => Some(S::Cancelled),
+            _ => None,
+        }
+    }
+
+    /// Whether devices of open waves are offered the package: also while waiting for approval (late joiners of
+    /// open waves) and after completion (desired state for devices that join later).
+    pub fn offers(self) -> bool {
+        matches!(
+            self,
+            RolloutState::Running | RolloutState::WaitingApproval | RolloutState::Completed
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Draft => "draft",
+            RolloutState::Scheduled => "scheduled",
+            RolloutState::Running => "running",
+            RolloutState::Paused => "paused",
+            RolloutState::WaitingApproval => "waiting-approval",
+            RolloutState::Completed => "completed",
+            RolloutState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<RolloutState> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    pub fn to_proto(self) -> v1::RolloutState {
+        match self {
+            RolloutState::Draft => v1::RolloutState::Draft,
+            RolloutState::Scheduled => v1::RolloutState::Scheduled,
+            RolloutState::Running => v1::RolloutState::Running,
+            RolloutState::Paused => v1::RolloutState::Paused,
+            RolloutState::WaitingApproval => v1::RolloutState::WaitingApproval,
+            RolloutState::Completed => v1::RolloutState::Completed,
+            RolloutState::Cancelled => v1::RolloutState::Cancelled,
+        }
+    }
+
+    /// `None` for `UNSPECIFIED` or a value this build does not know.
+    pub fn from_proto(value: i32) -> Option<RolloutState> {
+        Self::ALL.into_iter().find(|s| s.to_proto() as i32 == value)
+    }
+
+    /// The name of a wire value, "unknown" for one this build does not know.
+    pub fn name_of(value: i32) -> &'static str {
+        Self::from_proto(value).map_or("unknown", Self::as_str)
+    }
+}
+
+impl std::fmt::Display for RolloutState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `pending → offered → downloading → downloaded → installing → succeeded | failed | rolled-back | cancelled |
+/// skipped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionState {
+    Pending,
+    Offered,
+    Downloading,
+    Downloaded,
+    Installing,
+    Succeeded,
+    Failed,
+    RolledBack,
+    Cancelled,
+    Skipped,
+}
+
+impl ActionState {
+    pub const ALL: [ActionState; 10] = [
+        ActionState::Pending,
+        ActionState::Offered,
+        ActionState::Downloading,
+        ActionState::Downloaded,
+        ActionState::Installing,
+        ActionState::Succeeded,
+        ActionState::Failed,
+        ActionState::RolledBack,
+        ActionState::Cancelled,
+        ActionState::Skipped,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ActionState::Succeeded
+                | ActionState::Failed
+                | ActionState::RolledBack
+                | ActionState::Cancelled
+                | ActionState::Skipped
+        )
+    }
+
+    /// Installed and verified. Nothing else is ever counted as success (skipped is not).
+    pub fn is_success(self) -> bool {
+        self == ActionState::Succeeded
+    }
+
+    pub fn is_failure(self) -> bool {
+        matches!(self, ActionState::Failed | ActionState::RolledBack)
+    }
+
+    /// Offered and not finished: the device is working on it (or about to).
+    pub fn is_in_progress(self) -> bool {
+        matches!(
+            self,
+            ActionState::Offered
+                | ActionState::Downloading
+                | ActionState::Downloaded
+                | ActionState::Installing
+        )
+    }
+
+    /// The state a finished-but-failed device goes back to when it gets a new attempt: `pending`, so it is
+    /// offered again (with a higher attempt number). Only failures are retried.
+    pub fn retry(self) -> Option<ActionState> {
+        self.is_failure().then_some(ActionState::Pending)
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            ActionState::Pending => 0,
+            ActionState::Offered => 1,
+            ActionState::Downloading => 2,
+            ActionState::Downloaded => 3,
+            ActionState::Installing => 4,
+            _ => 5,
+        }
+    }
+
+    /// Whether a device action may move from `self` to `next`. Progress only moves forward (a repeated
+    /// `downloading` carries byte counts); nothing goes back to `pending` (a retry is a new attempt, see
+    /// [`ActionState::retry`]); terminal states are final, except that a `cancelled` action whose install had
+    /// already started when the cancel was decided still records how that install ended: counts never lie.
+    pub fn can_become(self, next: ActionState) -> bool {
+        if next == ActionState::Pending {
+            return false;
+        }
+        if self == ActionState::Cancelled {
+            return matches!(
+                next,
+                ActionState::Installing
+                    | ActionState::Succeeded
+                    | ActionState::Failed
+                    | ActionState::RolledBack
+            );
+        }
+        if self.is_terminal() {
+            return false;
+        }
+        if self == ActionState::Downloading && next == ActionState::Downloading {
+            return true;
+        }
+        next.rank() > self.rank()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionState::Pending => "pending",
+            ActionState::Offered => "offered",
+            ActionState::Downloading => "downloading",
+            ActionState::Downloaded => "downloaded",
+            ActionState::Installing => "installing",
+            ActionState::Succeeded => "succeeded",
+            ActionState::Failed => "failed",
+            ActionState::RolledBack => "rolled-back",
+            ActionState::Cancelled => "cancelled",
+            ActionState::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ActionState> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    pub fn to_proto(self) -> v1::ActionState {
+        match self {
+            ActionState::Pending => v1::ActionState::Pending,
+            ActionState::Offered => v1::ActionState::Offered,
+            ActionState::Downloading => v1::ActionState::Downloading,
+            ActionState::Downloaded => v1::ActionState::Downloaded,
+            ActionState::Installing => v1::ActionState::Installing,
+            ActionState::Succeeded => v1::ActionState::Succeeded,
+            ActionState::Failed => v1::ActionState::Failed,
+            ActionState::RolledBack => v1::ActionState::RolledBack,
+            ActionState::Cancelled => v1::ActionState::Cancelled,
+            ActionState::Skipped => v1::ActionState::Skipped,
+        }
+    }
+
+    /// `None` for `UNSPECIFIED` or a value this build does not know.
+    pub fn from_proto(value: i32) -> Option<ActionState> {
+        Self::ALL.into_iter().find(|s| s.to_proto() as i32 == value)
+    }
+
+    /// The name of a wire value, "unknown" for one this build does not know.
+    pub fn name_of(value: i32) -> &'static str {
+        Self::from_proto(value).map_or("unknown", Self::as_str)
+    }
+}
+
+impl std::fmt::Display for ActionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_transitions_table() {
+        use RolloutEvent as E;
+        use RolloutState as S;
+        let all_events = [
+            E::Start,
+            E::Schedule,
+            E::Due,
+            E::Pause,
+            E::ErrorThreshold,
+            E::Resume,
+            E::WaitApproval,
+            E::Approve,
+            E::Finished,
+            E::Cancel,
+        ];
+        let legal = [
+            (S::Draft, E::Start, S::Running),
+            (S::Scheduled, E::Start, S::Running),
+            (S::Draft, E::Schedule, S::Scheduled),
+            (S::Scheduled, E::Due, S::Running),
+            (S::Running, E::Pause, S::Paused),
+            (S::WaitingApproval, E::Pause, S::Paused),
+            (S::Scheduled, E::Pause, S::Paused),
+            (S::Running, E::ErrorThreshold, S::Paused),
+            (S::WaitingApproval, E::ErrorThreshold, S::Paused),
+            (S::Paused, E::Resume, S::Running),
+            (S::Running, E::WaitApproval, S::WaitingApproval),
+            (S::WaitingApproval, E::Approve, S::Running),
+            (S::Running, E::Finished, S::Completed),
+            (S::Draft, E::Cancel, S::Cancelled),
+            (S::Scheduled, E::Cancel, S::Cancelled),
+            (S::Running, E::Cancel, S::Cancelled),
+            (S::Paused, E::Cancel, S::Cancelled),
+            (S::WaitingApproval, E::Cancel, S::Cancelled),
+            (S::Completed, E::Cancel, S::Cancelled),
+        ];
+        for s in RolloutState::ALL {
+            for e in all_events {
+                let expected = legal
+                    .iter()
+                    .find(|(from, ev, _)| *from == s && *ev == e)
+                    .map(|l| l.2);
+                assert_eq!(s.on(e), expected, "{s:?} on {e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn action_transitions_table() {
+        use ActionState::*;
+        let after_offer = [
+            Downloading,
+            Downloaded,
+            Installing,
+            Succeeded,
+            Failed,
+            RolledBack,
+            Cancelled,
+            Skipped,
+        ];
+        let legal: &[(ActionState, &[ActionState])] = &[
+            (
+                Pending,
+                &[
+                    Offered,
+                    Downloading,
+                    Downloaded,
+                    Installing,
+                    Succeeded,
+                    Failed,
+                    RolledBack,
+                    Cancelled,
+                    Skipped,
+                ],
+            ),
+            (Offered, &after_offer),
+            (Downloading, &after_offer),
+            (
+                Downloaded,
+                &[
+                    Installing, Succeeded, Failed, RolledBack, Cancelled, Skipped,
+                ],
+            ),
+            (
+                Installing,
+                &[Succeeded, Failed, RolledBack, Cancelled, Skipped],
+            ),
+            (Succeeded, &[]),
+            (Failed, &[]),
+            (RolledBack, &[]),
+            (Cancelled, &[Installing, Succeeded, Failed, RolledBack]),
+            (Skipped, &[]),
+        ];
+        for from in ActionState::ALL {
+            let allowed = legal
+                .iter()
+                .find(|(f, _)| *f == from)
+                .map(|l| l.1)
+                .unwrap_or(&[]);
+            for to in ActionState::ALL {
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&to),
+                    "{from:?} -> {to:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_failures_are_retried() {
+        for s in ActionState::ALL {
+            let expected = s.is_failure().then_some(ActionState::Pending);
+            assert_eq!(s.retry(), expected, "{s:?}");
+        }
+        assert!(ActionState::RolledBack.is_failure());
+        assert!(
+            !ActionState::Skipped.is_success(),
+            "skipped is never success"
+        );
+    }
+
+    #[test]
+    fn names_and_wire_values_round_trip() {
+        for s in ActionState::ALL {
+            assert_eq!(ActionState::from_proto(s.to_proto() as i32), Some(s));
+            assert_eq!(ActionState::parse(s.as_str()), Some(s));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str()),
+                "state files use the same names"
+            );
+        }
+        for s in RolloutState::ALL {
+            assert_eq!(RolloutState::from_proto(s.to_proto() as i32), Some(s));
+            assert_eq!(RolloutState::parse(s.as_str()), Some(s));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+        assert_eq!(ActionState::from_proto(0), None);
+        assert_eq!(ActionState::name_of(99), "unknown");
+        assert_eq!(RolloutState::name_of(0), "unknown");
+    }
+}
