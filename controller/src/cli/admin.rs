@@ -61,7 +61,8 @@ enum Cmd {
     },
     /// Overview: sites and rollouts.
     Status,
-    /// Run the whole story on this machine: controller, 12 agents in 3 sites, a signed package, a 3-wave rollout.
+    /// Run the whole story on this machine: controller, 12 agents in 3 sites, a signed package, a canary then one
+    /// wave per site (`--scenario bad-patch`: a package that fails everywhere stops at the canary).
     Demo(demo::DemoArgs),
 }
 

@@ -610,6 +610,7 @@ pub fn site_table(r: &v1::RolloutStatus, site: Option<&str>) -> String {
                 c.failed.to_string(),
                 c.rolled_back.to_string(),
                 c.skipped.to_string(),
+                c.cancelled.to_string(),
                 c.in_progress.to_string(),
                 c.pending.to_string(),
                 c.offline.to_string(),
@@ -627,6 +628,7 @@ pub fn site_table(r: &v1::RolloutStatus, site: Option<&str>) -> String {
             "FAILED",
             "ROLLED BACK",
             "SKIPPED",
+            "CANCELLED",
             "IN PROGRESS",
             "PENDING",
             "OFFLINE",
@@ -728,7 +730,15 @@ fn print_status(r: &v1::RolloutStatus, json: bool, site: Option<&str>, all_devic
                 d.hostname.clone(),
                 d.agent_id.clone(),
                 d.site.clone(),
-                ActionState::name_of(d.state).into(),
+                if d.next_retry_unix > 0 {
+                    format!(
+                        "{} (retry in {})",
+                        ActionState::name_of(d.state),
+                        short(d.next_retry_unix - now)
+                    )
+                } else {
+                    ActionState::name_of(d.state).into()
+                },
                 if d.attempt > 0 {
                     d.attempt.to_string()
                 } else {

@@ -49,6 +49,15 @@ impl AgentRecord {
         self.installed.iter().find(|p| p.name == package)
     }
 
+    /// When the controller last heard of the agent: its last check-in, or its enrollment if it never checked in.
+    pub fn last_seen(&self) -> i64 {
+        if self.last_checkin > 0 {
+            self.last_checkin
+        } else {
+            self.enrolled_at
+        }
+    }
+
     /// Seen within `cutoff` seconds before `now` (an agent that never checked in never is).
     pub fn seen_within(&self, cutoff: i64, now: i64) -> bool {
         self.last_checkin > 0 && now - self.last_checkin <= cutoff

@@ -6,10 +6,12 @@
 pub mod action;
 pub mod agent;
 pub mod filter;
+pub mod package;
 pub mod rollout;
 pub mod window;
 
 pub use action::{ActionRecord, AttemptRecord};
 pub use agent::{AgentRecord, InstalledRecord, SiteRecord};
+pub use package::PackageRecord;
 pub use rollcall_proto::{ActionState, RolloutEvent, RolloutState};
 pub use rollout::{Canary, ErrorLimit, Gates, RolloutRecord, Selector, WaveRecord};

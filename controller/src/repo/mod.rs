@@ -13,7 +13,8 @@ use tracing::info;
 use crate::blobs::Blobs;
 use crate::datadir::DataDir;
 use crate::error::Error;
-use crate::store::{PackageRecord, Store, StoreError, TufFiles, TufState};
+use crate::model::PackageRecord;
+use crate::store::{Store, StoreError, TufFiles, TufState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {

@@ -583,6 +583,8 @@ pub fn resume(
         r.updated_at = now;
         Ok(())
     })?;
+    // A rollout paused while scheduled starts now: it takes over the package's desired state like `start`.
+    supersede_older(store, &r, now)?;
     Ok((r, retried))
 }
 

@@ -33,9 +33,9 @@ pub enum Standing {
     InProgress,
     /// Not offered yet (or waiting for its wave), seen recently.
     Pending,
-    /// Not finished and not seen for a while: counted, shown apart.
+    /// Not finished and not seen for a while (or enrolled and not checked in yet): counted, shown apart.
     Offline,
-    /// Never checked in, or silent beyond the membership cutoff: not counted at all.
+    /// Silent beyond the membership cutoff (counting from its enrollment if it never checked in): not counted.
     Excluded,
 }
 
@@ -71,7 +71,9 @@ impl Standing {
             }
             _ => {}
         }
-        if !agent.seen_within(env.cutoff, env.now) {
+        // Enrolling is a sighting too: a device that enrolled recently and has not checked in yet counts (as
+        // offline) instead of letting its wave pass without it; one silent beyond the cutoff no longer counts.
+        if env.now - agent.last_seen() > env.cutoff {
             return Standing::Excluded;
         }
         if !agent.seen_within(env.offline_after, env.now) {
@@ -364,7 +366,7 @@ pub fn retry_due(a: &ActionRecord, r: &RolloutRecord, now: i64) -> bool {
     a.will_retry()
         && matches!(
             r.state,
-            RolloutState::Running | RolloutState::WaitingApproval
+            RolloutState::Running | RolloutState::WaitingApproval | RolloutState::Completed
         )
         && now >= a.updated_at + retry_delay(a, r)
 }

@@ -5,9 +5,9 @@
 use crate::model::filter::Filter;
 use crate::model::rollout::GateOverrides;
 use crate::model::{
-    AgentRecord, Canary, RolloutRecord, RolloutState, Selector, SiteRecord, WaveRecord,
+    AgentRecord, Canary, PackageRecord, RolloutRecord, RolloutState, Selector, SiteRecord,
+    WaveRecord,
 };
-use crate::store::PackageRecord;
 
 use super::engine::{choose_canary, Env};
 

@@ -187,7 +187,10 @@ pub fn device_status(
     let excluded = standing == Standing::Excluded;
     let detail = if excluded {
         if agent.last_checkin <= 0 {
-            "not counted: enrolled but never checked in".to_owned()
+            format!(
+                "not counted: enrolled {} days ago and never checked in",
+                (env.now - agent.enrolled_at) / 86400
+            )
         } else {
             format!(
                 "not counted: offline for {} days",

@@ -472,7 +472,7 @@ pub(crate) fn site_summary(
     })
 }
 
-fn package_info(p: &crate::store::PackageRecord) -> v1::PackageInfo {
+fn package_info(p: &crate::model::PackageRecord) -> v1::PackageInfo {
     v1::PackageInfo {
         name: p.name.clone(),
         version: p.version.clone(),

@@ -21,7 +21,7 @@ use sled::transaction::Transactional;
 
 pub use agents::{agents_installed, CertRecord, EnrollOutcome, NewAgent, Role};
 pub use audit::AuditEntry;
-pub use packages::{PackageRecord, TufFiles, TufState};
+pub use packages::{TufFiles, TufState};
 pub use tokens::{TokenRecord, TokenRefusal};
 
 #[derive(Debug, thiserror::Error)]

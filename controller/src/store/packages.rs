@@ -5,26 +5,7 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{TransactionError, Transactional};
 
 use super::{encode, get, scan, Result, Store, StoreError};
-
-/// A package the controller can roll out: one TUF target with a verified manifest.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PackageRecord {
-    pub name: String,
-    pub version: String,
-    pub release_counter: u64,
-    pub target_name: String,
-    pub sha256: String,
-    pub length: u64,
-    pub platforms: Vec<String>,
-    pub kind: String,
-    pub published_at: i64,
-}
-
-impl PackageRecord {
-    pub fn key(name: &str, version: &str) -> String {
-        format!("{name}@{version}")
-    }
-}
+use crate::model::PackageRecord;
 
 /// Versions of the published TUF roles; all zero before the first push.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]

@@ -214,6 +214,7 @@ fn the_error_threshold_pauses_and_resume_gives_failed_devices_a_new_attempt() {
     store.put_agent(&agent("a1", "north")).unwrap();
     let mut ghost = agent("ghost", "north");
     ghost.last_checkin = 0;
+    ghost.enrolled_at = -8 * 86400;
     store.put_agent(&ghost).unwrap();
     let mut r = RolloutRecord::for_test("r4", &["linux"], &[&["north"]]);
     r.waves[0].gates.error = ErrorLimit::Count(1);
@@ -243,7 +244,7 @@ fn the_error_threshold_pauses_and_resume_gives_failed_devices_a_new_attempt() {
     assert_eq!(
         store.rollout("r4").unwrap().unwrap().state,
         RolloutState::Completed,
-        "the agent that never checked in does not hold the wave"
+        "the agent that enrolled a week ago and never checked in does not hold the wave"
     );
 }
 
@@ -810,4 +811,41 @@ fn run_interleaving(seed: u64) {
         let action = store.action(&format!("r1/{id}")).unwrap().unwrap();
         assert_eq!(action.state, ActionState::Succeeded, "seed {seed}: {id}");
     }
+}
+
+#[test]
+fn a_completed_rollout_retries_a_failed_late_joiner_when_it_checks_in() {
+    let (_dir, store) = temp_store();
+    store.put_agent(&agent("a", "north")).unwrap();
+    let mut r = RolloutRecord::for_test("r1", &["linux"], &[&["north"]]);
+    r.retries = 1;
+    r.retry_delay_secs = 10;
+    store.put_rollout(&r).unwrap();
+    tick(&store, &env(1)).unwrap();
+    offered(&store, "a", 1);
+    apply_report(&store, "a", &report("r1/a", ActionState::Succeeded, 1), 2).unwrap();
+    tick(&store, &env(3)).unwrap();
+    assert_eq!(
+        store.rollout("r1").unwrap().unwrap().state,
+        RolloutState::Completed
+    );
+    store.put_agent(&agent("late", "north")).unwrap();
+    offered(&store, "late", 4);
+    apply_report(
+        &store,
+        "late",
+        &report("r1/late", ActionState::Failed, 1),
+        5,
+    )
+    .unwrap();
+    tick(&store, &env(100)).unwrap();
+    assert_eq!(
+        store.action("r1/late").unwrap().unwrap().attempt,
+        1,
+        "the engine leaves completed rollouts alone"
+    );
+    let got = offered(&store, "late", 100);
+    assert_eq!(got[0].attempt, 2, "retried at its check-in");
+    let a = store.action("r1/late").unwrap().unwrap();
+    assert_eq!((a.retries_left, a.history.len()), (0, 1));
 }

@@ -420,8 +420,12 @@ fn standing_table() {
     offline.last_checkin = 10_000 - 1000;
     let mut gone = online.clone();
     gone.last_checkin = 10_000 - 8 * 86400;
+    gone.enrolled_at = gone.last_checkin - 86400;
     let mut never = online.clone();
     never.last_checkin = 0;
+    never.enrolled_at = 10_000 - 8 * 86400;
+    let mut just_enrolled = never.clone();
+    just_enrolled.enrolled_at = 9_990;
     let mut retrying = action(ActionState::Failed);
     retrying.retries_left = 1;
     let cases: &[(&AgentRecord, Option<ActionRecord>, Standing)] = &[
@@ -429,6 +433,7 @@ fn standing_table() {
         (&offline, None, Standing::Offline),
         (&gone, None, Standing::Excluded),
         (&never, None, Standing::Excluded),
+        (&just_enrolled, None, Standing::Offline),
         (
             &online,
             Some(action(ActionState::Downloading)),
@@ -489,11 +494,22 @@ fn retries_back_off_exponentially_with_a_little_spread() {
     a.retries_left = 0;
     assert!(!retry_due(&a, &r, i64::MAX / 2), "no retries left");
     a.retries_left = 1;
-    r.state = RolloutState::Cancelled;
+    r.state = RolloutState::Completed;
     assert!(
-        !retry_due(&a, &r, i64::MAX / 2),
-        "a cancelled rollout retries nothing"
+        retry_due(&a, &r, i64::MAX / 2),
+        "a late joiner of a completed rollout is retried (when it checks in)"
     );
+    for state in [
+        RolloutState::Cancelled,
+        RolloutState::Paused,
+        RolloutState::Draft,
+    ] {
+        r.state = state;
+        assert!(
+            !retry_due(&a, &r, i64::MAX / 2),
+            "a {state} rollout retries nothing"
+        );
+    }
 }
 
 #[test]
