@@ -6,6 +6,48 @@ use serde::{Deserialize, Serialize};
 
 use crate::v1;
 
+/// The one table from states to their names and wire values: `ALL`, `as_str`, `parse`, `to_proto`, `from_proto`,
+/// `name_of` and `Display`, generated from a single list per enum so the three can never disagree.
+macro_rules! names_and_wire_values {
+    ($ty:ident => $wire:ident { $($variant:ident = $name:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+
+            pub fn parse(name: &str) -> Option<$ty> {
+                Self::ALL.iter().copied().find(|s| s.as_str() == name)
+            }
+
+            pub fn to_proto(self) -> v1::$wire {
+                match self {
+                    $($ty::$variant => v1::$wire::$variant),+
+                }
+            }
+
+            /// `None` for `UNSPECIFIED` or a value this build does not know.
+            pub fn from_proto(value: i32) -> Option<$ty> {
+                Self::ALL.iter().copied().find(|s| s.to_proto() as i32 == value)
+            }
+
+            /// The name of a wire value, "unknown" for one this build does not know.
+            pub fn name_of(value: i32) -> &'static str {
+                Self::from_proto(value).map_or("unknown", Self::as_str)
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
 /// `draft → running ⇄ paused → completed | cancelled`, plus `scheduled` (started, waiting for its start time)
 /// and `waiting-approval` (between waves).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -19,6 +61,16 @@ pub enum RolloutState {
     Completed,
     Cancelled,
 }
+
+names_and_wire_values!(RolloutState => RolloutState {
+    Draft = "draft",
+    Scheduled = "scheduled",
+    Running = "running",
+    Paused = "paused",
+    WaitingApproval = "waiting-approval",
+    Completed = "completed",
+    Cancelled = "cancelled",
+});
 
 /// What can happen to a rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,16 +98,6 @@ pub enum RolloutEvent {
 }
 
 impl RolloutState {
-    pub const ALL: [RolloutState; 7] = [
-        RolloutState::Draft,
-        RolloutState::Scheduled,
-        RolloutState::Running,
-        RolloutState::Paused,
-        RolloutState::WaitingApproval,
-        RolloutState::Completed,
-        RolloutState::Cancelled,
-    ];
-
     /// The state after `event`, or `None` when the event is not allowed in this state.
     pub fn on(self, event: RolloutEvent) -> Option<RolloutState> {
         use RolloutEvent as E;
@@ -91,50 +133,6 @@ impl RolloutState {
             RolloutState::Running | RolloutState::WaitingApproval | RolloutState::Completed
         )
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RolloutState::Draft => "draft",
-            RolloutState::Scheduled => "scheduled",
-            RolloutState::Running => "running",
-            RolloutState::Paused => "paused",
-            RolloutState::WaitingApproval => "waiting-approval",
-            RolloutState::Completed => "completed",
-            RolloutState::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<RolloutState> {
-        Self::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-
-    pub fn to_proto(self) -> v1::RolloutState {
-        match self {
-            RolloutState::Draft => v1::RolloutState::Draft,
-            RolloutState::Scheduled => v1::RolloutState::Scheduled,
-            RolloutState::Running => v1::RolloutState::Running,
-            RolloutState::Paused => v1::RolloutState::Paused,
-            RolloutState::WaitingApproval => v1::RolloutState::WaitingApproval,
-            RolloutState::Completed => v1::RolloutState::Completed,
-            RolloutState::Cancelled => v1::RolloutState::Cancelled,
-        }
-    }
-
-    /// `None` for `UNSPECIFIED` or a value this build does not know.
-    pub fn from_proto(value: i32) -> Option<RolloutState> {
-        Self::ALL.into_iter().find(|s| s.to_proto() as i32 == value)
-    }
-
-    /// The name of a wire value, "unknown" for one this build does not know.
-    pub fn name_of(value: i32) -> &'static str {
-        Self::from_proto(value).map_or("unknown", Self::as_str)
-    }
-}
-
-impl std::fmt::Display for RolloutState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// `pending → offered → downloading → downloaded → installing → succeeded | failed | rolled-back | cancelled |
@@ -154,20 +152,20 @@ pub enum ActionState {
     Skipped,
 }
 
-impl ActionState {
-    pub const ALL: [ActionState; 10] = [
-        ActionState::Pending,
-        ActionState::Offered,
-        ActionState::Downloading,
-        ActionState::Downloaded,
-        ActionState::Installing,
-        ActionState::Succeeded,
-        ActionState::Failed,
-        ActionState::RolledBack,
-        ActionState::Cancelled,
-        ActionState::Skipped,
-    ];
+names_and_wire_values!(ActionState => ActionState {
+    Pending = "pending",
+    Offered = "offered",
+    Downloading = "downloading",
+    Downloaded = "downloaded",
+    Installing = "installing",
+    Succeeded = "succeeded",
+    Failed = "failed",
+    RolledBack = "rolled-back",
+    Cancelled = "cancelled",
+    Skipped = "skipped",
+});
 
+impl ActionState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -241,56 +239,6 @@ impl ActionState {
         }
         next.rank() > self.rank()
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionState::Pending => "pending",
-            ActionState::Offered => "offered",
-            ActionState::Downloading => "downloading",
-            ActionState::Downloaded => "downloaded",
-            ActionState::Installing => "installing",
-            ActionState::Succeeded => "succeeded",
-            ActionState::Failed => "failed",
-            ActionState::RolledBack => "rolled-back",
-            ActionState::Cancelled => "cancelled",
-            ActionState::Skipped => "skipped",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<ActionState> {
-        Self::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-
-    pub fn to_proto(self) -> v1::ActionState {
-        match self {
-            ActionState::Pending => v1::ActionState::Pending,
-            ActionState::Offered => v1::ActionState::Offered,
-            ActionState::Downloading => v1::ActionState::Downloading,
-            ActionState::Downloaded => v1::ActionState::Downloaded,
-            ActionState::Installing => v1::ActionState::Installing,
-            ActionState::Succeeded => v1::ActionState::Succeeded,
-            ActionState::Failed => v1::ActionState::Failed,
-            ActionState::RolledBack => v1::ActionState::RolledBack,
-            ActionState::Cancelled => v1::ActionState::Cancelled,
-            ActionState::Skipped => v1::ActionState::Skipped,
-        }
-    }
-
-    /// `None` for `UNSPECIFIED` or a value this build does not know.
-    pub fn from_proto(value: i32) -> Option<ActionState> {
-        Self::ALL.into_iter().find(|s| s.to_proto() as i32 == value)
-    }
-
-    /// The name of a wire value, "unknown" for one this build does not know.
-    pub fn name_of(value: i32) -> &'static str {
-        Self::from_proto(value).map_or("unknown", Self::as_str)
-    }
-}
-
-impl std::fmt::Display for ActionState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 #[cfg(test)]
@@ -334,7 +282,7 @@ mod tests {
             (S::WaitingApproval, E::Cancel, S::Cancelled),
             (S::Completed, E::Cancel, S::Cancelled),
         ];
-        for s in RolloutState::ALL {
+        for &s in RolloutState::ALL {
             for e in all_events {
                 let expected = legal
                     .iter()
@@ -391,13 +339,13 @@ mod tests {
             (Cancelled, &[Installing, Succeeded, Failed, RolledBack]),
             (Skipped, &[]),
         ];
-        for from in ActionState::ALL {
+        for &from in ActionState::ALL {
             let allowed = legal
                 .iter()
                 .find(|(f, _)| *f == from)
                 .map(|l| l.1)
                 .unwrap_or(&[]);
-            for to in ActionState::ALL {
+            for &to in ActionState::ALL {
                 assert_eq!(
                     from.can_become(to),
                     allowed.contains(&to),
@@ -409,7 +357,7 @@ mod tests {
 
     #[test]
     fn only_failures_are_retried() {
-        for s in ActionState::ALL {
+        for &s in ActionState::ALL {
             let expected = s.is_failure().then_some(ActionState::Pending);
             assert_eq!(s.retry(), expected, "{s:?}");
         }
@@ -422,7 +370,7 @@ mod tests {
 
     #[test]
     fn names_and_wire_values_round_trip() {
-        for s in ActionState::ALL {
+        for &s in ActionState::ALL {
             assert_eq!(ActionState::from_proto(s.to_proto() as i32), Some(s));
             assert_eq!(ActionState::parse(s.as_str()), Some(s));
             assert_eq!(
@@ -431,7 +379,7 @@ mod tests {
                 "state files use the same names"
             );
         }
-        for s in RolloutState::ALL {
+        for &s in RolloutState::ALL {
             assert_eq!(RolloutState::from_proto(s.to_proto() as i32), Some(s));
             assert_eq!(RolloutState::parse(s.as_str()), Some(s));
             assert_eq!(

@@ -44,6 +44,26 @@ pub struct AgentRecord {
 }
 
 impl AgentRecord {
+    /// A newly enrolled agent that has not checked in yet.
+    pub fn new(id: &str, hostname: &str, site: &str, platform: &str, now: i64) -> AgentRecord {
+        AgentRecord {
+            id: id.to_owned(),
+            hostname: hostname.to_owned(),
+            site: site.to_owned(),
+            platform: platform.to_owned(),
+            enrolled_at: now,
+            last_checkin: 0,
+            agent_version: String::new(),
+            os: String::new(),
+            os_name: String::new(),
+            os_version: String::new(),
+            kernel: String::new(),
+            arch: String::new(),
+            inventory_hash: String::new(),
+            installed: Vec::new(),
+        }
+    }
+
     /// The installed release counter of `package`, if any.
     pub fn installed_counter(&self, package: &str) -> Option<&InstalledRecord> {
         self.installed.iter().find(|p| p.name == package)

@@ -296,20 +296,10 @@ mod tests {
 
     fn agent(id: &str, site: &str, platform: &str) -> AgentRecord {
         AgentRecord {
-            id: id.into(),
-            hostname: id.into(),
-            site: site.into(),
-            platform: platform.into(),
-            enrolled_at: 0,
             last_checkin: 100,
-            agent_version: String::new(),
-            os: String::new(),
             os_name: "Ubuntu".into(),
             os_version: "22.04".into(),
-            kernel: String::new(),
-            arch: String::new(),
-            inventory_hash: String::new(),
-            installed: vec![],
+            ..AgentRecord::new(id, id, site, platform, 0)
         }
     }
 

@@ -7,15 +7,14 @@ use prost::Message;
 use rollcall_proto::v1::{self, admin_service_server::AdminService};
 use rollcall_proto::{sha256_hex, Token};
 use tonic::{Request, Response, Status, Streaming};
-use tracing::info;
 
 use super::admin_rollouts::Rollouts;
-use super::auth::{authorize, internal, Caller};
+use super::auth::{authorize, internal};
 use super::Shared;
 use crate::model::{ActionRecord, AgentRecord, SiteRecord};
 use crate::repo::PublishError;
 use crate::rollout::report::device_status;
-use crate::store::{AuditEntry, Role, TokenRecord};
+use crate::store::{Role, TokenRecord};
 
 const READ: &[Role] = &[Role::Admin, Role::Tech];
 const WRITE: &[Role] = &[Role::Admin];
@@ -36,19 +35,6 @@ impl AdminApi {
             },
             shared,
         }
-    }
-
-    fn audit(&self, caller: &Caller, action: &str, detail: String) -> Result<(), Status> {
-        info!(actor = %caller.subject, action, %detail, "Admin action.");
-        self.shared
-            .store
-            .audit(&AuditEntry {
-                at: now(),
-                actor: caller.subject.clone(),
-                action: action.into(),
-                detail,
-            })
-            .map_err(internal)
     }
 }
 
@@ -227,7 +213,7 @@ impl AdminService for AdminApi {
             .put_token(&Token::secret_hash(&token.secret), &record)
             .map_err(internal)?;
         store.ensure_site(&req.site, now).map_err(internal)?;
-        self.audit(
+        self.shared.audit(
             &caller,
             "token create",
             format!(
@@ -310,7 +296,7 @@ impl AdminService for AdminApi {
             .finish()
             .await
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.audit(
+        self.shared.audit(
             &caller,
             "payload push",
             format!("{sha256} ({length} bytes)"),
@@ -339,7 +325,7 @@ impl AdminService for AdminApi {
             .iter()
             .map(|p| format!("{}@{}", p.name, p.version))
             .collect();
-        self.audit(
+        self.shared.audit(
             &caller,
             "metadata push",
             format!(

@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use rollcall_proto::v1;
 use tonic::{Request, Response, Status};
-use tracing::info;
 
-use super::auth::{authorize, internal, Caller};
+use super::auth::{authorize, internal};
 use super::Shared;
 use crate::model::rollout::GateOverrides;
 use crate::model::window::{Schedule, WindowSpec};
@@ -16,7 +15,7 @@ use crate::model::{ActionRecord, RolloutRecord};
 use crate::rollout::driver::{self, CommandError, RetrySelection, Wake};
 use crate::rollout::plan::{plan, PlanError, PlanRequest, WaveRequest, WaveTargets};
 use crate::rollout::report::rollout_status;
-use crate::store::{AuditEntry, Role};
+use crate::store::{Role, Store};
 
 const READ: &[Role] = &[Role::Admin, Role::Tech];
 const WRITE: &[Role] = &[Role::Admin];
@@ -86,25 +85,37 @@ fn wave_request(i: usize, w: &v1::WaveSpec) -> Result<WaveRequest, Status> {
     })
 }
 
+/// What an admin command did: the rollout after it, the audit line, and the agents to wake.
+struct Done {
+    rollout: RolloutRecord,
+    detail: String,
+    wake: Vec<String>,
+}
+
+impl Done {
+    fn of(rollout: RolloutRecord) -> Done {
+        Done {
+            detail: rollout.id.clone(),
+            rollout,
+            wake: Vec::new(),
+        }
+    }
+
+    fn waking(rollout: RolloutRecord, agents: Vec<String>, what: &str) -> Done {
+        Done {
+            detail: format!("{} ({} {what})", rollout.id, agents.len()),
+            rollout,
+            wake: agents,
+        }
+    }
+}
+
 /// The admin service's rollout and site calls.
 pub(crate) struct Rollouts {
     pub shared: Arc<Shared>,
 }
 
 impl Rollouts {
-    fn audit(&self, caller: &Caller, action: &str, detail: String) -> Result<(), Status> {
-        info!(actor = %caller.subject, action, %detail, "Admin action.");
-        self.shared
-            .store
-            .audit(&AuditEntry {
-                at: now(),
-                actor: caller.subject.clone(),
-                action: action.into(),
-                detail,
-            })
-            .map_err(internal)
-    }
-
     fn status(
         &self,
         r: &RolloutRecord,
@@ -189,130 +200,111 @@ impl Rollouts {
         )
         .map_err(plan_status)?;
         store.put_rollout(&rollout).map_err(internal)?;
-        self.audit(
+        self.shared.audit(
             &caller,
             "rollout create",
             format!("{id} {}@{}", package.name, package.version),
         )?;
         if req.start {
             rollout = driver::start(store, &id, now).map_err(command_status)?;
-            self.audit(&caller, "rollout start", id.clone())?;
+            self.shared.audit(&caller, "rollout start", id.clone())?;
         }
         self.done(None).await?;
         self.status(&rollout, false)
+    }
+
+    /// The shape every rollout command shares: check the caller, apply one driver command, audit it, make it
+    /// durable, wake the agents it concerns, answer with the rollout's status.
+    async fn command(
+        &self,
+        req: Request<v1::RolloutRef>,
+        action: &str,
+        apply: impl FnOnce(&Store, &str, &str, i64) -> Result<Done, CommandError>,
+    ) -> Result<Response<v1::RolloutStatus>, Status> {
+        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
+        let done = apply(
+            &self.shared.store,
+            &req.get_ref().id,
+            &caller.subject,
+            now(),
+        )
+        .map_err(command_status)?;
+        self.shared.audit(&caller, action, done.detail)?;
+        let wake = (!done.wake.is_empty()).then(|| Wake {
+            reason: format!("{action} {}", done.rollout.id),
+            agents: Some(done.wake),
+            sites: None,
+        });
+        self.done(wake).await?;
+        self.status(&done.rollout, false)
     }
 
     pub async fn start(
         &self,
         req: Request<v1::RolloutRef>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
-        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
-        let id = &req.get_ref().id;
-        let store = &self.shared.store;
         // `start` on a paused rollout resumes it, as it always has.
-        let paused = store
-            .rollout(id)
+        let paused = self
+            .shared
+            .store
+            .rollout(&req.get_ref().id)
             .map_err(internal)?
             .is_some_and(|r| r.state == crate::model::RolloutState::Paused);
         if paused {
             return self.resume(req).await;
         }
-        let r = driver::start(store, id, now()).map_err(command_status)?;
-        self.audit(&caller, "rollout start", r.id.clone())?;
-        self.done(None).await?;
-        self.status(&r, false)
+        self.command(req, "rollout start", |store, id, _by, now| {
+            driver::start(store, id, now).map(Done::of)
+        })
+        .await
     }
 
     pub async fn pause(
         &self,
         req: Request<v1::RolloutRef>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
-        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
-        let r = driver::pause(
-            &self.shared.store,
-            &req.get_ref().id,
-            &caller.subject,
-            now(),
-        )
-        .map_err(command_status)?;
-        self.audit(&caller, "rollout pause", r.id.clone())?;
-        self.done(None).await?;
-        self.status(&r, false)
+        self.command(req, "rollout pause", |store, id, by, now| {
+            driver::pause(store, id, by, now).map(Done::of)
+        })
+        .await
     }
 
     pub async fn resume(
         &self,
         req: Request<v1::RolloutRef>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
-        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
-        let (r, retried) = driver::resume(
-            &self.shared.store,
-            &req.get_ref().id,
-            &caller.subject,
-            now(),
-        )
-        .map_err(command_status)?;
-        self.audit(
-            &caller,
-            "rollout resume",
-            format!("{} ({} devices retried)", r.id, retried.len()),
-        )?;
-        let reason = format!("rollout {} resumed", r.id);
-        self.done(Some(Wake {
-            agents: Some(retried),
-            sites: None,
-            reason,
-        }))
-        .await?;
-        self.status(&r, false)
+        self.command(req, "rollout resume", |store, id, by, now| {
+            let (r, retried) = driver::resume(store, id, by, now)?;
+            Ok(Done::waking(r, retried, "devices retried"))
+        })
+        .await
     }
 
     pub async fn cancel(
         &self,
         req: Request<v1::RolloutRef>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
-        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
-        let (r, told) = driver::cancel(
-            &self.shared.store,
-            &req.get_ref().id,
-            &caller.subject,
-            now(),
-        )
-        .map_err(command_status)?;
-        self.audit(
-            &caller,
-            "rollout cancel",
-            format!("{} ({} devices told to stop)", r.id, told.len()),
-        )?;
-        let reason = format!("rollout {} cancelled", r.id);
-        self.done(Some(Wake {
-            agents: Some(told),
-            sites: None,
-            reason,
-        }))
-        .await?;
-        self.status(&r, false)
+        self.command(req, "rollout cancel", |store, id, by, now| {
+            let (r, told) = driver::cancel(store, id, by, now)?;
+            Ok(Done::waking(r, told, "devices told to stop"))
+        })
+        .await
     }
 
     pub async fn approve(
         &self,
         req: Request<v1::RolloutRef>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
-        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
-        let (r, wave) = driver::approve(
-            &self.shared.store,
-            &req.get_ref().id,
-            &caller.subject,
-            now(),
-        )
-        .map_err(command_status)?;
-        self.audit(
-            &caller,
-            "rollout approve",
-            format!("{} wave {}", r.id, wave + 1),
-        )?;
-        self.done(None).await?;
-        self.status(&r, false)
+        self.command(req, "rollout approve", |store, id, by, now| {
+            let (r, wave) = driver::approve(store, id, by, now)?;
+            let detail = format!("{} wave {}", r.id, wave + 1);
+            Ok(Done {
+                rollout: r,
+                detail,
+                wake: Vec::new(),
+            })
+        })
+        .await
     }
 
     pub async fn delete(
@@ -322,7 +314,7 @@ impl Rollouts {
         let caller = authorize(&self.shared.store, &req, WRITE, now())?;
         let id = req.get_ref().id.clone();
         driver::delete_draft(&self.shared.store, &id).map_err(command_status)?;
-        self.audit(&caller, "rollout delete", id.clone())?;
+        self.shared.audit(&caller, "rollout delete", id.clone())?;
         self.done(None).await?;
         Ok(Response::new(v1::DeleteRolloutResponse { id }))
     }
@@ -357,7 +349,7 @@ impl Rollouts {
         };
         let retried = driver::retry(store, &req.rollout_id, &which, &caller.subject, now())
             .map_err(command_status)?;
-        self.audit(
+        self.shared.audit(
             &caller,
             "rollout retry",
             format!("{} devices [{}]", req.rollout_id, retried.join(", ")),
@@ -501,7 +493,7 @@ impl Rollouts {
         }
         store.put_site(&site).map_err(internal)?;
         let shown: Vec<String> = site.windows.iter().map(|w| w.to_string()).collect();
-        self.audit(
+        self.shared.audit(
             &caller,
             "site set",
             format!(

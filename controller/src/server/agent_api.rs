@@ -33,6 +33,15 @@ impl AgentApi {
     pub fn new(shared: Arc<Shared>) -> AgentApi {
         AgentApi { shared }
     }
+
+    /// The calling agent's record (its certificate is valid, so it should exist).
+    fn enrolled(&self, agent_id: &str) -> Result<AgentRecord, Status> {
+        self.shared
+            .store
+            .agent(agent_id)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("agent {agent_id} is not enrolled")))
+    }
 }
 
 fn now() -> i64 {
@@ -89,20 +98,14 @@ impl AgentService for AgentApi {
             .store
             .enroll(&hash, now, |token| NewAgent {
                 agent: AgentRecord {
-                    id: agent_id.clone(),
-                    hostname: req.hostname.trim().to_owned(),
-                    site: token.site.clone(),
-                    platform: req.platform.trim().to_owned(),
-                    enrolled_at: now,
-                    last_checkin: 0,
                     agent_version: req.agent_version.clone(),
-                    os: String::new(),
-                    os_name: String::new(),
-                    os_version: String::new(),
-                    kernel: String::new(),
-                    arch: String::new(),
-                    inventory_hash: String::new(),
-                    installed: vec![],
+                    ..AgentRecord::new(
+                        &agent_id,
+                        req.hostname.trim(),
+                        &token.site,
+                        req.platform.trim(),
+                        now,
+                    )
                 },
                 cert_fingerprint: fingerprint.clone(),
                 cert: CertRecord {
@@ -146,13 +149,7 @@ impl AgentService for AgentApi {
         let now = now();
         let caller = authorize(&s.store, &req, &[Role::Agent], now)?;
         let req = req.into_inner();
-        let mut agent = s
-            .store
-            .agent(&caller.subject)
-            .map_err(internal)?
-            .ok_or_else(|| {
-                Status::not_found(format!("agent {} is not enrolled", caller.subject))
-            })?;
+        let mut agent = self.enrolled(&caller.subject)?;
         agent.last_checkin = now;
         agent.agent_version = req.agent_version.clone();
         agent.installed = agents_installed(&req.installed);
@@ -220,13 +217,7 @@ impl AgentService for AgentApi {
     async fn watch(&self, req: Request<v1::WatchRequest>) -> Result<Response<WatchStream>, Status> {
         let s = &self.shared;
         let caller = authorize(&s.store, &req, &[Role::Agent], now())?;
-        let agent = s
-            .store
-            .agent(&caller.subject)
-            .map_err(internal)?
-            .ok_or_else(|| {
-                Status::not_found(format!("agent {} is not enrolled", caller.subject))
-            })?;
+        let agent = self.enrolled(&caller.subject)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let serial = s.watchers.add(&agent.id, &agent.site, tx);
         Ok(Response::new(WatchStream {

@@ -76,6 +76,24 @@ impl Shared {
         )
     }
 
+    /// Append an admin action to the audit log (and the controller's log).
+    pub fn audit(
+        &self,
+        caller: &auth::Caller,
+        action: &str,
+        detail: String,
+    ) -> Result<(), tonic::Status> {
+        info!(actor = %caller.subject, action, %detail, "Admin action.");
+        self.store
+            .audit(&crate::store::AuditEntry {
+                at: chrono::Utc::now().timestamp(),
+                actor: caller.subject.clone(),
+                action: action.into(),
+                detail,
+            })
+            .map_err(auth::internal)
+    }
+
     /// Wake the watching agents a change concerns.
     pub fn wake(&self, wake: &driver::Wake) {
         let n = self.watchers.wake(wake);

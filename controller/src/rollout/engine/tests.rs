@@ -301,20 +301,8 @@ fn nothing_moves_in_other_states() {
 
 fn agent(id: &str, site: &str) -> AgentRecord {
     AgentRecord {
-        id: id.into(),
-        hostname: id.into(),
-        site: site.into(),
-        platform: "linux-x86_64".into(),
-        enrolled_at: 0,
         last_checkin: 1,
-        agent_version: String::new(),
-        os: String::new(),
-        os_name: String::new(),
-        os_version: String::new(),
-        kernel: String::new(),
-        arch: String::new(),
-        inventory_hash: String::new(),
-        installed: vec![],
+        ..AgentRecord::new(id, id, site, "linux-x86_64", 0)
     }
 }
 
