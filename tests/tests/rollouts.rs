@@ -36,6 +36,7 @@ async fn bad_rollout_commands_are_refused_with_the_reason_and_change_nothing() {
     let mut c = Cluster::start().await.unwrap();
     c.add_agents("north", 2).await.unwrap();
     c.add_agents("south", 1).await.unwrap();
+    c.add_agents("east", 1).await.unwrap();
     c.publish(&PackageSpec::marker("app", "1.0", 1))
         .await
         .unwrap();
@@ -186,6 +187,11 @@ async fn bad_rollout_commands_are_refused_with_the_reason_and_change_nothing() {
             &["rollout", "retry", &done, "--agent", "north-01"],
             1,
             "only failed, rolled-back or cancelled devices are retried",
+        ),
+        (
+            &["rollout", "retry", &done, "--agent", "east-04"],
+            1,
+            "is not in it (never offered); nothing to retry",
         ),
         (
             &["rollout", "retry", &done],
