@@ -413,6 +413,16 @@ async fn a_technician_retries_a_failed_desk_and_every_attempt_is_kept() {
     );
     let (code, _, err) = c.cli(&["rollout", "retry", &id, "--failed"]).await.unwrap();
     assert_eq!(code, 0, "{err}");
+    // `--watch` off a terminal prints a line per change and returns when the rollout completes.
+    let (code, out, err) = c.cli(&["rollout", "status", &id, "--watch"]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("completed | wave 1 [north] 2/2 done"), "{out}");
+    let (code, out, err) = c
+        .cli(&["rollout", "status", &id, "--watch", "--json"])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["state"], "completed", "one JSON object");
     let s = c.settle(&id).await.unwrap();
     assert_eq!(state(&s), Some(RolloutState::Completed), "{s:?}");
     c.stop().await;
