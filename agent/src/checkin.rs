@@ -155,6 +155,8 @@ impl Agent {
             agent_version: crate::VERSION.to_owned(),
             installed: self.state.installed_proto(),
             open_actions: self.state.open_action_ids(),
+            // This agent starts installs only inside the windows it was given (`window.rs`), also offline.
+            enforces_install_windows: true,
         };
         let resp = tokio::time::timeout(CALL_TIMEOUT, self.client.check_in(request))
             .await

@@ -225,11 +225,12 @@ impl ActionState {
         if self == ActionState::Cancelled {
             return matches!(
                 next,
-                ActionState::Installing
-                    | ActionState::Succeeded
-                    | ActionState::Failed
-                    | ActionState::RolledBack
+                ActionState::Succeeded | ActionState::Failed | ActionState::RolledBack
             );
+        }
+        // An install announced but not started (its window closed meanwhile) goes back to waiting.
+        if self == ActionState::Installing && next == ActionState::Downloaded {
+            return true;
         }
         if self.is_terminal() {
             return false;
@@ -331,12 +332,14 @@ mod tests {
             ),
             (
                 Installing,
-                &[Succeeded, Failed, RolledBack, Cancelled, Skipped],
+                &[
+                    Downloaded, Succeeded, Failed, RolledBack, Cancelled, Skipped,
+                ],
             ),
             (Succeeded, &[]),
             (Failed, &[]),
             (RolledBack, &[]),
-            (Cancelled, &[Installing, Succeeded, Failed, RolledBack]),
+            (Cancelled, &[Succeeded, Failed, RolledBack]),
             (Skipped, &[]),
         ];
         for &from in ActionState::ALL {

@@ -446,15 +446,11 @@ async fn online_agents_hear_of_a_new_wave_within_seconds_not_an_interval() {
         .unwrap();
     // Let every agent make its first check-in and open its watch stream.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let started = Instant::now();
     let id = c.rollout("fast", "1.0", &[&["north"]]).await.unwrap();
     let s = c.settle(&id).await.unwrap();
     assert_eq!(state(&s), Some(RolloutState::Completed), "{s:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "took {:?}",
-        started.elapsed()
-    );
+    // `settle` gives up after 60 s, far less than the 10-minute interval: only wake-ups get here (the figures are
+    // in docs/BENCHMARKS.md, `rollcall-bench wake`).
     assert!(dirs.iter().all(|d| d.join("fast.marker").exists()));
     c.stop().await;
 }

@@ -64,12 +64,14 @@ impl Agent {
             return;
         }
         info!(action = %id, wait = %detail, "Install held for its maintenance window.");
-        if p.step == ActionState::Installing {
-            // Announced but not started when the window closed: a step never goes back, only its detail changes.
+        if p.step == ActionState::Installing && p.install_started {
+            // Cut off while its command ran (crash, power loss): it stays installing until it can resume.
             p.detail = detail;
             let _ = self.save();
             return;
         }
+        // Announced but not started when the window closed: back to `downloaded` (waiting), so the controller
+        // sees the truth and a cancel can still reach it.
         let outcome = Outcome {
             detail,
             bytes_done: length,

@@ -41,6 +41,10 @@ pub struct AgentRecord {
     pub inventory_hash: String,
     #[serde(default)]
     pub installed: Vec<InstalledRecord>,
+    /// The agent enforces the install windows it is given (says so at every check-in); an older one gets its work
+    /// only while its site's window is open.
+    #[serde(default)]
+    pub enforces_windows: bool,
 }
 
 impl AgentRecord {
@@ -61,6 +65,7 @@ impl AgentRecord {
             arch: String::new(),
             inventory_hash: String::new(),
             installed: Vec::new(),
+            enforces_windows: false,
         }
     }
 

@@ -177,6 +177,9 @@ pub fn tick(store: &Store, env: &Env) -> Result<TickOutcome, StoreError> {
             if applied.state == RolloutState::Running && current.state == RolloutState::Scheduled {
                 supersede_older(store, &applied, env.now)?;
             }
+            if applied.state == RolloutState::Completed {
+                supersede_if_newer_started(store, &applied, env.now)?;
+            }
             out.changed.push(applied.clone());
             current = applied;
         }
@@ -210,6 +213,32 @@ fn supersede_older(store: &Store, newer: &RolloutRecord, now: i64) -> Result<(),
             })?;
             info!(rollout = %old.id, by = %newer.id, "Completed rollout superseded.");
         }
+    }
+    Ok(())
+}
+
+/// A rollout that completes while a newer rollout of its package already started is superseded at once (it must
+/// not keep offering the older version to late joiners).
+fn supersede_if_newer_started(
+    store: &Store,
+    done: &RolloutRecord,
+    now: i64,
+) -> Result<(), StoreError> {
+    let newer = store.active_rollouts()?.into_iter().find(|r| {
+        r.id != done.id
+            && r.package == done.package
+            && r.started_at > done.started_at
+            && r.state != RolloutState::Scheduled
+    });
+    if let Some(newer) = newer {
+        store.update_rollout(&done.id, |mut r| {
+            (r.state == RolloutState::Completed && r.superseded_by.is_empty()).then(|| {
+                r.superseded_by = newer.id.clone();
+                r.updated_at = now;
+                r
+            })
+        })?;
+        info!(rollout = %done.id, by = %newer.id, "Completed rollout superseded.");
     }
     Ok(())
 }
@@ -312,7 +341,18 @@ pub fn assignments_for(
         let Some(action) = action.filter(|a| a.state.is_in_progress()) else {
             continue;
         };
-        let windows = install_windows(store, &rollout, &agent.site, env.now)?;
+        let Some(windows) = install_windows(store, &rollout, &agent.site, env.now)? else {
+            continue;
+        };
+        // An agent that does not enforce windows itself gets its work only while a window is open.
+        if !agent.enforces_windows
+            && !windows.is_empty()
+            && !windows
+                .iter()
+                .any(|w| w.start_unix <= env.now && env.now < w.end_unix)
+        {
+            continue;
+        }
         work.assignments.push(v1::Assignment {
             action_id: id,
             rollout_id: rollout.id.clone(),
@@ -350,22 +390,23 @@ fn site_downloads(
 
 /// When the device may install: its site's next window occurrences, unless the rollout is urgent or past its
 /// deadline. A deadline in the future is the last "window": from then on, install at once.
+/// `None` when the site's windows cannot be read: then nothing is handed out (fail closed) until they can.
 fn install_windows(
     store: &Store,
     r: &RolloutRecord,
     site: &str,
     now: i64,
-) -> Result<Vec<v1::TimeRange>, StoreError> {
+) -> Result<Option<Vec<v1::TimeRange>>, StoreError> {
     if r.urgent || (r.deadline > 0 && now >= r.deadline) {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     }
     let schedule = match store.site(site)?.map(|s| s.schedule()) {
         Some(Ok(Some(schedule))) => schedule,
         Some(Err(e)) => {
-            warn!(site, error = %e, "Site windows unreadable; installs are not held.");
-            return Ok(Vec::new());
+            warn!(site, error = %e, "Site windows unreadable; nothing is handed out there until they are.");
+            return Ok(None);
         }
-        _ => return Ok(Vec::new()),
+        _ => return Ok(Some(Vec::new())),
     };
     let mut ranges: Vec<v1::TimeRange> = schedule
         .ranges(now, WINDOW_HORIZON)
@@ -382,7 +423,7 @@ fn install_windows(
             end_unix: i64::MAX,
         });
     }
-    Ok(ranges)
+    Ok(Some(ranges))
 }
 
 /// What became of one report.
@@ -450,17 +491,61 @@ pub fn apply_report(
 }
 
 /// Of the actions an agent says it holds, those the controller no longer wants done.
+///
+/// This is the one authority on cancels: an action is wanted only while it is the agent's, not cancelled, and its
+/// rollout still wants it — not cancelled, not superseded by a newer rollout of the package. An unfinished action
+/// of such a rollout whose install has not started is cancelled here (compare-and-swap), which also finishes a
+/// cancel that a controller crash or a concurrent check-in left half done.
 pub fn cancelled_for(
     store: &Store,
     agent_id: &str,
     open: &[String],
+    now: i64,
 ) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
+    let mut rollouts: HashMap<String, Option<RolloutRecord>> = HashMap::new();
     for id in open {
-        let wanted = store
-            .action(id)?
-            .is_some_and(|a| a.agent_id == agent_id && a.state != ActionState::Cancelled);
-        if !wanted {
+        let Some(action) = store.action(id)?.filter(|a| a.agent_id == agent_id) else {
+            out.push(id.clone());
+            continue;
+        };
+        if !rollouts.contains_key(&action.rollout_id) {
+            let r = store.rollout(&action.rollout_id)?;
+            rollouts.insert(action.rollout_id.clone(), r);
+        }
+        let why = match rollouts.get(&action.rollout_id).and_then(Option::as_ref) {
+            None => Some("its rollout no longer exists".to_owned()),
+            Some(r) if r.state == RolloutState::Cancelled => {
+                Some(format!("rollout {} was cancelled", r.id))
+            }
+            Some(r) if !r.superseded_by.is_empty() => Some(format!(
+                "rollout {} was superseded by {}",
+                r.id, r.superseded_by
+            )),
+            Some(_) => None,
+        };
+        let dropped = match why {
+            None => action.state == ActionState::Cancelled,
+            Some(why) => {
+                let cancelled = store.update_action(id, |cur| {
+                    let mut a = cur?;
+                    if !(a.state == ActionState::Pending
+                        || (a.state.is_in_progress() && a.state != ActionState::Installing))
+                    {
+                        return None;
+                    }
+                    a.state = ActionState::Cancelled;
+                    a.detail = format!("cancelled before the install started: {why}");
+                    a.updated_at = now;
+                    Some(a)
+                })?;
+                cancelled.is_some()
+                    || store
+                        .action(id)?
+                        .is_some_and(|a| a.state == ActionState::Cancelled)
+            }
+        };
+        if dropped {
             out.push(id.clone());
         }
     }
@@ -681,10 +766,11 @@ pub fn retry(
     if matches!(
         r.state,
         RolloutState::Draft | RolloutState::Cancelled | RolloutState::Scheduled
-    ) {
+    ) || (!r.offers() && r.state != RolloutState::Paused)
+    {
         return Err(refused(
             &r,
-            "only a rollout that has started and is not cancelled retries devices",
+            "only a rollout that has started, is not cancelled and is not superseded by a newer one retries devices",
         ));
     }
     let retryable = |a: &ActionRecord| a.state.is_failure() || a.state == ActionState::Cancelled;

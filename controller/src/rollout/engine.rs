@@ -52,7 +52,16 @@ impl Standing {
         if r.state == RolloutState::Cancelled && never_started {
             return Standing::Cancelled;
         }
-        Standing::of(agent, action, env)
+        match Standing::of(agent, action, env) {
+            // A cancelled rollout retries nothing: a failure is final there.
+            Standing::Retrying if r.state == RolloutState::Cancelled => {
+                match action.map(|a| a.state) {
+                    Some(ActionState::RolledBack) => Standing::RolledBack,
+                    _ => Standing::Failed,
+                }
+            }
+            other => other,
+        }
     }
 
     pub fn of(agent: &AgentRecord, action: Option<&ActionRecord>, env: &Env) -> Standing {

@@ -228,7 +228,7 @@ pub fn device_status(
         last_seen_unix: agent.last_checkin,
         excluded,
         next_retry_unix: action
-            .filter(|a| a.will_retry())
+            .filter(|a| a.will_retry() && standing == Standing::Retrying)
             .map_or(0, |a| a.updated_at + retry_delay(a, r)),
     }
 }

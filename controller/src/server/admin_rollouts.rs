@@ -504,6 +504,12 @@ impl Rollouts {
             ),
         )?;
         self.shared.store.flush().await.map_err(internal)?;
+        // Agents holding work there get the new windows at once.
+        self.shared.wake(&Wake {
+            agents: None,
+            sites: Some(vec![site.name.clone()]),
+            reason: format!("site {} windows changed", site.name),
+        });
         super::admin_api::site_summary(
             &self.shared,
             &site,

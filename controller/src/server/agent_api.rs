@@ -153,6 +153,7 @@ impl AgentService for AgentApi {
         agent.last_checkin = now;
         agent.agent_version = req.agent_version.clone();
         agent.installed = agents_installed(&req.installed);
+        agent.enforces_windows = req.enforces_install_windows;
         if let Some(inventory) = &req.inventory {
             s.store
                 .put_inventory(&agent.id, &inventory.encode_to_vec())
@@ -184,7 +185,9 @@ impl AgentService for AgentApi {
             acknowledged.push(report.report_id.clone());
         }
         let work = driver::assignments_for(&s.store, &agent, &s.env(now)).map_err(internal)?;
-        for id in driver::cancelled_for(&s.store, &agent.id, &req.open_actions).map_err(internal)? {
+        for id in
+            driver::cancelled_for(&s.store, &agent.id, &req.open_actions, now).map_err(internal)?
+        {
             if !cancelled.contains(&id) {
                 cancelled.push(id);
             }

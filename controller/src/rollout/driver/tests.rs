@@ -10,6 +10,7 @@ use crate::store::temp_store;
 fn agent(id: &str, site: &str) -> AgentRecord {
     AgentRecord {
         last_checkin: 1,
+        enforces_windows: true,
         ..AgentRecord::new(id, &format!("host-{id}"), site, "linux-x86_64", 0)
     }
 }
@@ -292,11 +293,11 @@ fn cancel_stops_offers_and_drops_work_that_has_not_started_installing() {
     assert!(offered(&store, "d", 5).is_empty(), "no new offers");
     assert!(offered(&store, "b", 5).is_empty(), "not even re-sends");
     assert_eq!(
-        cancelled_for(&store, "b", &["r1/b".into()]).unwrap(),
+        cancelled_for(&store, "b", &["r1/b".into()], 5).unwrap(),
         ["r1/b"],
         "an agent holding it is told to drop it"
     );
-    assert!(cancelled_for(&store, "c", &["r1/c".into()])
+    assert!(cancelled_for(&store, "c", &["r1/c".into()], 5)
         .unwrap()
         .is_empty());
     apply_report(&store, "c", &report("r1/c", ActionState::Succeeded, 1), 6).unwrap();
@@ -401,7 +402,7 @@ fn reports_of_unknown_actions_are_not_dropped_silently() {
         ReportOutcome::Unknown
     );
     assert_eq!(
-        cancelled_for(&store, "a", &["r9/a".into()]).unwrap(),
+        cancelled_for(&store, "a", &["r9/a".into()], 2).unwrap(),
         ["r9/a"]
     );
 }
@@ -597,7 +598,7 @@ fn run_interleaving(seed: u64) {
                 }
                 let work = assignments_for(&store, &a, &env(now)).unwrap();
                 let open: Vec<String> = sim.holding.iter().map(|h| h.0.clone()).collect();
-                let cancelled = cancelled_for(&store, id, &open).unwrap();
+                let cancelled = cancelled_for(&store, id, &open, now).unwrap();
                 if !cancelled.is_empty() {
                     sim.holding = None;
                 }
@@ -836,4 +837,142 @@ fn a_completed_rollout_retries_a_failed_late_joiner_when_it_checks_in() {
     assert_eq!(got[0].attempt, 2, "retried at its check-in");
     let a = store.action("r1/late").unwrap().unwrap();
     assert_eq!((a.retries_left, a.history.len()), (0, 1));
+}
+
+#[test]
+fn a_cancel_left_half_done_or_a_superseded_rollout_is_finished_when_the_agent_checks_in() {
+    let (_dir, store) = temp_store();
+    for id in ["a", "b", "c"] {
+        store.put_agent(&agent(id, "north")).unwrap();
+    }
+    store
+        .put_rollout(&RolloutRecord::for_test("r1", &["linux"], &[&["north"]]))
+        .unwrap();
+    tick(&store, &env(1)).unwrap();
+    for id in ["a", "b", "c"] {
+        offered(&store, id, 2);
+    }
+    apply_report(&store, "a", &report("r1/a", ActionState::Downloaded, 1), 3).unwrap();
+    apply_report(&store, "c", &report("r1/c", ActionState::Installing, 1), 3).unwrap();
+    // A controller killed right after the rollout record said cancelled, before its actions were.
+    store
+        .update_rollout("r1", |mut r| {
+            r.state = RolloutState::Cancelled;
+            Some(r)
+        })
+        .unwrap();
+    assert_eq!(
+        cancelled_for(&store, "a", &["r1/a".into()], 4).unwrap(),
+        ["r1/a"],
+        "the downloaded action is dropped at the agent's next check-in"
+    );
+    let a = store.action("r1/a").unwrap().unwrap();
+    assert_eq!(a.state, ActionState::Cancelled);
+    assert!(
+        a.detail.contains("rollout r1 was cancelled"),
+        "{}",
+        a.detail
+    );
+    assert!(
+        cancelled_for(&store, "c", &["r1/c".into()], 4)
+            .unwrap()
+            .is_empty(),
+        "an install that started finishes"
+    );
+    // A report of `installing` after the cancel cannot revive a cancelled action.
+    assert_eq!(
+        apply_report(&store, "a", &report("r1/a", ActionState::Installing, 1), 5).unwrap(),
+        ReportOutcome::Ignored
+    );
+    assert_eq!(
+        cancelled_for(&store, "a", &["r1/a".into()], 5).unwrap(),
+        ["r1/a"]
+    );
+
+    // Superseded: a completed rollout's unfinished work is dropped too.
+    let mut old = RolloutRecord::for_test("r2", &["linux"], &[&["north"]]);
+    old.state = RolloutState::Completed;
+    old.waves[0].opened_at = 1;
+    store.put_rollout(&old).unwrap();
+    offered(&store, "b", 6);
+    store
+        .update_rollout("r2", |mut r| {
+            r.superseded_by = "r3".into();
+            Some(r)
+        })
+        .unwrap();
+    assert_eq!(
+        cancelled_for(&store, "b", &["r2/b".into()], 7).unwrap(),
+        ["r2/b"]
+    );
+    assert!(store
+        .action("r2/b")
+        .unwrap()
+        .unwrap()
+        .detail
+        .contains("superseded by r3"));
+}
+
+#[test]
+fn a_rollout_completing_after_a_newer_one_started_is_superseded_at_once() {
+    let (_dir, store) = temp_store();
+    store.put_agent(&agent("a", "north")).unwrap();
+    let mut old = RolloutRecord::for_test("r1", &["linux"], &[&["north"]]);
+    old.started_at = 1;
+    store.put_rollout(&old).unwrap();
+    tick(&store, &env(1)).unwrap();
+    offered(&store, "a", 1);
+    let mut newer = RolloutRecord::for_test("r2", &["linux"], &[&["north"]]);
+    newer.state = RolloutState::Draft;
+    newer.version = "2.0".into();
+    store.put_rollout(&newer).unwrap();
+    start(&store, "r2", 2).unwrap();
+    assert_eq!(
+        store.rollout("r1").unwrap().unwrap().superseded_by,
+        "",
+        "r1 was still running"
+    );
+    apply_report(&store, "a", &report("r1/a", ActionState::Succeeded, 1), 3).unwrap();
+    tick(&store, &env(4)).unwrap();
+    let r1 = store.rollout("r1").unwrap().unwrap();
+    assert_eq!(
+        (r1.state, r1.superseded_by.as_str()),
+        (RolloutState::Completed, "r2")
+    );
+}
+
+#[test]
+fn windows_that_cannot_be_read_hold_everything_and_older_agents_install_only_inside_them() {
+    let (_dir, store) = temp_store();
+    let mut older = agent("old", "north");
+    older.enforces_windows = false;
+    store.put_agent(&older).unwrap();
+    store.put_agent(&agent("new", "north")).unwrap();
+    let mut site = SiteRecord::new("north", 0);
+    site.windows = vec!["daily 01:00-03:00".parse::<WindowSpec>().unwrap()];
+    site.time_zone = "UTC".into();
+    store.put_site(&site).unwrap();
+    store
+        .put_rollout(&RolloutRecord::for_test("r1", &["linux"], &[&["north"]]))
+        .unwrap();
+    tick(&store, &env(1)).unwrap();
+    let noon = 1_700_000_000 - 1_700_000_000 % 86400 + 12 * 3600;
+    assert_eq!(
+        offered(&store, "new", noon).len(),
+        1,
+        "downloads any time, installs in the window"
+    );
+    assert!(
+        offered(&store, "old", noon).is_empty(),
+        "an agent that does not enforce windows waits"
+    );
+    assert_eq!(
+        offered(&store, "old", noon + 14 * 3600).len(),
+        1,
+        "02:00: inside the window"
+    );
+    // A time zone this controller cannot resolve: nothing is handed out (fail closed).
+    site.time_zone = "Mars/Olympus_Mons".into();
+    store.put_site(&site).unwrap();
+    assert!(offered(&store, "new", noon).is_empty());
 }
