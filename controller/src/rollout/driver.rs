@@ -377,13 +377,11 @@ fn site_downloads(
     env: &Env,
 ) -> Result<u32, StoreError> {
     let mut busy = 0;
-    for a in store.actions_of(rollout_id)? {
-        if a.site == site && matches!(a.state, ActionState::Offered | ActionState::Downloading) {
-            let online = store
-                .agent(&a.agent_id)?
-                .is_some_and(|agent| agent.seen_within(env.offline_after, env.now));
-            busy += u32::from(online);
-        }
+    for agent_id in store.slot_holders(rollout_id, site)? {
+        let online = store
+            .agent(&agent_id)?
+            .is_some_and(|agent| agent.seen_within(env.offline_after, env.now));
+        busy += u32::from(online);
     }
     Ok(busy)
 }

@@ -58,6 +58,11 @@ pub struct Store {
     active: sled::Tree,
     rollout_writes: Arc<std::sync::Mutex<()>>,
     actions: sled::Tree,
+    /// Index of the actions that hold a site's download slot (`<rollout>/<site>/<agent>`), so the per-site cap
+    /// is counted without reading a rollout's every action. Derived from `actions` (rebuilt at open) and written
+    /// under the action's lock stripe together with the record.
+    slots: sled::Tree,
+    action_locks: Arc<[std::sync::Mutex<()>; 64]>,
     audit: sled::Tree,
     flusher: Arc<Flusher>,
 }
@@ -106,6 +111,8 @@ impl Store {
             active: tree("active")?,
             rollout_writes: Arc::default(),
             actions: tree("actions")?,
+            slots: tree("slots")?,
+            action_locks: Arc::new(std::array::from_fn(|_| std::sync::Mutex::new(()))),
             audit: tree("audit")?,
             flusher: Arc::new(Flusher::default()),
             db,
@@ -114,6 +121,7 @@ impl Store {
             // The index of an older version.
             let _ = store.db.drop_tree("running");
             store.rebuild_active_index()?;
+            store.rebuild_slot_index()?;
             Ok(store)
         })
     }
@@ -312,5 +320,41 @@ mod tests {
             .map(|r| r.id)
             .collect();
         assert_eq!(ids, ["r2"], "rebuilt from the records at open");
+    }
+
+    #[test]
+    fn the_slot_index_follows_action_writes_and_is_rebuilt_at_open() {
+        use crate::model::{ActionRecord, ActionState};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let set = |s: &Store, id: &str, state: ActionState| {
+            s.update_action(&format!("r1/{id}"), |cur| {
+                let mut a =
+                    cur.unwrap_or_else(|| ActionRecord::new("r1", id, "north", 0, state, 0, 0));
+                a.state = state;
+                Some(a)
+            })
+            .unwrap();
+        };
+        {
+            let store = Store::open(&path).unwrap();
+            set(&store, "a", ActionState::Offered);
+            set(&store, "b", ActionState::Downloading);
+            set(&store, "c", ActionState::Downloaded);
+            assert_eq!(store.slot_holders("r1", "north").unwrap(), ["a", "b"]);
+            set(&store, "a", ActionState::Downloaded);
+            assert_eq!(store.slot_holders("r1", "north").unwrap(), ["b"]);
+            assert!(store.slot_holders("r1", "south").unwrap().is_empty());
+            // A crash between an action write and its index write.
+            store.slots.insert(b"r1/north/c", b"".as_slice()).unwrap();
+            store.slots.remove(b"r1/north/b").unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.slot_holders("r1", "north").unwrap(),
+            ["b"],
+            "rebuilt from the actions"
+        );
     }
 }

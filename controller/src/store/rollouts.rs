@@ -3,7 +3,7 @@
 //! rollouts the check-in path and the engine must look at (everything but drafts, cancelled and superseded ones).
 
 use super::{get, put, scan, update, Result, Store};
-use crate::model::{ActionRecord, RolloutRecord};
+use crate::model::{ActionRecord, ActionState, RolloutRecord};
 
 impl Store {
     pub fn rollout(&self, id: &str) -> Result<Option<RolloutRecord>> {
@@ -101,13 +101,64 @@ impl Store {
         Ok(())
     }
 
-    /// Change (or create) an action atomically with respect to other writers (overlapping check-ins).
+    /// Change (or create) an action atomically with respect to other writers (overlapping check-ins), and keep
+    /// the download-slot index in step with it.
     pub fn update_action(
         &self,
         id: &str,
-        change: impl FnMut(Option<ActionRecord>) -> Option<ActionRecord>,
+        mut change: impl FnMut(Option<ActionRecord>) -> Option<ActionRecord>,
     ) -> Result<Option<ActionRecord>> {
-        update(&self.actions, "actions", id.as_bytes(), change)
+        let stripe = id
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        let _lock = self.action_locks[stripe % self.action_locks.len()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut before = None;
+        let updated = update(
+            &self.actions,
+            "actions",
+            id.as_bytes(),
+            |cur: Option<ActionRecord>| {
+                before = cur.as_ref().and_then(slot_key);
+                change(cur)
+            },
+        )?;
+        if let Some(new) = &updated {
+            let after = slot_key(new);
+            if before != after {
+                if let Some(key) = before {
+                    self.slots.remove(key.as_bytes())?;
+                }
+                if let Some(key) = after {
+                    self.slots.insert(key.as_bytes(), b"".as_slice())?;
+                }
+            }
+        }
+        Ok(updated)
+    }
+
+    /// Agents of `site` whose action of `rollout_id` holds a download slot (offered or downloading).
+    pub fn slot_holders(&self, rollout_id: &str, site: &str) -> Result<Vec<String>> {
+        let prefix = format!("{rollout_id}/{site}/");
+        self.slots
+            .scan_prefix(prefix.as_bytes())
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?[prefix.len()..]).into_owned()))
+            .collect()
+    }
+
+    /// Make the slot index match the actions (a crash can fall between an action write and its index write).
+    pub(super) fn rebuild_slot_index(&self) -> Result<()> {
+        self.slots.clear()?;
+        for item in self.actions.iter() {
+            let (k, v) = item?;
+            let action: ActionRecord = super::decode("actions", &k, &v)?;
+            if let Some(key) = slot_key(&action) {
+                self.slots.insert(key.as_bytes(), b"".as_slice())?;
+            }
+        }
+        Ok(())
     }
 
     pub fn rollouts(&self) -> Result<Vec<RolloutRecord>> {
@@ -136,4 +187,10 @@ fn is_active(r: &RolloutRecord) -> bool {
         S::Completed => r.superseded_by.is_empty(),
         S::Scheduled | S::Running | S::Paused | S::WaitingApproval => true,
     }
+}
+
+/// The slot-index key of an action that holds its site's download slot.
+fn slot_key(a: &ActionRecord) -> Option<String> {
+    matches!(a.state, ActionState::Offered | ActionState::Downloading)
+        .then(|| format!("{}/{}/{}", a.rollout_id, a.site, a.agent_id))
 }
