@@ -235,6 +235,19 @@ impl Store {
     }
 }
 
+/// Open a store again after dropping it in the same process: sled's background flusher may still hold the file
+/// lock for a moment (a restarted controller does not have this problem: the lock dies with the old process).
+#[cfg(test)]
+pub(crate) fn reopen_for_test(path: &Path) -> Store {
+    for _ in 0..100 {
+        match Store::open(path) {
+            Ok(store) => return store,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+    Store::open(path).expect("store reopens")
+}
+
 #[cfg(test)]
 pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -312,7 +325,7 @@ mod tests {
             store.active.remove(b"r2").unwrap();
             store.db.flush().unwrap();
         }
-        let store = Store::open(&path).unwrap();
+        let store = reopen_for_test(&path);
         let ids: Vec<String> = store
             .active_rollouts()
             .unwrap()
@@ -350,7 +363,7 @@ mod tests {
             store.slots.remove(b"r1/north/b").unwrap();
             store.db.flush().unwrap();
         }
-        let store = Store::open(&path).unwrap();
+        let store = reopen_for_test(&path);
         assert_eq!(
             store.slot_holders("r1", "north").unwrap(),
             ["b"],

@@ -85,7 +85,7 @@ fn a_two_wave_rollout_runs_to_completion_and_a_restart_changes_nothing() {
         store.db_flush_for_test();
     }
     // A restart: the same data, the rollout resumes at wave 2.
-    let store = Store::open(&path).unwrap();
+    let store = crate::store::reopen_for_test(&path);
     let r = store.rollout("r1").unwrap().unwrap();
     assert_eq!(
         (r.state, r.waves[1].is_open()),
@@ -690,7 +690,7 @@ fn run_interleaving(seed: u64) {
             _ => {
                 store.db_flush_for_test();
                 drop(store);
-                store = Store::open(&path).unwrap();
+                store = crate::store::reopen_for_test(&path);
             }
         }
         // Invariants after every step.
