@@ -190,8 +190,23 @@ impl Agent {
         info!(action = %action_id, step = %step, detail = %outcome.detail, "Action step.");
         self.state.record(action_id, step, outcome, now());
         let _ = self.save();
-        if let Err(e) = self.check_in().await {
-            debug!(error = %e.message(), "Report not delivered yet; it goes with the next check-in.");
+        match self.check_in().await {
+            Ok(resp) => {
+                // New work the controller handed out with this answer (another rollout): it holds a download slot
+                // there, so fetch it right after the current work instead of at the next interval.
+                let new_work = resp.assignments.iter().any(|a| {
+                    self.state
+                        .actions
+                        .get(&a.action_id)
+                        .is_none_or(|p| p.attempt != a.attempt.max(1))
+                });
+                if new_work {
+                    self.wake.notify_one();
+                }
+            }
+            Err(e) => {
+                debug!(error = %e.message(), "Report not delivered yet; it goes with the next check-in.")
+            }
         }
     }
 

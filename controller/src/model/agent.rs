@@ -128,11 +128,91 @@ impl SiteRecord {
         }
     }
 
+    /// Replace the site's windows (`clear`: remove them all, installs any time). Refused, leaving the site as it
+    /// was, with a message naming the bad window or time zone.
+    pub fn set_windows(&mut self, windows: &[String], tz: &str, clear: bool) -> Result<(), String> {
+        if clear {
+            if !windows.is_empty() {
+                return Err("--clear-windows and --window do not go together".into());
+            }
+            self.windows.clear();
+            self.time_zone.clear();
+            return Ok(());
+        }
+        if windows.is_empty() {
+            return Err(
+                "give at least one --window \"DAYS HH:MM-HH:MM\" (or --clear-windows)".into(),
+            );
+        }
+        let specs = windows
+            .iter()
+            .map(|w| w.parse::<WindowSpec>().map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let schedule = Schedule::new(specs.clone(), tz).map_err(|e| e.to_string())?;
+        self.windows = specs;
+        self.time_zone = schedule.tz().to_owned();
+        Ok(())
+    }
+
     /// The site's maintenance schedule, `None` when it has no windows (installs any time).
     pub fn schedule(&self) -> Result<Option<Schedule>, WindowError> {
         if self.windows.is_empty() {
             return Ok(None);
         }
         Schedule::new(self.windows.clone(), &self.time_zone).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setting_windows_is_all_or_nothing() {
+        let mut site = SiteRecord::new("north", 0);
+        site.set_windows(
+            &["Mon-Fri 01:00-05:00".into()],
+            "america/los_angeles",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            site.time_zone, "America/Los_Angeles",
+            "stored by its canonical name"
+        );
+        let before = site.clone();
+        for (windows, tz, clear, words) in [
+            (
+                vec!["Mon-Fry 01:00-05:00".to_string()],
+                "UTC",
+                false,
+                "unknown day \"Fry\"",
+            ),
+            (
+                vec!["Mon 05:00-05:00".to_string()],
+                "UTC",
+                false,
+                "never opens",
+            ),
+            (
+                vec!["Mon 01:00-05:00".to_string()],
+                "Mars/Base",
+                false,
+                "unknown time zone",
+            ),
+            (vec![], "UTC", false, "at least one --window"),
+            (
+                vec!["Mon 01:00-05:00".to_string()],
+                "UTC",
+                true,
+                "do not go together",
+            ),
+        ] {
+            let e = site.set_windows(&windows, tz, clear).unwrap_err();
+            assert!(e.contains(words), "{e}");
+            assert_eq!(site, before, "nothing changed");
+        }
+        site.set_windows(&[], "", true).unwrap();
+        assert!(site.windows.is_empty() && site.schedule().unwrap().is_none());
     }
 }

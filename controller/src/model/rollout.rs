@@ -291,7 +291,7 @@ impl RolloutRecord {
         let s = &self.selector;
         (s.sites.is_empty() || s.sites.contains(&agent.site))
             && (s.platforms.is_empty()
-                || s.platforms.iter().any(|p| platform_is(&agent.platform, p)))
+                || rollcall_packaging::platform::matches(&s.platforms, &agent.platform))
             && matches_all(&s.filters, agent)
     }
 
@@ -326,13 +326,6 @@ impl RolloutRecord {
             .flat_map(|w| w.sites.iter().cloned())
             .collect()
     }
-}
-
-/// Whether a device platform (`linux-x86_64`) is the platform a selector names: the same, or its OS (`linux`).
-fn platform_is(device: &str, wanted: &str) -> bool {
-    wanted == "any"
-        || device == wanted
-        || device.split_once('-').is_some_and(|(os, _)| os == wanted)
 }
 
 #[cfg(test)]

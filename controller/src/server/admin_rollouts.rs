@@ -10,7 +10,6 @@ use tonic::{Request, Response, Status};
 use super::auth::{authorize, internal};
 use super::Shared;
 use crate::model::rollout::GateOverrides;
-use crate::model::window::{Schedule, WindowSpec};
 use crate::model::{ActionRecord, RolloutRecord};
 use crate::rollout::driver::{self, CommandError, RetrySelection, Wake};
 use crate::rollout::plan::{plan, PlanError, PlanRequest, WaveRequest, WaveTargets};
@@ -464,33 +463,8 @@ impl Rollouts {
                 req.name
             ))
         })?;
-        if req.clear_windows {
-            if !req.windows.is_empty() {
-                return Err(Status::invalid_argument(
-                    "--clear-windows and --window do not go together",
-                ));
-            }
-            site.windows.clear();
-            site.time_zone = req.time_zone.clone();
-        } else {
-            if req.windows.is_empty() {
-                return Err(Status::invalid_argument(
-                    "give at least one --window \"DAYS HH:MM-HH:MM\" (or --clear-windows)",
-                ));
-            }
-            let windows = req
-                .windows
-                .iter()
-                .map(|w| {
-                    w.parse::<WindowSpec>()
-                        .map_err(|e| Status::invalid_argument(e.to_string()))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let schedule = Schedule::new(windows.clone(), &req.time_zone)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            site.windows = windows;
-            site.time_zone = schedule.tz().to_owned();
-        }
+        site.set_windows(&req.windows, &req.time_zone, req.clear_windows)
+            .map_err(Status::invalid_argument)?;
         store.put_site(&site).map_err(internal)?;
         let shown: Vec<String> = site.windows.iter().map(|w| w.to_string()).collect();
         self.shared.audit(
