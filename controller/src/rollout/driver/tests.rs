@@ -529,9 +529,37 @@ fn in_window(ranges: &[v1::TimeRange], now: i64) -> bool {
 #[test]
 fn random_interleavings_never_open_a_wave_early_exceed_a_cap_install_outside_a_window_or_lose_an_action(
 ) {
-    for seed in 1..=12u64 {
+    for seed in 1..=16u64 {
         run_interleaving(seed);
     }
+}
+
+/// The success share of a wave recomputed from the raw action records (not the engine's tallies): which agents
+/// are in which wave is known to the simulation.
+fn oracle_share(store: &Store, wave: usize, ids: &[String]) -> (u32, u32) {
+    let canary = ["a00", "a01", "a02"];
+    let members: Vec<&String> = ids
+        .iter()
+        .filter(|id| {
+            let i: usize = id[1..].parse().unwrap();
+            let in_canary = canary.contains(&id.as_str());
+            match wave {
+                0 => in_canary,
+                1 => !in_canary && i % 3 == 0,
+                _ => !in_canary && i % 3 != 0,
+            }
+        })
+        .collect();
+    let succeeded = members
+        .iter()
+        .filter(|id| {
+            store
+                .action(&format!("r1/{id}"))
+                .unwrap()
+                .is_some_and(|a| a.state == ActionState::Succeeded)
+        })
+        .count();
+    (succeeded as u32, members.len() as u32)
 }
 
 fn run_interleaving(seed: u64) {
@@ -570,6 +598,7 @@ fn run_interleaving(seed: u64) {
     r.waves[1].gates.soak_secs = 120;
     r.waves[2].rest = true;
     r.waves[2].gates.error = ErrorLimit::Count(10);
+    r.waves[2].gates.approval = true;
     r.max_per_site = 2;
     r.retries = 1;
     r.retry_delay_secs = 30;
@@ -578,7 +607,15 @@ fn run_interleaving(seed: u64) {
     start(&store, "r1", start_at).unwrap();
 
     let mut now = start_at;
+    // Every third seed cancels the rollout part-way.
+    let cancel_at = (seed % 3 == 0).then(|| 500 + rng.below(700) as usize);
+    let mut was_cancelled = false;
+    let mut met = vec![0i64; 3];
     for step in 0..1500 {
+        if Some(step) == cancel_at {
+            cancel(&store, "r1", "admin", now).unwrap();
+            was_cancelled = true;
+        }
         match rng.below(100) {
             // The clock moves.
             0..=14 => now += rng.below(300) as i64 + 1,
@@ -602,6 +639,10 @@ fn run_interleaving(seed: u64) {
                 if !cancelled.is_empty() {
                     sim.holding = None;
                 }
+                assert!(
+                    !(was_cancelled && work.assignments.iter().any(|a| a.rollout_id == "r1")),
+                    "seed {seed} step {step}: {id} handed work of a cancelled rollout"
+                );
                 for asg in work.assignments {
                     let fresh = sim
                         .holding
@@ -679,12 +720,15 @@ fn run_interleaving(seed: u64) {
                     _ => {}
                 }
             }
-            // An admin pauses and resumes.
-            90..=93 => {
+            // An admin pauses, resumes, approves.
+            90..=92 => {
                 let _ = pause(&store, "r1", "admin", now);
             }
-            94..=97 => {
+            93..=95 => {
                 let _ = resume(&store, "r1", "admin", now);
+            }
+            96..=97 => {
+                let _ = approve(&store, "r1", "admin", now);
             }
             // The controller restarts (same data on disk).
             _ => {
@@ -695,6 +739,32 @@ fn run_interleaving(seed: u64) {
         }
         // Invariants after every step.
         let r = store.rollout("r1").unwrap().unwrap();
+        for (i, w) in r.waves.iter().enumerate() {
+            if w.threshold_met_at > 0 && met[i] == 0 {
+                // The moment a wave reaches its success share, the raw records agree.
+                let (ok, members) = oracle_share(&store, i, &ids);
+                assert!(
+                    f64::from(ok) * 100.0 >= w.gates.success_percent * f64::from(members),
+                    "seed {seed} step {step}: wave {} marked at its threshold with {ok} of {members}",
+                    i + 1
+                );
+                met[i] = w.threshold_met_at;
+            }
+            if w.passed_at > 0 {
+                assert!(
+                    w.passed_at >= w.threshold_met_at + w.gates.soak_secs as i64,
+                    "seed {seed} step {step}: wave {} passed before its soak ended",
+                    i + 1
+                );
+            }
+            if w.is_open() && w.gates.approval {
+                assert!(
+                    !w.approved_by.is_empty(),
+                    "seed {seed}: wave {} opened unapproved",
+                    i + 1
+                );
+            }
+        }
         for i in 1..r.waves.len() {
             if r.waves[i].is_open() {
                 let prev = &r.waves[i - 1];
@@ -712,6 +782,7 @@ fn run_interleaving(seed: u64) {
     for _ in 0..400 {
         now += 600;
         tick(&store, &env(now)).unwrap();
+        let _ = approve(&store, "r1", "admin", now);
         for id in &ids {
             let sim = sims.get_mut(id).unwrap();
             let mut a = store.agent(id).unwrap().unwrap();
@@ -736,6 +807,10 @@ fn run_interleaving(seed: u64) {
                     sim.holding = Some((asg.action_id, asg.attempt, asg.install_windows, 2));
                 }
             }
+            let open: Vec<String> = sim.holding.iter().map(|h| h.0.clone()).collect();
+            if !cancelled_for(&store, id, &open, now).unwrap().is_empty() {
+                sim.holding = None;
+            }
             if let Some((action, attempt, windows, _)) = sim.holding.clone() {
                 if in_window(&windows, now) {
                     sim.installs += 1;
@@ -759,6 +834,37 @@ fn run_interleaving(seed: u64) {
         {
             break;
         }
+        if was_cancelled
+            && sims
+                .values()
+                .all(|s| s.holding.is_none() && s.outbox.is_empty())
+        {
+            break;
+        }
+    }
+    if was_cancelled {
+        // No device is left in a state that needs a human: every action ended, no agent holds work.
+        assert_eq!(
+            store.rollout("r1").unwrap().unwrap().state,
+            RolloutState::Cancelled
+        );
+        for a in store.actions_of("r1").unwrap() {
+            assert!(
+                a.state.is_terminal(),
+                "seed {seed}: {} left {:?}",
+                a.agent_id,
+                a.state
+            );
+        }
+        for (id, sim) in &sims {
+            assert!(sim.holding.is_none(), "seed {seed}: {id} still holds work");
+            assert!(
+                sim.installs <= 2,
+                "seed {seed}: {id} installed {} times",
+                sim.installs
+            );
+        }
+        return;
     }
     let r = store.rollout("r1").unwrap().unwrap();
     if r.state != RolloutState::Completed {
