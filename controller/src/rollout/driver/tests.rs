@@ -610,7 +610,7 @@ fn run_interleaving(seed: u64) {
     // Every third seed cancels the rollout part-way.
     let cancel_at = (seed % 3 == 0).then(|| 500 + rng.below(700) as usize);
     let mut was_cancelled = false;
-    let mut met = vec![0i64; 3];
+    let mut met = [0i64; 3];
     for step in 0..1500 {
         if Some(step) == cancel_at {
             cancel(&store, "r1", "admin", now).unwrap();
