@@ -11,7 +11,8 @@ use super::auth::{authorize, internal};
 use super::Shared;
 use crate::model::rollout::GateOverrides;
 use crate::model::{ActionRecord, RolloutRecord};
-use crate::rollout::driver::{self, CommandError, RetrySelection, Wake};
+use crate::rollout::commands::{self, CommandError, RetrySelection};
+use crate::rollout::driver::Wake;
 use crate::rollout::plan::{plan, PlanError, PlanRequest, WaveRequest, WaveTargets};
 use crate::rollout::report::rollout_status;
 use crate::store::{Role, Store};
@@ -205,7 +206,7 @@ impl Rollouts {
             format!("{id} {}@{}", package.name, package.version),
         )?;
         if req.start {
-            rollout = driver::start(store, &id, now).map_err(command_status)?;
+            rollout = commands::start(store, &id, now).map_err(command_status)?;
             self.shared.audit(&caller, "rollout start", id.clone())?;
         }
         self.done(None).await?;
@@ -253,7 +254,7 @@ impl Rollouts {
             return self.resume(req).await;
         }
         self.command(req, "rollout start", |store, id, _by, now| {
-            driver::start(store, id, now).map(Done::of)
+            commands::start(store, id, now).map(Done::of)
         })
         .await
     }
@@ -263,7 +264,7 @@ impl Rollouts {
         req: Request<v1::RolloutRef>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
         self.command(req, "rollout pause", |store, id, by, now| {
-            driver::pause(store, id, by, now).map(Done::of)
+            commands::pause(store, id, by, now).map(Done::of)
         })
         .await
     }
@@ -273,7 +274,7 @@ impl Rollouts {
         req: Request<v1::RolloutRef>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
         self.command(req, "rollout resume", |store, id, by, now| {
-            let (r, retried) = driver::resume(store, id, by, now)?;
+            let (r, retried) = commands::resume(store, id, by, now)?;
             Ok(Done::waking(r, retried, "devices retried"))
         })
         .await
@@ -284,7 +285,7 @@ impl Rollouts {
         req: Request<v1::RolloutRef>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
         self.command(req, "rollout cancel", |store, id, by, now| {
-            let (r, told) = driver::cancel(store, id, by, now)?;
+            let (r, told) = commands::cancel(store, id, by, now)?;
             Ok(Done::waking(r, told, "devices told to stop"))
         })
         .await
@@ -295,7 +296,7 @@ impl Rollouts {
         req: Request<v1::RolloutRef>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
         self.command(req, "rollout approve", |store, id, by, now| {
-            let (r, wave) = driver::approve(store, id, by, now)?;
+            let (r, wave) = commands::approve(store, id, by, now)?;
             let detail = format!("{} wave {}", r.id, wave + 1);
             Ok(Done {
                 rollout: r,
@@ -312,7 +313,7 @@ impl Rollouts {
     ) -> Result<Response<v1::DeleteRolloutResponse>, Status> {
         let caller = authorize(&self.shared.store, &req, WRITE, now())?;
         let id = req.get_ref().id.clone();
-        driver::delete_draft(&self.shared.store, &id).map_err(command_status)?;
+        commands::delete_draft(&self.shared.store, &id).map_err(command_status)?;
         self.shared.audit(&caller, "rollout delete", id.clone())?;
         self.done(None).await?;
         Ok(Response::new(v1::DeleteRolloutResponse { id }))
@@ -346,7 +347,7 @@ impl Rollouts {
         } else {
             RetrySelection::Failed
         };
-        let retried = driver::retry(store, &req.rollout_id, &which, &caller.subject, now())
+        let retried = commands::retry(store, &req.rollout_id, &which, &caller.subject, now())
             .map_err(command_status)?;
         self.shared.audit(
             &caller,

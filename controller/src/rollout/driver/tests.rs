@@ -5,6 +5,7 @@ use super::*;
 use crate::model::rollout::ErrorLimit;
 use crate::model::window::WindowSpec;
 use crate::model::{Canary, SiteRecord};
+use crate::rollout::commands::*;
 use crate::store::temp_store;
 
 fn agent(id: &str, site: &str) -> AgentRecord {
