@@ -98,8 +98,27 @@ pub fn controller_main() -> ExitCode {
     exit_with(runtime().and_then(|rt| rt.block_on(controller::run(args))))
 }
 
+/// A reader that went away (`rollcall … | head`) ends the program quietly, as SIGPIPE would (exit 141), instead
+/// of a panic message: the standard library ignores SIGPIPE and `println!` panics on the broken pipe.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 /// `rollcall`.
 pub fn admin_main() -> ExitCode {
+    quiet_on_broken_pipe();
     let args = match parse::<admin::Args>() {
         Ok(a) => a,
         Err(code) => return code,
