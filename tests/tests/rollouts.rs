@@ -444,8 +444,23 @@ async fn online_agents_hear_of_a_new_wave_within_seconds_not_an_interval() {
     c.publish(&PackageSpec::marker("fast", "1.0", 1))
         .await
         .unwrap();
-    // Let every agent make its first check-in and open its watch stream.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Let every agent make its first check-in (bounded), then open its watch stream.
+    for _ in 0..300 {
+        let agents = c
+            .admin
+            .rpc
+            .clone()
+            .list_agents(v1::ListAgentsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .agents;
+        if agents.len() == 3 && agents.iter().all(|a| a.last_checkin_unix > 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let id = c.rollout("fast", "1.0", &[&["north"]]).await.unwrap();
     let s = c.settle(&id).await.unwrap();
     assert_eq!(state(&s), Some(RolloutState::Completed), "{s:?}");

@@ -251,7 +251,8 @@ pub fn plan(
             .copied()
             .filter(|a| {
                 supported(a)
-                    && a.seen_within(env.cutoff, env.now)
+                    // Counted devices (seen, or enrolled, within the cutoff): a just-enrolled agent is one.
+                    && env.now - a.last_seen() <= env.cutoff
                     && !taken.contains(&a.id)
                     && a.installed_counter(&package.name)
                         .is_none_or(|p| p.release_counter < package.release_counter)
@@ -273,7 +274,8 @@ pub fn plan(
         if *n == 0 {
             let w = &draft.waves[i];
             let why = if w.canary.is_some() {
-                "no selected agent has checked in recently and could install the package".to_owned()
+                "no selected agent seen within the membership cutoff could install the package"
+                    .to_owned()
             } else if w.rest {
                 "the waves before it already take every selected agent".to_owned()
             } else {
