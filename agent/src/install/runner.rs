@@ -13,6 +13,9 @@ use crate::platform;
 /// How many output lines a report carries.
 const TAIL_LINES: usize = 20;
 const TAIL_LINE_MAX: usize = 300;
+/// After the command exits, how long its output may still drain. A service the installer started may hold the
+/// pipes open for as long as it runs: the command's end, not the pipes' end, is what counts.
+const DRAIN: Duration = Duration::from_millis(500);
 
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,18 +102,34 @@ pub async fn run(
     }
     drop(tx);
     let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
-    let collect = async {
-        while let Some(line) = rx.recv().await {
-            if tail.len() == TAIL_LINES {
-                tail.pop_front();
-            }
-            tail.push_back(line);
+    let mut keep = |line: String| {
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
         }
+        tail.push_back(line);
     };
     let pid = child.id();
+    // Wait for the process (collecting output meanwhile), not for its pipes: a child it left running (a service it
+    // started) may keep them open.
     let waited = tokio::time::timeout(timeout, async {
-        let (status, ()) = tokio::join!(child.wait(), collect);
-        status
+        let mut open = true;
+        loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                line = rx.recv(), if open => match line {
+                    Some(line) => keep(line),
+                    None => open = false,
+                },
+            }
+        }
+    })
+    .await;
+    // Output already written when the command ended; the readers go on draining (and discarding) in the background
+    // until whoever holds the pipes closes them, so a service writing to them is never cut off.
+    let _ = tokio::time::timeout(DRAIN, async {
+        while let Some(line) = rx.recv().await {
+            keep(line);
+        }
     })
     .await;
     let exit = match waited {
@@ -143,9 +162,9 @@ async fn lines(reader: impl AsyncRead + Unpin, tx: tokio::sync::mpsc::UnboundedS
             }
             line.truncate(cut);
         }
-        if tx.send(line).is_err() {
-            return;
-        }
+        // Nobody collects any more (the command ended): keep reading, so a writer still holding the pipe never
+        // blocks or gets a broken pipe.
+        let _ = tx.send(line);
     }
 }
 
@@ -189,6 +208,34 @@ mod tests {
             !marker.exists(),
             "the background child was killed with the group"
         );
+    }
+
+    #[tokio::test]
+    async fn a_service_the_installer_starts_survives_and_does_not_hold_the_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("service.pid");
+        // The "service" inherits stdout and keeps it open for a minute.
+        let script = format!(
+            "sh -c 'echo service up; exec sleep 60' & echo $! > {}; echo installed",
+            pid_file.display()
+        );
+        let r = run(&sh(&script), dir.path(), &[], Duration::from_secs(30)).await;
+        assert_eq!(
+            r.exit,
+            Exit::Code(0),
+            "not timed out waiting for the service's pipe"
+        );
+        assert!(r.tail.contains("installed"), "{}", r.tail);
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+        assert!(alive, "the service the installer started is still running");
     }
 
     #[tokio::test]
