@@ -41,6 +41,14 @@ impl Backoff {
         step / 2 + jitter(step - step / 2)
     }
 
+    /// The wait before the next retry with full jitter: anywhere in `[0, step]`; the step after it doubles. Many
+    /// endpoints failing together (a controller outage) come back spread over the whole step instead of in a wave.
+    pub fn next_wait_full_jitter(&mut self) -> Duration {
+        let step = self.current;
+        self.current = (self.current * 2).min(self.max);
+        jitter(step)
+    }
+
     /// After a success: the next failure waits the initial step again.
     pub fn reset(&mut self) {
         self.current = self.initial.min(self.max);
@@ -74,5 +82,15 @@ mod tests {
         }
         b.reset();
         assert!(b.next_wait() <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn full_jitter_stays_within_each_step_and_the_cap() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        for step in [1u64, 2, 4, 8, 16, 32, 60, 60, 60] {
+            assert!(b.next_wait_full_jitter() <= Duration::from_secs(step));
+        }
+        b.reset();
+        assert!(b.next_wait_full_jitter() <= Duration::from_secs(1));
     }
 }

@@ -15,12 +15,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::backoff::jitter;
+use crate::backoff::{jitter, Backoff};
 use crate::checkin::{now, Agent};
 use crate::config::AgentDirs;
 use crate::wake::Watcher;
 
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Longest wait between failed check-ins: an agent is back within a minute of its controller.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A held action's window start is awaited in steps of at most this, so a changed wall clock (or a suspend) delays
 /// the install by no more than this.
 const WINDOW_RECHECK: Duration = Duration::from_secs(60);
@@ -54,11 +55,11 @@ pub async fn run(
     }
     // Started after the first successful check-in, so a restarting site's agents open their streams spread out.
     let mut watcher: Option<Watcher> = None;
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
     loop {
         let wait = match agent.check_in().await {
             Ok(resp) => {
-                backoff = Duration::from_secs(1);
+                backoff.reset();
                 if resp.renew_certificate {
                     match agent.renew().await {
                         Ok(not_after) => {
@@ -87,9 +88,8 @@ pub async fn run(
                 interval + jitter(Duration::from_secs(u64::from(resp.jitter_seconds)))
             }
             Err(status) => {
-                warn!(code = ?status.code(), error = %status.message(), retry_in = ?backoff, "Check-in failed.");
-                let wait = backoff + jitter(backoff / 2);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                let wait = backoff.next_wait_full_jitter();
+                warn!(code = ?status.code(), error = %status.message(), retry_in = ?wait, "Check-in failed.");
                 wait
             }
         };
