@@ -18,6 +18,20 @@ pub const METADATA_BASE: &str = "rollcall://controller/metadata/";
 pub const TARGETS_BASE: &str = "rollcall://controller/targets/";
 
 const REPLAY_CHUNK: usize = 64 * 1024;
+/// A transfer that brings no byte for this long is cut (and resumed at the next attempt from what arrived): a
+/// dead connection must never hold the agent. The controller sends 64 KiB chunks, so this is also a throughput
+/// floor of about 4 kbit/s.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The next item of `stream`, or `Err` when nothing arrives within `stall`.
+pub async fn next_or_stall<S: futures::Stream + Unpin>(
+    stream: &mut S,
+    stall: std::time::Duration,
+) -> Result<Option<S::Item>, String> {
+    tokio::time::timeout(stall, stream.next())
+        .await
+        .map_err(|_| format!("no data for {}s: the transfer stalled", stall.as_secs()))
+}
 
 #[derive(Debug, Clone)]
 pub struct GrpcTransport {
@@ -120,7 +134,15 @@ impl Transport for GrpcTransport {
             path: file.clone(),
             offset,
         };
-        let mut stream = match client.fetch(request).await {
+        let opened = match tokio::time::timeout(STALL, client.fetch(request)).await {
+            Ok(result) => result,
+            Err(_) => {
+                let reason = format!("the controller did not answer within {}s", STALL.as_secs());
+                Self::note_network_failure(&self.network_failure, reason.clone());
+                return Err(other(&url, reason));
+            }
+        };
+        let mut stream = match opened {
             Ok(resp) => resp.into_inner(),
             Err(status) if status.code() == tonic::Code::NotFound => {
                 return Err(TransportError::new(
@@ -175,7 +197,17 @@ impl Transport for GrpcTransport {
                 }
             }
             let mut expected = offset;
-            while let Some(item) = stream.next().await {
+            loop {
+                let item = match next_or_stall(&mut stream, STALL).await {
+                    Ok(Some(item)) => item,
+                    Ok(None) => break,
+                    Err(stalled) => {
+                        let reason = format!("download interrupted: {stalled}");
+                        GrpcTransport::note_network_failure(&network_failure, reason.clone());
+                        let _ = tx.send(Err(fail(reason))).await;
+                        return;
+                    }
+                };
                 let chunk = match item {
                     Ok(c) => c,
                     Err(status) => {
@@ -214,5 +246,26 @@ impl Transport for GrpcTransport {
             }
         });
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_stops_sending_is_cut_after_the_stall_time() {
+        let mut silent = futures::stream::pending::<u8>();
+        let started = tokio::time::Instant::now();
+        let err = next_or_stall(&mut silent, STALL).await.unwrap_err();
+        assert!(err.contains("no data for 120s"), "{err}");
+        assert_eq!(
+            started.elapsed(),
+            STALL,
+            "cut exactly at the stall time (paused clock)"
+        );
+        let mut one = futures::stream::iter([7u8]);
+        assert_eq!(next_or_stall(&mut one, STALL).await, Ok(Some(7)));
+        assert_eq!(next_or_stall(&mut one, STALL).await, Ok(None));
     }
 }
