@@ -65,6 +65,10 @@ pub struct ActionProgress {
     /// manifest lets a held action install from the staged payload when the controller is unreachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<VerifiedTarget>,
+    /// When the download of this attempt first failed for a network reason (0: it has not); reported so the
+    /// controller shows "download failing since …" instead of a silent device.
+    #[serde(default)]
+    pub failing_since: i64,
 }
 
 /// What TUF verified about an action's target: enough to check the staged payload again and install it offline.
@@ -104,6 +108,7 @@ impl ActionProgress {
             install_not_before: 0,
             install_windows: Vec::new(),
             target: None,
+            failing_since: 0,
         }
     }
 

@@ -81,11 +81,11 @@ impl Decision {
             Decision::Install => None,
             Decision::WaitForWindow(t) => Some(format!(
                 "downloaded; waiting for the maintenance window at {}",
-                utc(t)
+                utc_text(t)
             )),
             Decision::NotBefore(t) => Some(format!(
                 "downloaded; waiting to install at {} or later",
-                utc(t)
+                utc_text(t)
             )),
             Decision::NoWindowLeft => Some(
                 "downloaded; every maintenance window sent has passed, waiting for new windows from the \
@@ -96,8 +96,8 @@ impl Decision {
     }
 }
 
-/// `2026-11-24 01:00 UTC`.
-fn utc(unix: i64) -> String {
+/// `2026-11-24 01:00 UTC`: how the agent writes times in its reports.
+pub fn utc_text(unix: i64) -> String {
     chrono::DateTime::from_timestamp(unix, 0).map_or_else(
         || format!("unix time {unix}"),
         |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),

@@ -54,6 +54,9 @@ impl Agent {
             Ok(f) => f,
             Err(e) => return self.fetch_failed(id, e).await,
         };
+        if let Some(p) = self.state.actions.get_mut(id) {
+            p.failing_since = 0;
+        }
         self.keep_target(
             id,
             VerifiedTarget {
@@ -83,12 +86,20 @@ impl Agent {
 
     async fn fetch_failed(&mut self, id: &str, e: FetchError) -> Option<String> {
         if e.is_transient() {
-            // Keep the action open: the controller re-sends it and the download resumes.
+            // Keep the action open: the controller re-sends it and the download resumes. Tell the controller too
+            // (now, or with the next check-in that gets through), so the device does not sit silent in its wave.
             warn!(action = %id, error = %e, "Fetch interrupted; will resume.");
-            if let Some(p) = self.state.actions.get_mut(id) {
-                p.detail = e.to_string();
-                let _ = self.save();
+            let now = crate::checkin::now();
+            let p = self.state.actions.get_mut(id)?;
+            if p.failing_since == 0 {
+                p.failing_since = now;
             }
+            let detail = format!(
+                "download failing since {}: {e}",
+                crate::window::utc_text(p.failing_since)
+            );
+            self.report(id, ActionState::Downloading, Outcome::detail(detail))
+                .await;
             return None;
         }
         self.report(id, ActionState::Failed, Outcome::detail(e.to_string()))

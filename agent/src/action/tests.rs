@@ -431,3 +431,40 @@ async fn a_cancel_while_the_install_runs_does_not_stop_it() {
     assert_eq!(reports.last().map(|r| r.0), Some(ActionState::Succeeded));
     assert!(reports.iter().all(|r| r.0 != ActionState::Cancelled));
 }
+
+#[tokio::test]
+async fn a_download_that_keeps_failing_is_reported_with_the_time_it_started_failing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = AgentDirs::new(tmp.path().join("data"));
+    std::fs::create_dir_all(dirs.root()).unwrap();
+    let mut agent = agent(&dirs);
+    // No controller to fetch from: the fetch fails before any byte, and the action stays open.
+    agent.process(&assignment(&[], 0), T).await;
+    let p = &agent.state.actions[ID];
+    assert_eq!(
+        p.step,
+        ActionState::Downloading,
+        "kept open for a later try"
+    );
+    let since = p.failing_since;
+    assert!(since > 0);
+    let queued = agent
+        .state
+        .pending_reports
+        .last()
+        .expect("a report is queued");
+    assert_eq!(queued.step, ActionState::Downloading);
+    assert!(
+        queued.detail.starts_with("download failing since ") && queued.detail.contains("UTC: "),
+        "{}",
+        queued.detail
+    );
+    // A second failure keeps the first time: the technician sees how long it has been failing.
+    agent.process(&assignment(&[], 0), T + 60).await;
+    assert_eq!(agent.state.actions[ID].failing_since, since);
+    let reloaded = AgentState::load(&dirs.state()).unwrap();
+    assert_eq!(
+        reloaded.actions[ID].failing_since, since,
+        "saved with the report"
+    );
+}
