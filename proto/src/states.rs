@@ -6,10 +6,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::v1;
 
-/// The one table from states to their names and wire values: `ALL`, `as_str`, `parse`, `to_proto`, `from_proto`,
-/// `name_of` and `Display`, generated from a single list per enum so the three can never disagree.
-macro_rules! names_and_wire_values {
-    ($ty:ident => $wire:ident { $($variant:ident = $name:literal),+ $(,)? }) => {
+/// The one table of a state enum: its variants with their names and wire values. It defines the enum (serde uses
+/// the same names), `ALL`, `as_str`, `parse`, `to_proto`, `from_proto`, `name_of` and `Display`, from a single list,
+/// so the enum, its names and its wire values can never disagree.
+macro_rules! state_enum {
+    ($(#[$meta:meta])* $ty:ident => $wire:ident { $($variant:ident = $name:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $ty {
+            $(#[serde(rename = $name)] $variant),+
+        }
+
         impl $ty {
             pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
 
@@ -48,29 +55,19 @@ macro_rules! names_and_wire_values {
     };
 }
 
-/// `draft → running ⇄ paused → completed | cancelled`, plus `scheduled` (started, waiting for its start time)
-/// and `waiting-approval` (between waves).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RolloutState {
-    Draft,
-    Scheduled,
-    Running,
-    Paused,
-    WaitingApproval,
-    Completed,
-    Cancelled,
-}
-
-names_and_wire_values!(RolloutState => RolloutState {
-    Draft = "draft",
-    Scheduled = "scheduled",
-    Running = "running",
-    Paused = "paused",
-    WaitingApproval = "waiting-approval",
-    Completed = "completed",
-    Cancelled = "cancelled",
-});
+state_enum!(
+    /// `draft → running ⇄ paused → completed | cancelled`, plus `scheduled` (started, waiting for its start time)
+    /// and `waiting-approval` (between waves).
+    RolloutState => RolloutState {
+        Draft = "draft",
+        Scheduled = "scheduled",
+        Running = "running",
+        Paused = "paused",
+        WaitingApproval = "waiting-approval",
+        Completed = "completed",
+        Cancelled = "cancelled",
+    }
+);
 
 /// What can happen to a rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,35 +132,22 @@ impl RolloutState {
     }
 }
 
-/// `pending → offered → downloading → downloaded → installing → succeeded | failed | rolled-back | cancelled |
-/// skipped`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ActionState {
-    Pending,
-    Offered,
-    Downloading,
-    Downloaded,
-    Installing,
-    Succeeded,
-    Failed,
-    RolledBack,
-    Cancelled,
-    Skipped,
-}
-
-names_and_wire_values!(ActionState => ActionState {
-    Pending = "pending",
-    Offered = "offered",
-    Downloading = "downloading",
-    Downloaded = "downloaded",
-    Installing = "installing",
-    Succeeded = "succeeded",
-    Failed = "failed",
-    RolledBack = "rolled-back",
-    Cancelled = "cancelled",
-    Skipped = "skipped",
-});
+state_enum!(
+    /// `pending → offered → downloading → downloaded → installing → succeeded | failed | rolled-back | cancelled |
+    /// skipped`.
+    ActionState => ActionState {
+        Pending = "pending",
+        Offered = "offered",
+        Downloading = "downloading",
+        Downloaded = "downloaded",
+        Installing = "installing",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        RolledBack = "rolled-back",
+        Cancelled = "cancelled",
+        Skipped = "skipped",
+    }
+);
 
 impl ActionState {
     pub fn is_terminal(self) -> bool {
