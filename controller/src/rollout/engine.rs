@@ -66,18 +66,13 @@ impl Standing {
 
     pub fn of(agent: &AgentRecord, action: Option<&ActionRecord>, env: &Env) -> Standing {
         let state = action.map(|a| a.state);
-        match state {
-            Some(ActionState::Succeeded) => return Standing::Succeeded,
-            Some(ActionState::Skipped) => return Standing::Skipped,
-            Some(ActionState::Cancelled) => return Standing::Cancelled,
-            Some(s) if s.is_failure() => {
-                let a = action.expect("state came from the action");
-                return match (a.will_retry(), s) {
-                    (true, _) => Standing::Retrying,
-                    (false, ActionState::RolledBack) => Standing::RolledBack,
-                    (false, _) => Standing::Failed,
-                };
-            }
+        match action {
+            Some(a) if a.state == ActionState::Succeeded => return Standing::Succeeded,
+            Some(a) if a.state == ActionState::Skipped => return Standing::Skipped,
+            Some(a) if a.state == ActionState::Cancelled => return Standing::Cancelled,
+            Some(a) if a.will_retry() => return Standing::Retrying,
+            Some(a) if a.state == ActionState::RolledBack => return Standing::RolledBack,
+            Some(a) if a.state == ActionState::Failed => return Standing::Failed,
             _ => {}
         }
         // Enrolling is a sighting too: a device that enrolled recently and has not checked in yet counts (as
