@@ -208,6 +208,19 @@ impl Cluster {
         Ok(created.id)
     }
 
+    /// Kill the controller (SIGKILL: no flush, no shutdown), wait `down`, and start it again on the same data and
+    /// address, so the agents reconnect by themselves.
+    pub async fn kill_and_restart_controller(&mut self, down: Duration) -> anyhow::Result<()> {
+        let controller = self.controller.take().context("no controller running")?;
+        let (data, addr) = (controller.data.clone(), controller.addr().to_owned());
+        controller.kill().await;
+        tokio::time::sleep(down).await;
+        let restarted = LocalController::serve_at(&data, &addr, "1s").await?;
+        self.admin = restarted.admin().await?;
+        self.controller = Some(restarted);
+        Ok(())
+    }
+
     /// Run the `rollcall` CLI as this cluster's admin; returns (exit code, stdout, stderr).
     pub async fn cli(&self, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
         let out = tokio::process::Command::new(bin("rollcall")?)

@@ -642,17 +642,10 @@ async fn a_controller_killed_mid_rollout_resumes_where_it_was() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let controller = c.controller.take().unwrap();
-    let (data, addr) = (controller.data.clone(), controller.addr().to_owned());
-    controller.kill().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
     // Same data, same address: the agents reconnect by themselves, their reports arrive, the rollout goes on.
-    let restarted = rollcall_controller::cli::local::LocalController::serve_at(&data, &addr, "1s")
+    c.kill_and_restart_controller(Duration::from_secs(2))
         .await
         .unwrap();
-    c.admin = restarted.admin().await.unwrap();
-    c.controller = Some(restarted);
     let s = c.settle(&id).await.unwrap();
     assert_eq!(state_of(&s), v1::RolloutState::Completed, "{s:?}");
     assert!(first[0].join("slow.marker").exists() && second[0].join("slow.marker").exists());

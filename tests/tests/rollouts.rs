@@ -523,16 +523,9 @@ async fn a_controller_killed_five_times_during_a_large_rollout_installs_every_ag
 
     for round in 0..5 {
         tokio::time::sleep(Duration::from_millis(1500 + 700 * round)).await;
-        let controller = c.controller.take().unwrap();
-        let (data, addr) = (controller.data.clone(), controller.addr().to_owned());
-        controller.kill().await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let restarted =
-            rollcall_controller::cli::local::LocalController::serve_at(&data, &addr, "1s")
-                .await
-                .unwrap();
-        c.admin = restarted.admin().await.unwrap();
-        c.controller = Some(restarted);
+        c.kill_and_restart_controller(Duration::from_millis(500))
+            .await
+            .unwrap();
     }
     let started = Instant::now();
     let s = loop {
