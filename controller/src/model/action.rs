@@ -122,6 +122,20 @@ impl ActionRecord {
         true
     }
 
+    /// Cancel this action if its install has not started (pending, offered, downloading, downloaded); an install
+    /// that started finishes and its outcome is recorded. True when it was cancelled.
+    pub fn cancel_before_install(&mut self, detail: String, now: i64) -> bool {
+        let before_install = self.state == ActionState::Pending
+            || (self.state.is_in_progress() && self.state != ActionState::Installing);
+        if !before_install {
+            return false;
+        }
+        self.state = ActionState::Cancelled;
+        self.detail = detail;
+        self.updated_at = now;
+        true
+    }
+
     /// A failure that has automatic retries left (it does not count against the error threshold yet).
     pub fn will_retry(&self) -> bool {
         self.state.is_failure() && self.retries_left > 0
@@ -167,5 +181,30 @@ mod tests {
         assert_eq!((h.started_at, h.finished_at), (10, 20));
         a.state = ActionState::Succeeded;
         assert!(!a.begin_next_attempt("again", 40), "success is final");
+    }
+
+    #[test]
+    fn only_work_whose_install_has_not_started_is_cancelled() {
+        for state in ActionState::ALL.iter().copied() {
+            let mut a = ActionRecord::new("r1", "ag", "north", 0, state, 0, 0);
+            let expected = matches!(
+                state,
+                ActionState::Pending
+                    | ActionState::Offered
+                    | ActionState::Downloading
+                    | ActionState::Downloaded
+            );
+            assert_eq!(
+                a.cancel_before_install("stop".into(), 5),
+                expected,
+                "{state}"
+            );
+            let after = if expected {
+                ActionState::Cancelled
+            } else {
+                state
+            };
+            assert_eq!(a.state, after, "{state}");
+        }
     }
 }

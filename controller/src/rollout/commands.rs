@@ -177,15 +177,8 @@ pub fn cancel(
     for a in store.actions_of(id)? {
         let done = store.update_action(&a.id, |cur| {
             let mut a = cur?;
-            if !(a.state == ActionState::Pending
-                || (a.state.is_in_progress() && a.state != ActionState::Installing))
-            {
-                return None;
-            }
-            a.state = ActionState::Cancelled;
-            a.detail = format!("cancelled by {by} before the install started");
-            a.updated_at = now;
-            Some(a)
+            let detail = format!("cancelled by {by} before the install started");
+            a.cancel_before_install(detail, now).then_some(a)
         })?;
         if let Some(a) = done {
             told.push(a.agent_id);

@@ -31,7 +31,8 @@ pub struct Wake {
 }
 
 impl Wake {
-    fn agents(ids: Vec<String>, reason: String) -> Option<Wake> {
+    /// These agents, or `None` when there are none.
+    pub fn agents(ids: Vec<String>, reason: String) -> Option<Wake> {
         (!ids.is_empty()).then_some(Wake {
             agents: Some(ids),
             sites: None,
@@ -40,6 +41,15 @@ impl Wake {
     }
 
     /// Everyone who may be a target of the wave that just opened.
+    /// Every agent of one site.
+    pub fn site(site: &str, reason: String) -> Wake {
+        Wake {
+            agents: None,
+            sites: Some(vec![site.to_owned()]),
+            reason,
+        }
+    }
+
     fn wave(r: &RolloutRecord, wave: u32) -> Wake {
         let w = &r.waves[wave as usize];
         let reason = format!("rollout {} wave {} opened", r.id, wave + 1);
@@ -130,23 +140,17 @@ pub fn tick(store: &Store, env: &Env) -> Result<TickOutcome, StoreError> {
         ) {
             continue;
         }
+        // One read of the rollout's devices per pass: the steps below change only the rollout record.
+        let mut actions = actions_by_agent(store, &seen.id)?;
         let mut retried = Vec::new();
-        for a in store.actions_of(&seen.id)? {
-            if !retry_due(&a, &seen, env.now) {
+        for a in actions.values_mut() {
+            if !retry_due(a, &seen, env.now) {
                 continue;
             }
-            let done = store.update_action(&a.id, |cur| {
-                let mut cur = cur?;
-                if !retry_due(&cur, &seen, env.now) {
-                    return None;
-                }
-                cur.retries_left -= 1;
-                let why = format!("automatic retry (attempt {})", cur.attempt + 1);
-                cur.begin_next_attempt(&why, env.now).then_some(cur)
-            })?;
-            if let Some(a) = done {
-                info!(rollout = %seen.id, agent = %a.agent_id, attempt = a.attempt, "Automatic retry.");
-                retried.push(a.agent_id);
+            if let Some(next) = retry_if_due(store, &seen, &a.id, env.now)? {
+                info!(rollout = %seen.id, agent = %next.agent_id, attempt = next.attempt, "Automatic retry.");
+                retried.push(next.agent_id.clone());
+                *a = next;
             }
         }
         out.wake.extend(Wake::agents(
@@ -156,7 +160,6 @@ pub fn tick(store: &Store, env: &Env) -> Result<TickOutcome, StoreError> {
 
         let mut current = seen;
         for _ in 0..(current.waves.len() * 4 + 4) {
-            let actions = actions_by_agent(store, &current.id)?;
             let t = tallies(&current, &agents, &actions, env);
             let Some(step) = advance(&current, &t, env.now) else {
                 break;
@@ -185,6 +188,22 @@ pub fn tick(store: &Store, env: &Env) -> Result<TickOutcome, StoreError> {
     Ok(out)
 }
 
+/// Give a failed device its next automatic attempt if one is due (compare-and-swap). The engine does this in
+/// running rollouts; the check-in path does it for a completed rollout's late joiners.
+fn retry_if_due(
+    store: &Store,
+    r: &RolloutRecord,
+    id: &str,
+    now: i64,
+) -> Result<Option<ActionRecord>, StoreError> {
+    store.update_action(id, |cur| {
+        let mut cur = cur.filter(|a| retry_due(a, r, now))?;
+        cur.retries_left -= 1;
+        let why = format!("automatic retry (attempt {})", cur.attempt + 1);
+        cur.begin_next_attempt(&why, now).then_some(cur)
+    })
+}
+
 /// Write `next` only if the rollout is still exactly `seen` (nobody — an admin, another pass — changed it).
 fn apply_if_unchanged(
     store: &Store,
@@ -206,15 +225,23 @@ pub(super) fn supersede_older(
             && old.state == RolloutState::Completed
             && old.superseded_by.is_empty()
         {
-            store.update_rollout(&old.id, |mut r| {
-                (r.state == RolloutState::Completed && r.superseded_by.is_empty()).then(|| {
-                    r.superseded_by = newer.id.clone();
-                    r.updated_at = now;
-                    r
-                })
-            })?;
-            info!(rollout = %old.id, by = %newer.id, "Completed rollout superseded.");
+            mark_superseded(store, &old.id, &newer.id, now)?;
         }
+    }
+    Ok(())
+}
+
+/// A completed rollout stops offering its package: `by` took over the package's desired state.
+fn mark_superseded(store: &Store, id: &str, by: &str, now: i64) -> Result<(), StoreError> {
+    let done = store.update_rollout(id, |mut r| {
+        (r.state == RolloutState::Completed && r.superseded_by.is_empty()).then(|| {
+            r.superseded_by = by.to_owned();
+            r.updated_at = now;
+            r
+        })
+    })?;
+    if done.is_some() {
+        info!(rollout = %id, by, "Completed rollout superseded.");
     }
     Ok(())
 }
@@ -232,17 +259,10 @@ fn supersede_if_newer_started(
             && r.started_at > done.started_at
             && r.state != RolloutState::Scheduled
     });
-    if let Some(newer) = newer {
-        store.update_rollout(&done.id, |mut r| {
-            (r.state == RolloutState::Completed && r.superseded_by.is_empty()).then(|| {
-                r.superseded_by = newer.id.clone();
-                r.updated_at = now;
-                r
-            })
-        })?;
-        info!(rollout = %done.id, by = %newer.id, "Completed rollout superseded.");
+    match newer {
+        Some(newer) => mark_superseded(store, &done.id, &newer.id, now),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// What a checking-in agent gets from all rollouts.
@@ -271,14 +291,8 @@ pub fn assignments_for(
             .as_ref()
             .is_some_and(|a| retry_due(a, &rollout, env.now))
         {
-            let retried = store.update_action(&id, |cur| {
-                let mut cur = cur.filter(|a| retry_due(a, &rollout, env.now))?;
-                cur.retries_left -= 1;
-                let why = format!("automatic retry (attempt {})", cur.attempt + 1);
-                cur.begin_next_attempt(&why, env.now).then_some(cur)
-            })?;
-            if retried.is_some() {
-                existing = retried;
+            if let Some(next) = retry_if_due(store, &rollout, &id, env.now)? {
+                existing = Some(next);
             }
         }
         let supported = rollcall_packaging::platform::matches(&rollout.platforms, &agent.platform);
@@ -529,15 +543,8 @@ pub fn cancelled_for(
             Some(why) => {
                 let cancelled = store.update_action(id, |cur| {
                     let mut a = cur?;
-                    if !(a.state == ActionState::Pending
-                        || (a.state.is_in_progress() && a.state != ActionState::Installing))
-                    {
-                        return None;
-                    }
-                    a.state = ActionState::Cancelled;
-                    a.detail = format!("cancelled before the install started: {why}");
-                    a.updated_at = now;
-                    Some(a)
+                    let detail = format!("cancelled before the install started: {why}");
+                    a.cancel_before_install(detail, now).then_some(a)
                 })?;
                 cancelled.is_some()
                     || store

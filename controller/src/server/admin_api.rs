@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::admin_rollouts::Rollouts;
 use super::auth::{authorize, internal};
-use super::Shared;
+use super::{now, Shared};
 use crate::model::{ActionRecord, AgentRecord, SiteRecord};
 use crate::repo::PublishError;
 use crate::rollout::report::device_status;
@@ -36,10 +36,6 @@ impl AdminApi {
             shared,
         }
     }
-}
-
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
 }
 
 fn valid_site(site: &str) -> bool {

@@ -8,7 +8,7 @@ use rollcall_proto::v1;
 use tonic::{Request, Response, Status};
 
 use super::auth::{authorize, internal};
-use super::Shared;
+use super::{now, Shared};
 use crate::model::rollout::GateOverrides;
 use crate::model::{ActionRecord, RolloutRecord};
 use crate::rollout::commands::{self, CommandError, RetrySelection};
@@ -21,10 +21,6 @@ const READ: &[Role] = &[Role::Admin, Role::Tech];
 const WRITE: &[Role] = &[Role::Admin];
 /// Technicians may retry a device.
 const RETRY: &[Role] = &[Role::Admin, Role::Tech];
-
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
 
 fn command_status(e: CommandError) -> Status {
     match e {
@@ -230,11 +226,7 @@ impl Rollouts {
         )
         .map_err(command_status)?;
         self.shared.audit(&caller, action, done.detail)?;
-        let wake = (!done.wake.is_empty()).then(|| Wake {
-            reason: format!("{action} {}", done.rollout.id),
-            agents: Some(done.wake),
-            sites: None,
-        });
+        let wake = Wake::agents(done.wake, format!("{action} {}", done.rollout.id));
         self.done(wake).await?;
         self.status(&done.rollout, false)
     }
@@ -355,12 +347,7 @@ impl Rollouts {
             format!("{} devices [{}]", req.rollout_id, retried.join(", ")),
         )?;
         let reason = format!("rollout {}: retry requested", req.rollout_id);
-        self.done(Some(Wake {
-            agents: Some(retried.clone()),
-            sites: None,
-            reason,
-        }))
-        .await?;
+        self.done(Wake::agents(retried.clone(), reason)).await?;
         let r = store
             .rollout(&req.rollout_id)
             .map_err(internal)?
@@ -480,11 +467,10 @@ impl Rollouts {
         )?;
         self.shared.store.flush().await.map_err(internal)?;
         // Agents holding work there get the new windows at once.
-        self.shared.wake(&Wake {
-            agents: None,
-            sites: Some(vec![site.name.clone()]),
-            reason: format!("site {} windows changed", site.name),
-        });
+        self.shared.wake(&Wake::site(
+            &site.name,
+            format!("site {} windows changed", site.name),
+        ));
         super::admin_api::site_summary(
             &self.shared,
             &site,

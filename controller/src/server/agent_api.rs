@@ -13,7 +13,7 @@ use tracing::info;
 
 use super::auth::{authorize, internal};
 use super::wake::WatchStream;
-use super::Shared;
+use super::{now, Shared};
 use crate::blobs::is_sha256;
 use crate::model::AgentRecord;
 use crate::rollout::driver::{self, ReportOutcome};
@@ -42,10 +42,6 @@ impl AgentApi {
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("agent {agent_id} is not enrolled")))
     }
-}
-
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
 }
 
 fn refusal_status(refusal: &TokenRefusal) -> Status {

@@ -86,7 +86,7 @@ impl Shared {
         info!(actor = %caller.subject, action, %detail, "Admin action.");
         self.store
             .audit(&crate::store::AuditEntry {
-                at: chrono::Utc::now().timestamp(),
+                at: now(),
                 actor: caller.subject.clone(),
                 action: action.into(),
                 detail,
@@ -207,6 +207,11 @@ pub async fn serve(
     Ok(())
 }
 
+/// The controller's clock, read once per call and passed down (the rules never read it themselves).
+pub(crate) fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
 /// Resolves once the shutdown flag is set (or its sender is gone).
 pub(crate) async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());
@@ -266,7 +271,7 @@ fn accept_loop(
 /// Runs the rollout engine every `engine_interval`, and soon after a device finished.
 async fn engine_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
-        match driver::tick(&shared.store, &shared.env(chrono::Utc::now().timestamp())) {
+        match driver::tick(&shared.store, &shared.env(now())) {
             Err(e) => warn!(error = %e, "Rollout engine pass failed."),
             Ok(outcome) => {
                 // Durable before any agent hears of it.
