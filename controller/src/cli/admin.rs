@@ -9,7 +9,7 @@ use rollcall_proto::v1;
 use serde_json::json;
 
 use super::client::default_creds;
-use super::output::{ago, print_json, table};
+use super::output::{ago, print_json, table, window_now};
 use super::{demo, pkg, rollout, rpc, AdminClient};
 
 #[derive(Debug, Parser)]
@@ -389,17 +389,7 @@ fn print_sites(sites: &[v1::SiteSummary], json: bool) {
             let window = if s.windows.is_empty() {
                 "any time".to_owned()
             } else {
-                let state = if s.window_open {
-                    format!(
-                        "open, closes in {}",
-                        rollout::short(s.window_changes_at_unix - now)
-                    )
-                } else {
-                    format!(
-                        "opens in {}",
-                        rollout::short(s.window_changes_at_unix - now)
-                    )
-                };
+                let state = window_now(true, s.window_open, s.window_changes_at_unix, now);
                 format!("{} ({}; {state})", s.windows.join("; "), s.time_zone)
             };
             vec![

@@ -26,35 +26,45 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out.join("\n") + "\n"
 }
 
+/// A span of time in its largest unit: "40s", "9m", "3h", "2d". Minutes round up (a soak with 30 s left is "1m").
+pub fn span(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", (s + 59) / 60),
+        3600..=86399 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
 /// "12s ago", "3m ago", "never".
 pub fn ago(then: i64, now: i64) -> String {
     if then <= 0 {
         return "never".into();
     }
-    let d = (now - then).max(0);
-    match d {
-        0..=59 => format!("{d}s ago"),
-        60..=3599 => format!("{}m ago", d / 60),
-        3600..=86399 => format!("{}h ago", d / 3600),
-        _ => format!("{}d ago", d / 86400),
-    }
+    format!("{} ago", span(now - then))
 }
 
 /// "in 3h", "12m ago", "never".
 pub fn when(then: i64, now: i64) -> String {
-    if then <= 0 {
-        return "never".into();
-    }
     if then > now {
-        let d = then - now;
-        return match d {
-            0..=59 => format!("in {d}s"),
-            60..=3599 => format!("in {}m", (d + 59) / 60),
-            3600..=86399 => format!("in {}h", d / 3600),
-            _ => format!("in {}d", d / 86400),
-        };
+        return format!("in {}", span(then - now));
     }
     ago(then, now)
+}
+
+/// A site's install window now: "any time", "open, closes in 2h", "opens in 13h".
+pub fn window_now(has_window: bool, open: bool, changes_at: i64, now: i64) -> String {
+    match (has_window, open) {
+        (false, _) => "any time".into(),
+        (true, true) => format!("open, closes in {}", span(changes_at - now)),
+        (true, false) => format!("opens in {}", span(changes_at - now)),
+    }
+}
+
+/// "95%", "2.5%".
+pub fn percent(p: f64) -> String {
+    format!("{}%", crate::model::rollout::fmt_percent(p))
 }
 
 pub fn print_json(value: &serde_json::Value) {
@@ -74,5 +84,15 @@ mod tests {
         assert_eq!(t, "A    LONG\nxyz  1\n");
         assert_eq!(ago(0, 10), "never");
         assert_eq!(ago(100, 3700), "1h ago");
+        assert_eq!(ago(100, 280), "3m ago");
+        assert_eq!(when(3700, 100), "in 1h");
+        assert_eq!(span(30), "30s");
+        assert_eq!(span(61), "2m");
+        assert_eq!(window_now(true, false, 3600 * 14, 0), "opens in 14h");
+        assert_eq!(window_now(false, false, 0, 0), "any time");
+        assert_eq!(
+            (percent(95.0), percent(2.5)),
+            ("95%".to_owned(), "2.5%".to_owned())
+        );
     }
 }

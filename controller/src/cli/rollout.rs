@@ -9,7 +9,7 @@ use rollcall_proto::v1;
 use rollcall_proto::{ActionState, RolloutState};
 use serde_json::{json, Value};
 
-use super::output::{ago, print_json, table, when};
+use super::output::{ago, percent, print_json, span, table, when, window_now};
 use super::{rpc, spec, usage, AdminClient};
 
 #[derive(Debug, Subcommand)]
@@ -534,26 +534,19 @@ fn device_json(d: &v1::DeviceStatus) -> Value {
 
 /// "92% of 95%, soak 9m left", "needs approval", "closes in 3h".
 pub fn gate_text(w: &v1::WaveStatus, now: i64) -> String {
-    let pct = |p: f64| {
-        if p.fract() == 0.0 {
-            format!("{p:.0}%")
-        } else {
-            format!("{p:.1}%")
-        }
-    };
     let mut parts = vec![if w.opened_at_unix > 0 {
         format!(
             "{} of {}",
-            pct(w.success_percent),
-            pct(w.success_percent_needed)
+            percent(w.success_percent),
+            percent(w.success_percent_needed)
         )
     } else {
-        format!("needs {}", pct(w.success_percent_needed))
+        format!("needs {}", percent(w.success_percent_needed))
     }];
     if w.soak_until_unix > now {
-        parts.push(format!("soak {} left", short(w.soak_until_unix - now)));
+        parts.push(format!("soak {} left", span(w.soak_until_unix - now)));
     } else if w.soak_seconds > 0 && w.opened_at_unix == 0 {
-        parts.push(format!("soak {}", short(w.soak_seconds as i64)));
+        parts.push(format!("soak {}", span(w.soak_seconds as i64)));
     }
     parts.push(format!("pause at {} failed", w.error_limit));
     if w.needs_approval {
@@ -564,31 +557,12 @@ pub fn gate_text(w: &v1::WaveStatus, now: i64) -> String {
         });
     }
     if w.deadline_unix > now {
-        parts.push(format!("closes in {}", short(w.deadline_unix - now)));
+        parts.push(format!("closes in {}", span(w.deadline_unix - now)));
     }
     if w.overlap {
         parts.push("overlaps".into());
     }
     parts.join(", ")
-}
-
-/// "3h", "9m", "40s".
-pub fn short(secs: i64) -> String {
-    let s = secs.max(0);
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", (s + 59) / 60),
-        3600..=86399 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86400),
-    }
-}
-
-fn window_text(c: &v1::SiteCounts, now: i64) -> String {
-    match (c.has_window, c.window_open) {
-        (false, _) => "any time".into(),
-        (true, true) => format!("open, closes in {}", short(c.window_changes_at_unix - now)),
-        (true, false) => format!("opens in {}", short(c.window_changes_at_unix - now)),
-    }
 }
 
 /// Per-wave gates, then per-site counts.
@@ -604,7 +578,7 @@ pub fn site_table(r: &v1::RolloutStatus, site: Option<&str>) -> String {
             rows.push(vec![
                 (w.index + 1).to_string(),
                 c.site.clone(),
-                window_text(c, now),
+                window_now(c.has_window, c.window_open, c.window_changes_at_unix, now),
                 c.total.to_string(),
                 c.succeeded.to_string(),
                 c.failed.to_string(),
@@ -734,7 +708,7 @@ fn print_status(r: &v1::RolloutStatus, json: bool, site: Option<&str>, all_devic
                     format!(
                         "{} (retry in {})",
                         ActionState::name_of(d.state),
-                        short(d.next_retry_unix - now)
+                        span(d.next_retry_unix - now)
                     )
                 } else {
                     ActionState::name_of(d.state).into()
