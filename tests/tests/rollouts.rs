@@ -622,3 +622,114 @@ async fn installs_wait_for_the_site_maintenance_window() {
     assert!(dirs.iter().all(|d| d.join("patch.marker").exists()));
     c.stop().await;
 }
+
+/// Give this cluster a technician: a client certificate with the `tech` role, written like the admin's credentials
+/// folder. (No command issues one yet — that is the trust-and-security issue — so the test writes the record the
+/// way `rollcall-controller init` writes the admin's, with the controller stopped.)
+async fn technician(c: &mut Cluster) -> std::path::PathBuf {
+    use rollcall_controller::datadir::DataDir;
+    use rollcall_controller::pki::Ca;
+    use rollcall_controller::store::{CertRecord, Role, Store};
+    let controller = c.controller.take().unwrap();
+    let (data, addr) = (controller.data.clone(), controller.addr().to_owned());
+    controller.stop().await;
+    let dir = DataDir::new(&data);
+    let ca = Ca::load(&dir.ca_cert(), &dir.ca_key()).unwrap();
+    let tech = ca
+        .issue_client("tech1", Duration::from_secs(86400))
+        .unwrap();
+    {
+        let store = Store::open(&dir.store()).unwrap();
+        store
+            .put_cert(
+                &rollcall_proto::sha256_hex(&tech.der),
+                &CertRecord {
+                    subject: "tech1".into(),
+                    role: Role::Tech,
+                    issued_at: 1,
+                    not_after: tech.not_after,
+                    revoked: false,
+                    replaces: None,
+                },
+            )
+            .unwrap();
+        store.flush().await.unwrap();
+    }
+    let creds = c.path("tech-creds");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(creds.join("ca.crt"), ca.cert_pem()).unwrap();
+    std::fs::write(creds.join("client.crt"), &tech.pem).unwrap();
+    std::fs::write(creds.join("client.key"), tech.key_pem.unwrap()).unwrap();
+    // sled may hold this process's lock for a moment after the store is dropped.
+    let mut restarted = None;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(r) =
+            rollcall_controller::cli::local::LocalController::serve_at(&data, &addr, "1s").await
+        {
+            restarted = Some(r);
+            break;
+        }
+    }
+    let restarted = restarted.expect("controller restarts");
+    std::fs::write(creds.join("controller"), &restarted.url).unwrap();
+    c.admin = restarted.admin().await.unwrap();
+    c.controller = Some(restarted);
+    creds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_technician_may_retry_a_desk_but_not_change_a_rollout() {
+    let mut c = Cluster::start().await.unwrap();
+    c.add_agents("north", 1).await.unwrap();
+    let mut bad = PackageSpec::marker("flaky", "1.0", 1);
+    bad.install = "if [ ! -e \"$ROLLCALL_DATA_DIR/tried\" ]; then touch \"$ROLLCALL_DATA_DIR/tried\"; exit 1; fi\necho \"$ROLLCALL_VERSION\" > \"$ROLLCALL_DATA_DIR/$ROLLCALL_PACKAGE.marker\"";
+    c.publish(&bad).await.unwrap();
+    let id = c
+        .rollout_with(v1::CreateRolloutRequest {
+            package: "flaky".into(),
+            version: "1.0".into(),
+            waves: vec![sites_wave(&["north"])],
+            retries: Some(0),
+            gates: Some(v1::GateSpec {
+                error_count: Some(5),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    c.wait_for(&id, "the desk failed", |s| {
+        s.devices
+            .iter()
+            .any(|d| d.state == v1::ActionState::Failed as i32)
+    })
+    .await
+    .unwrap();
+    let creds = technician(&mut c).await;
+    let tech = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(rollcall_tests::bin("rollcall").unwrap());
+        cmd.arg("--creds").arg(&creds).args(args);
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = tech(&["rollout", "cancel", &id]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("PermissionDenied") || err.contains("role"),
+        "{err}"
+    );
+    assert_eq!(
+        state(&c.status(&id).await.unwrap()),
+        Some(RolloutState::Running),
+        "nothing changed"
+    );
+    let (code, err) = tech(&["rollout", "retry", &id, "--agent", "north-01"]);
+    assert_eq!(code, 0, "{err}");
+    let s = c.settle(&id).await.unwrap();
+    assert_eq!(state(&s), Some(RolloutState::Completed), "{s:?}");
+    c.stop().await;
+}
