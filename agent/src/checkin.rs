@@ -40,6 +40,8 @@ pub struct Agent {
     /// Wakes the run loop for a check-in at once: the controller's wake-ups (`wake`), and reports that should not
     /// wait for the interval (a cancel).
     pub(crate) wake: Arc<Notify>,
+    /// How many times the certificate was renewed: whoever holds a channel clone (the watch task) compares it.
+    pub(crate) renewals: u64,
 }
 
 impl std::fmt::Debug for Agent {
@@ -94,6 +96,7 @@ impl Agent {
             controller_wants_inventory: false,
             installing: Arc::default(),
             wake: Arc::default(),
+            renewals: 0,
         }
     }
 
@@ -133,8 +136,61 @@ impl Agent {
         self.channel = connect(&self.dirs, &self.config)?;
         self.client = AgentServiceClient::new(self.channel.clone());
         self.state.cert_not_after = resp.certificate_not_after_unix;
+        self.renewals += 1;
         let _ = self.save();
         Ok(resp.certificate_not_after_unix)
+    }
+
+    /// Renew the certificate when the controller's answer asks for it.
+    pub(crate) async fn renew_if_asked(&mut self, resp: &v1::CheckInResponse) {
+        if !resp.renew_certificate {
+            return;
+        }
+        match self.renew().await {
+            Ok(not_after) => info!(not_after, "Client certificate renewed."),
+            Err(e) => {
+                warn!(error = %e, "Certificate renewal failed; the next check-in asks again.")
+            }
+        }
+    }
+
+    /// Run `work` (a download or an install) while the agent keeps checking in on its interval and when woken:
+    /// reports go out, the certificate is renewed and cancels arrive even during an hour-long install. With
+    /// `cancel_of`, a cancel of that action stops the work (`None`); new assignments wait until the work is done.
+    pub(crate) async fn meanwhile<F: std::future::Future>(
+        &mut self,
+        cancel_of: Option<&str>,
+        work: F,
+    ) -> Option<F::Output> {
+        tokio::pin!(work);
+        let wake = self.wake.clone();
+        let mut woken = false;
+        loop {
+            let every = Duration::from_secs(self.state.checkin_interval_secs.clamp(1, 3600));
+            tokio::select! {
+                out = &mut work => {
+                    if woken {
+                        // A wake-up or new work seen meanwhile: the run loop checks in again right after this.
+                        self.wake.notify_one();
+                    }
+                    return Some(out);
+                }
+                _ = tokio::time::sleep(every) => {}
+                _ = wake.notified() => woken = true,
+            }
+            match self.check_in().await {
+                Ok(resp) => {
+                    self.renew_if_asked(&resp).await;
+                    woken |= self.has_new_work(&resp);
+                }
+                Err(e) => {
+                    debug!(error = %e.message(), "Check-in during a download or install failed.")
+                }
+            }
+            if cancel_of.is_some_and(|id| self.cancelled(id)) {
+                return None;
+            }
+        }
     }
 
     /// One check-in: send inventory if needed, all pending reports and the open actions; record what the controller
@@ -143,15 +199,20 @@ impl Agent {
         let (inv, hash) = self.current_inventory();
         let send_inventory =
             self.controller_wants_inventory || self.state.inventory_hash_sent != hash;
-        let request = v1::CheckInRequest {
-            inventory: send_inventory.then_some(inv),
-            inventory_hash: hash.clone(),
-            reports: self
-                .state
+        // A report leaves only once it is on disk: if the state cannot be saved, none goes this time.
+        let reports = if self.state.pending_reports.is_empty() || self.save().is_ok() {
+            self.state
                 .pending_reports
                 .iter()
                 .map(|r| r.to_proto())
-                .collect(),
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let request = v1::CheckInRequest {
+            inventory: send_inventory.then_some(inv),
+            inventory_hash: hash.clone(),
+            reports,
             agent_version: crate::VERSION.to_owned(),
             installed: self.state.installed_proto(),
             open_actions: self.state.open_action_ids(),
@@ -184,23 +245,25 @@ impl Agent {
         Ok(resp)
     }
 
-    /// Record a step and tell the controller right away (if it is reachable; otherwise the report waits). The
-    /// check-in also brings cancels: callers look at [`Agent::cancelled`] afterwards.
-    pub(crate) async fn report(&mut self, action_id: &str, step: ActionState, outcome: Outcome) {
+    /// Record a step, save it, and tell the controller right away (if it is reachable; otherwise the report waits).
+    /// Nothing is reported that is not on disk first: when the save fails the report waits in memory for the next
+    /// save. The check-in also brings cancels: callers look at [`Agent::cancelled`] afterwards. True when saved.
+    pub(crate) async fn report(
+        &mut self,
+        action_id: &str,
+        step: ActionState,
+        outcome: Outcome,
+    ) -> bool {
         info!(action = %action_id, step = %step, detail = %outcome.detail, "Action step.");
         self.state.record(action_id, step, outcome, now());
-        let _ = self.save();
+        if self.save().is_err() {
+            return false;
+        }
         match self.check_in().await {
             Ok(resp) => {
                 // New work the controller handed out with this answer (another rollout): it holds a download slot
                 // there, so fetch it right after the current work instead of at the next interval.
-                let new_work = resp.assignments.iter().any(|a| {
-                    self.state
-                        .actions
-                        .get(&a.action_id)
-                        .is_none_or(|p| p.attempt != a.attempt.max(1))
-                });
-                if new_work {
+                if self.has_new_work(&resp) {
                     self.wake.notify_one();
                 }
             }
@@ -208,6 +271,17 @@ impl Agent {
                 debug!(error = %e.message(), "Report not delivered yet; it goes with the next check-in.")
             }
         }
+        true
+    }
+
+    /// Whether an answer assigns an action (or an attempt) this agent does not hold yet.
+    fn has_new_work(&self, resp: &v1::CheckInResponse) -> bool {
+        resp.assignments.iter().any(|a| {
+            self.state
+                .actions
+                .get(&a.action_id)
+                .is_none_or(|p| p.attempt != a.attempt.max(1))
+        })
     }
 
     /// Whether the controller cancelled this action (it is then dropped and never installed).

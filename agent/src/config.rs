@@ -48,6 +48,10 @@ impl AgentDirs {
     pub fn work(&self) -> PathBuf {
         self.root.join("work")
     }
+    /// The install journal: one entry per action whose signed command runs (`install::journal`).
+    pub fn journal(&self) -> PathBuf {
+        self.root.join("journal")
+    }
     pub fn state(&self) -> PathBuf {
         self.root.join("state.json")
     }

@@ -43,6 +43,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let mut agent = Agent::load(dirs, controller)?;
+    agent.tidy_journal();
     info!(agent = %agent.config.agent_id, site = %agent.config.site, controller = %agent.config.controller, "Agent started.");
     tokio::pin!(shutdown);
     if agent.state.last_checkin > 0 {
@@ -56,23 +57,20 @@ pub async fn run(
     // Started after the first successful check-in, so a restarting site's agents open their streams spread out.
     let mut watcher: Option<Watcher> = None;
     let mut backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
+    // The certificate renewal the watch task's channel belongs to.
+    let mut watching = agent.renewals;
     loop {
         let wait = match agent.check_in().await {
             Ok(resp) => {
                 backoff.reset();
-                if resp.renew_certificate {
-                    match agent.renew().await {
-                        Ok(not_after) => {
-                            info!(not_after, "Client certificate renewed.");
-                            // The old channel presents the old certificate: watch on the new one.
-                            if let Some(old) = watcher.take() {
-                                old.stop().await;
-                            }
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "Certificate renewal failed; the next check-in asks again.")
-                        }
+                agent.renew_if_asked(&resp).await;
+                if watching != agent.renewals {
+                    // Renewed (here or during a download or install): the old channel presents the old
+                    // certificate, so watch on the new one.
+                    if let Some(old) = watcher.take() {
+                        old.stop().await;
                     }
+                    watching = agent.renewals;
                 }
                 if watcher.is_none() {
                     watcher = Some(Watcher::start(agent.channel.clone(), agent.wake.clone()));

@@ -16,6 +16,8 @@ use rollcall_proto::v1;
 
 pub use rollcall_controller::cli::local::bin;
 
+pub mod proxy;
+
 /// A running controller with an admin who holds the offline keys.
 pub struct Cluster {
     pub dir: tempfile::TempDir,

@@ -14,7 +14,12 @@ impl Agent {
     /// `downloaded` detail, or `None` when the action ended or stays open for a later try.
     pub(super) async fn fetch(&mut self, id: &str) -> Option<String> {
         let target_name = self.state.actions.get(id)?.target_name.clone();
-        let prepared = match fetch::prepare(&self.channel, &self.dirs, &target_name).await {
+        // The fetch borrows nothing of the agent, so check-ins (and cancels) go on while it runs.
+        let (channel, dirs) = (self.channel.clone(), self.dirs.clone());
+        let prepared = match self
+            .meanwhile(Some(id), fetch::prepare(&channel, &dirs, &target_name))
+            .await?
+        {
             Ok(p) => p,
             Err(e) => return self.fetch_failed(id, e).await,
         };
@@ -40,15 +45,18 @@ impl Agent {
         if self.cancelled(id) {
             return None;
         }
-        let partial = prepared.partial_bytes(&self.dirs);
-        let mut result = prepared.download(&self.dirs).await;
+        let partial = prepared.partial_bytes(&dirs);
+        let mut result = self.meanwhile(Some(id), prepared.download(&dirs)).await?;
         if partial > 0 && matches!(result, Err(FetchError::Verification { .. })) {
             // The kept partial file was bad (it has been discarded): start over once from byte 0.
             warn!(action = %id, partial, "Resumed download failed verification; downloading again from the start.");
-            result = match fetch::prepare(&self.channel, &self.dirs, &target_name).await {
-                Ok(p) => p.download(&self.dirs).await,
-                Err(e) => Err(e),
+            let again = async {
+                fetch::prepare(&channel, &dirs, &target_name)
+                    .await?
+                    .download(&dirs)
+                    .await
             };
+            result = self.meanwhile(Some(id), again).await?;
         }
         let fetched = match result {
             Ok(f) => f,

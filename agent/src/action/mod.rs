@@ -129,6 +129,21 @@ impl Agent {
         }
     }
 
+    /// Drop journal entries a crash left behind for actions that have finished (their outcome is saved) and whose
+    /// command no longer runs. Entries of open actions stay: their install resumes from them.
+    pub fn tidy_journal(&self) {
+        for entry in crate::install::journal::entries(&self.dirs) {
+            let open = self
+                .state
+                .actions
+                .get(&entry.action_id)
+                .is_some_and(|a| !a.step.is_terminal());
+            if !open && !crate::platform::group_alive(entry.pgid, entry.leader_start) {
+                crate::install::Journal::of(&self.dirs, &entry.action_id).clear();
+            }
+        }
+    }
+
     /// Save before acting on a change; when that fails the action fails (a restart could not tell what happened).
     async fn saved_or_failed(&mut self, id: &str) -> bool {
         match self.save() {

@@ -93,7 +93,8 @@ impl Agent {
             return;
         };
         if let Some((step, detail)) = self.refusal(&target.manifest) {
-            return self.report(id, step, Outcome::detail(detail)).await;
+            self.report(id, step, Outcome::detail(detail)).await;
+            return;
         }
         self.report(
             id,
@@ -111,8 +112,13 @@ impl Agent {
         if decision != Decision::Install {
             return self.hold(id, decision).await;
         }
-        // An install command that was running when this agent last stopped (crash, power loss).
-        let interrupted = p.install_started;
+        // Where an install cut off by a crash or power loss stands: its leftover command (and any other action's)
+        // is waited for, or killed after its timeout, before this one decides anything.
+        let (resume, waited) = self.leftovers(id).await;
+        let Some(p) = self.state.actions.get_mut(id) else {
+            return;
+        };
+        let resume = resume.or(p.install_started.then_some(install::Phase::Install));
         // Mark the install as started, durably, right before the command runs: without that record a restart
         // could not tell a cut-off install from one that never began, so do not start it.
         p.install_started = true;
@@ -120,9 +126,16 @@ impl Agent {
             return;
         }
         self.installing.store(true, Ordering::SeqCst);
-        let (step, outcome) =
-            install::install(&self.dirs, id, &target.manifest, &payload, interrupted).await;
+        let (dirs, manifest) = (self.dirs.clone(), target.manifest.clone());
+        let work = install::install(&dirs, id, &manifest, &payload, resume);
+        let finished = self.meanwhile(None, work).await;
         self.installing.store(false, Ordering::SeqCst);
+        let Some((step, mut outcome)) = finished else {
+            return;
+        };
+        if let Some(waited) = waited {
+            outcome.detail = format!("{waited}; {}", outcome.detail);
+        }
         if step == ActionState::Succeeded {
             let manifest = &target.manifest;
             self.state.installed.insert(
@@ -137,7 +150,30 @@ impl Agent {
                 let _ = std::fs::remove_file(&payload);
             }
         }
-        self.report(id, step, outcome).await;
+        // The outcome (and the anti-rollback counter with it) is on disk before it is reported; only then is the
+        // journal entry dropped, so a crash in between still finds where it was.
+        if self.report(id, step, outcome).await {
+            install::Journal::of(&self.dirs, id).clear();
+        }
+    }
+
+    /// Wait for every command a previous agent left running (journal entries of any action), killing those past
+    /// their timeout. Returns the command `id` was cut off in, and a line saying what was waited for.
+    async fn leftovers(&mut self, id: &str) -> (Option<install::Phase>, Option<String>) {
+        let mut said = None;
+        for entry in install::journal::entries(&self.dirs) {
+            let line = install::journal::wait_for_leftover(&entry, crate::checkin::now).await;
+            if entry.action_id == id {
+                said = line;
+            }
+        }
+        match install::Journal::of(&self.dirs, id).read() {
+            Ok(entry) => (entry.map(|e| e.phase), said),
+            Err(reason) => {
+                warn!(action = %id, reason = %reason, "Treating the install as cut off: verifying first.");
+                (Some(install::Phase::Install), said)
+            }
+        }
     }
 
     /// The staged payload when it is still exactly what TUF verified. Otherwise it is deleted and the action goes

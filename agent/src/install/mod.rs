@@ -1,6 +1,10 @@
-//! Installing a verified payload: extract it safely, run the signed install command, then the verify command,
-//! and the rollback command when either fails. Only commands from the TUF-verified manifest ever run.
+//! Installing a verified payload: extract it safely, then run the signed commands as a pipeline of steps — install,
+//! verify, and rollback when either fails — each step a function of the last command's result that returns the next.
+//! Only commands from the TUF-verified manifest ever run. Every command is recorded in the action's journal
+//! (`journal`) before it starts and with its process group once it runs, so an agent killed halfway knows on restart
+//! which command was cut off and whether it still runs.
 
+pub mod journal;
 pub mod runner;
 
 use std::path::Path;
@@ -8,21 +12,122 @@ use std::time::Duration;
 
 use rollcall_packaging::Manifest;
 use rollcall_proto::ActionState;
+use tracing::warn;
 
 use crate::config::AgentDirs;
 use crate::state::Outcome;
+pub use journal::{Journal, Phase, Running};
 use runner::RunResult;
+
+/// The next thing an install does.
+#[derive(Debug)]
+enum Step {
+    /// An install command was cut off by a restart: verify first, install again only if that fails.
+    Recheck,
+    Install,
+    Verify,
+    /// A command failed: roll back when the package can.
+    Undo {
+        failure: String,
+        exit_code: Option<i32>,
+    },
+    Done(ActionState, Outcome),
+}
+
+impl Step {
+    /// Where an install begins: from the start, or where the journal says an earlier agent was cut off.
+    fn first(resume: Option<Phase>) -> Step {
+        match resume {
+            None => Step::Install,
+            Some(Phase::Install) => Step::Recheck,
+            Some(Phase::Verify) => Step::Verify,
+            Some(Phase::Rollback) => Step::Undo {
+                failure: "install or verify failed before the agent restarted".into(),
+                exit_code: None,
+            },
+        }
+    }
+
+    /// The step after the command of `self` ended with `r`.
+    fn after(self, r: &RunResult) -> Step {
+        let done = |state, exit_code, detail: &str| {
+            Step::Done(
+                state,
+                Outcome {
+                    exit_code,
+                    detail: detail.to_owned(),
+                    ..Outcome::default()
+                },
+            )
+        };
+        let failed = |what| Step::Undo {
+            failure: r.describe(what),
+            exit_code: r.exit_code(),
+        };
+        match self {
+            Step::Recheck if r.success() => done(
+                ActionState::Succeeded,
+                Some(0),
+                "verified after an agent restart (the interrupted install had finished)",
+            ),
+            Step::Recheck => Step::Install,
+            Step::Install if r.success() => Step::Verify,
+            Step::Install => failed("install"),
+            Step::Verify if r.success() => {
+                done(ActionState::Succeeded, Some(0), "installed and verified")
+            }
+            Step::Verify => failed("verify"),
+            Step::Undo { failure, exit_code } if r.success() => done(
+                ActionState::RolledBack,
+                exit_code,
+                &format!("{failure}; rolled back"),
+            ),
+            Step::Undo { failure, exit_code } => done(
+                ActionState::Failed,
+                exit_code,
+                &format!("{failure}; {}", r.describe("rollback")),
+            ),
+            Step::Done(..) => self,
+        }
+    }
+
+    /// The command this step runs, or the result when there is none to run.
+    fn command(
+        self,
+        manifest: &Manifest,
+    ) -> Result<(Phase, &rollcall_packaging::Command, Step), Step> {
+        match self {
+            Step::Recheck | Step::Verify => Ok((Phase::Verify, &manifest.verify, self)),
+            Step::Install => Ok((Phase::Install, &manifest.install, self)),
+            Step::Undo { failure, exit_code } => match &manifest.rollback {
+                Some(rollback) => {
+                    Ok((Phase::Rollback, rollback, Step::Undo { failure, exit_code }))
+                }
+                None => Err(Step::Done(
+                    ActionState::Failed,
+                    Outcome {
+                        exit_code,
+                        detail: failure,
+                        ..Outcome::default()
+                    },
+                )),
+            },
+            Step::Done(..) => Err(self),
+        }
+    }
+}
 
 /// Install `payload` (already verified) as described by `manifest`. Returns the final step and its report.
 ///
-/// `interrupted` says an earlier run of this install was cut off (agent crash or power loss while the install
-/// command ran): then the verify command runs first, and the install runs again only if verify fails.
+/// `resume` is the command an earlier agent was running for this action when it stopped (crash, power loss), from
+/// the journal; its leftover process has been waited for already (`journal::wait_for_leftover`). The journal entry
+/// stays until the caller saved the outcome and calls [`Journal::clear`].
 pub async fn install(
     dirs: &AgentDirs,
     action_id: &str,
     manifest: &Manifest,
     payload: &Path,
-    interrupted: bool,
+    resume: Option<Phase>,
 ) -> (ActionState, Outcome) {
     // The action id comes from the network: never use it as a path. A hash names the folder.
     let work = dirs
@@ -56,102 +161,66 @@ pub async fn install(
             work.display().to_string(),
         ),
     ];
-    let run = |cmd: &rollcall_packaging::Command| {
-        let argv = cmd.command.clone();
-        let timeout = Duration::from_secs(cmd.timeout_secs);
-        let (work, env) = (work.clone(), env.clone());
-        async move { runner::run(&argv, &work, &env, timeout).await }
-    };
-
-    if interrupted {
-        let verified = run(&manifest.verify).await;
-        if verified.success() {
-            let _ = std::fs::remove_dir_all(&work);
-            return (
-                ActionState::Succeeded,
-                Outcome {
-                    exit_code: Some(0),
-                    detail:
-                        "verified after an agent restart (the interrupted install had finished)"
-                            .into(),
-                    output_tail: verified.tail,
-                    ..Outcome::default()
-                },
-            );
+    let journal = Journal::of(dirs, action_id);
+    let mut tails: Vec<String> = Vec::new();
+    let mut step = Step::first(resume);
+    let (state, mut outcome) = loop {
+        let (phase, command, current) = match step.command(manifest) {
+            Ok(next) => next,
+            Err(Step::Done(state, outcome)) => break (state, outcome),
+            Err(other) => {
+                step = other;
+                continue;
+            }
+        };
+        let ran = match run_journaled(&journal, action_id, phase, command, &work, &env).await {
+            Ok(ran) => ran,
+            Err(e) => {
+                let detail = format!(
+                    "cannot record the {} command in {}: {e}",
+                    phase.as_str(),
+                    journal.path().display()
+                );
+                break (ActionState::Failed, Outcome::detail(detail));
+            }
+        };
+        if !ran.tail.is_empty() {
+            tails.push(ran.tail.clone());
         }
-    }
-    let installed = run(&manifest.install).await;
-    let result = if !installed.success() {
-        undo(manifest, &installed, "install", run).await
-    } else {
-        let verified = run(&manifest.verify).await;
-        if verified.success() {
-            (
-                ActionState::Succeeded,
-                Outcome {
-                    exit_code: Some(0),
-                    detail: "installed and verified".into(),
-                    output_tail: join_tails(&installed.tail, &verified.tail),
-                    ..Outcome::default()
-                },
-            )
-        } else {
-            undo(manifest, &verified, "verify", run).await
-        }
+        step = current.after(&ran);
     };
+    outcome.output_tail = tails.join("\n");
     let _ = std::fs::remove_dir_all(&work);
-    result
+    (state, outcome)
 }
 
-/// After a failed install or verify: run the rollback command if the package has one.
-async fn undo<F, Fut>(
-    manifest: &Manifest,
-    failed: &RunResult,
-    what: &str,
-    run: F,
-) -> (ActionState, Outcome)
-where
-    F: Fn(&rollcall_packaging::Command) -> Fut,
-    Fut: std::future::Future<Output = RunResult>,
-{
-    let failure = failed.describe(what);
-    let Some(rollback) = &manifest.rollback else {
-        return (
-            ActionState::Failed,
-            Outcome {
-                exit_code: failed.exit_code(),
-                detail: failure,
-                output_tail: failed.tail.clone(),
-                ..Outcome::default()
-            },
-        );
+/// Run one signed command, recorded in the journal before it starts and with its process group once it runs.
+async fn run_journaled(
+    journal: &Journal,
+    action_id: &str,
+    phase: Phase,
+    command: &rollcall_packaging::Command,
+    work: &Path,
+    env: &[(String, String)],
+) -> std::io::Result<RunResult> {
+    let mut running = Running {
+        action_id: action_id.to_owned(),
+        phase,
+        pgid: 0,
+        leader_start: None,
+        started_at: crate::checkin::now(),
+        timeout_secs: command.timeout_secs,
     };
-    let rolled = run(rollback).await;
-    let (step, detail) = if rolled.success() {
-        (ActionState::RolledBack, format!("{failure}; rolled back"))
-    } else {
-        (
-            ActionState::Failed,
-            format!("{failure}; {}", rolled.describe("rollback")),
-        )
+    journal.write(&running)?;
+    let timeout = Duration::from_secs(command.timeout_secs);
+    let started = |pid: u32| {
+        running.pgid = pid;
+        running.leader_start = crate::platform::start_time(pid);
+        if let Err(e) = journal.write(&running) {
+            warn!(action = %action_id, error = %e, "Cannot record the installer's process group; a restart could not wait for it.");
+        }
     };
-    (
-        step,
-        Outcome {
-            exit_code: failed.exit_code(),
-            detail,
-            output_tail: join_tails(&failed.tail, &rolled.tail),
-            ..Outcome::default()
-        },
-    )
-}
-
-fn join_tails(a: &str, b: &str) -> String {
-    match (a.is_empty(), b.is_empty()) {
-        (true, _) => b.to_owned(),
-        (_, true) => a.to_owned(),
-        _ => format!("{a}\n{b}"),
-    }
+    Ok(runner::run(&command.command, work, env, timeout, started).await)
 }
 
 #[cfg(all(test, unix))]
@@ -182,7 +251,7 @@ mod tests {
         let (manifest, payload) = package(tmp.path(), "touch \"$ROLLCALL_DATA_DIR/ok\"\n");
         let dirs = AgentDirs::new(&data);
         for id in ["..", ".", "", "../../etc", "r1/../../x"] {
-            let (step, outcome) = install(&dirs, id, &manifest, &payload, false).await;
+            let (step, outcome) = install(&dirs, id, &manifest, &payload, None).await;
             assert_eq!(step, ActionState::Succeeded, "{id:?}: {}", outcome.detail);
             assert!(
                 data.join("identity/client.pem").exists(),
@@ -205,7 +274,7 @@ mod tests {
             "r1/a",
             &manifest,
             &payload,
-            false,
+            None,
         )
         .await;
         assert_eq!(step, ActionState::Failed);
@@ -225,7 +294,8 @@ mod tests {
             "echo ran >> \"$ROLLCALL_DATA_DIR/install-runs\"\n",
         );
         let dirs = AgentDirs::new(&data);
-        let (step, outcome) = install(&dirs, "r1/a", &manifest, &payload, true).await;
+        let (step, outcome) =
+            install(&dirs, "r1/a", &manifest, &payload, Some(Phase::Install)).await;
         assert_eq!(step, ActionState::Succeeded, "{}", outcome.detail);
         assert!(outcome.detail.contains("verified after an agent restart"));
         assert!(
@@ -234,7 +304,7 @@ mod tests {
         );
 
         std::fs::remove_file(data.join("ok")).unwrap();
-        let (step, _) = install(&dirs, "r1/a", &manifest, &payload, true).await;
+        let (step, _) = install(&dirs, "r1/a", &manifest, &payload, Some(Phase::Install)).await;
         assert_eq!(
             step,
             ActionState::Failed,

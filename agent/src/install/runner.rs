@@ -62,24 +62,33 @@ impl RunResult {
     }
 }
 
-/// Run `argv` in `cwd` with extra `env`, killing its whole process tree after `timeout`.
+/// Run `argv` in `cwd` with extra `env`, killing its whole process tree after `timeout`. `started` is told the
+/// command's pid (its process group) as soon as it runs, before anything is waited for: the journal records it.
 pub async fn run(
     argv: &[String],
     cwd: &Path,
     env: &[(String, String)],
     timeout: Duration,
+    started: impl FnOnce(u32),
 ) -> RunResult {
-    let Some((program, args)) = argv.split_first() else {
+    let Some(program) = argv.first() else {
         return RunResult {
             exit: Exit::NotStarted("empty command".into()),
             tail: String::new(),
         };
     };
-    let mut cmd = Command::new(program);
-    cmd.args(args)
+    if let Err(missing) = find_program(program, cwd) {
+        return RunResult {
+            exit: Exit::NotStarted(missing),
+            tail: String::new(),
+        };
+    }
+    let gated = platform::gated(argv);
+    let mut cmd = Command::new(&gated[0]);
+    cmd.args(&gated[1..])
         .current_dir(cwd)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -109,6 +118,14 @@ pub async fn run(
         tail.push_back(line);
     };
     let pid = child.id();
+    if let Some(pid) = pid {
+        started(pid);
+    }
+    // The journal holds the process group now: let the command start.
+    if let Some(mut gate) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let _ = gate.write_all(b"go\n").await;
+    }
     // Wait for the process (collecting output meanwhile), not for its pipes: a child it left running (a service it
     // started) may keep them open.
     let waited = tokio::time::timeout(timeout, async {
@@ -152,6 +169,22 @@ pub async fn run(
     }
 }
 
+/// The program a command names, found as the shell would (a path relative to `cwd`, or on `PATH`), so a missing
+/// interpreter is reported as such instead of as an exit code.
+fn find_program(program: &str, cwd: &Path) -> Result<std::path::PathBuf, String> {
+    let found = |p: &Path| p.is_file().then(|| p.to_owned());
+    let hit = if program.contains('/') || program.contains('\\') {
+        found(&cwd.join(program))
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path).find_map(|dir| {
+                found(&dir.join(program)).or_else(|| found(&dir.join(format!("{program}.exe"))))
+            })
+        })
+    };
+    hit.ok_or_else(|| format!("{program}: not found (is it installed, and on PATH?)"))
+}
+
 async fn lines(reader: impl AsyncRead + Unpin, tx: tokio::sync::mpsc::UnboundedSender<String>) {
     let mut lines = BufReader::new(reader).lines();
     while let Ok(Some(mut line)) = lines.next_line().await {
@@ -180,7 +213,14 @@ mod tests {
     async fn captures_exit_code_and_tail() {
         let dir = tempfile::tempdir().unwrap();
         let script = "for i in $(seq 1 30); do echo line $i; done; echo oops >&2; exit 3";
-        let r = run(&sh(script), dir.path(), &[], Duration::from_secs(10)).await;
+        let r = run(
+            &sh(script),
+            dir.path(),
+            &[],
+            Duration::from_secs(10),
+            |_| {},
+        )
+        .await;
         assert_eq!(r.exit, Exit::Code(3));
         assert_eq!(r.exit_code(), Some(3));
         assert!(
@@ -201,7 +241,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("child-survived");
         let script = format!("(sleep 3; touch {}) & sleep 60", marker.display());
-        let r = run(&sh(&script), dir.path(), &[], Duration::from_millis(300)).await;
+        let r = run(
+            &sh(&script),
+            dir.path(),
+            &[],
+            Duration::from_millis(300),
+            |_| {},
+        )
+        .await;
         assert!(matches!(r.exit, Exit::TimedOut(_)), "{:?}", r.exit);
         tokio::time::sleep(Duration::from_secs(4)).await;
         assert!(
@@ -219,7 +266,14 @@ mod tests {
             "sh -c 'echo service up; exec sleep 60' & echo $! > {}; echo installed",
             pid_file.display()
         );
-        let r = run(&sh(&script), dir.path(), &[], Duration::from_secs(30)).await;
+        let r = run(
+            &sh(&script),
+            dir.path(),
+            &[],
+            Duration::from_secs(30),
+            |_| {},
+        )
+        .await;
         assert_eq!(
             r.exit,
             Exit::Code(0),
@@ -238,6 +292,24 @@ mod tests {
         assert!(alive, "the service the installer started is still running");
     }
 
+    #[test]
+    fn a_command_whose_agent_died_before_the_journal_was_written_never_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let argv = sh(&format!("touch {}", marker.display()));
+        let gated = platform::gated(&argv);
+        let mut child = std::process::Command::new(&gated[0])
+            .args(&gated[1..])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The agent dies: its end of the gate closes without the go line.
+        drop(child.stdin.take());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(125));
+        assert!(!marker.exists(), "the signed command never ran");
+    }
+
     #[tokio::test]
     async fn reports_a_missing_program() {
         let dir = tempfile::tempdir().unwrap();
@@ -246,9 +318,22 @@ mod tests {
             dir.path(),
             &[],
             Duration::from_secs(5),
+            |_| {},
         )
         .await;
         assert!(matches!(r.exit, Exit::NotStarted(_)));
         assert!(r.describe("install").contains("could not start"));
+        let r = run(
+            &["no-such-interpreter".into(), "install.sh".into()],
+            dir.path(),
+            &[],
+            Duration::from_secs(5),
+            |_| {},
+        )
+        .await;
+        assert_eq!(
+            r.describe("install"),
+            "install command could not start: no-such-interpreter: not found (is it installed, and on PATH?)"
+        );
     }
 }

@@ -12,7 +12,9 @@ mod windows;
 #[cfg(windows)]
 use windows as imp;
 
-pub use imp::{default_data_dir, kill_tree, prepare_command, shutdown_signal};
+pub use imp::{
+    default_data_dir, gated, group_alive, kill_tree, prepare_command, shutdown_signal, start_time,
+};
 
 /// The platform string reported to the controller and matched against package manifests.
 pub fn current() -> String {

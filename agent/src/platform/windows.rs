@@ -12,11 +12,31 @@ pub fn default_data_dir() -> PathBuf {
 /// No process groups on Windows; `kill_tree` uses taskkill /T instead.
 pub fn prepare_command(_cmd: &mut tokio::process::Command) {}
 
+/// Commands start at once here (no start gate; NOT YET VERIFIED): an agent killed between start and journal
+/// leaves a command it cannot wait for.
+pub fn gated(argv: &[String]) -> Vec<String> {
+    argv.to_vec()
+}
+
 /// Kill the process and its children.
 pub fn kill_tree(pid: u32) {
     let _ = std::process::Command::new("taskkill")
         .args(["/T", "/F", "/PID", &pid.to_string()])
         .status();
+}
+
+/// No start times here: a reused pid is not told apart (NOT YET VERIFIED).
+pub fn start_time(_pid: u32) -> Option<u64> {
+    None
+}
+
+/// Whether the installer process `pid` still runs (its children are not tracked on Windows yet).
+pub fn group_alive(pid: u32, _leader_start: Option<u64>) -> bool {
+    std::process::Command::new("tasklist")
+        .args(["/NH", "/FI", &format!("PID eq {pid}")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&pid.to_string()))
+        .unwrap_or(false)
 }
 
 /// Resolves on Ctrl-C. The service control manager's Stop must resolve this too once the agent runs as a

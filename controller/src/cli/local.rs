@@ -255,6 +255,14 @@ impl LocalAgent {
         Ok(())
     }
 
+    /// SIGKILL: the agent gets no chance to save or clean up (a crash, a power cut). Commands it started run on in
+    /// their own process groups.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }

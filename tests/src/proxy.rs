@@ -1,0 +1,167 @@
+//! A small TCP proxy on `127.0.0.1:0` that stands for a bad link between an agent and its controller: it can cap the
+//! bandwidth, add latency to every chunk, drop connections at random, cut every open connection at once, and refuse
+//! new ones for a while (a tunnel, a dead cell). TLS passes through it untouched, so the agent still talks to the real
+//! controller with its real certificate.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// How the link misbehaves.
+#[derive(Debug, Clone, Default)]
+pub struct Shape {
+    /// Bytes per second in each direction (0: unlimited).
+    pub rate: u64,
+    /// Added to every chunk forwarded.
+    pub latency: Duration,
+    /// Chance in a thousand, per chunk forwarded, that the connection is dropped there.
+    pub drop_per_mille: u32,
+}
+
+/// A running proxy; it stops when dropped.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    down: Arc<AtomicBool>,
+    cut: watch::Sender<u64>,
+    /// Connections accepted (refused ones included).
+    pub accepted: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut.send_modify(|g| *g += 1);
+    }
+}
+
+const CHUNK: usize = 16 * 1024;
+
+impl Proxy {
+    /// Forward `127.0.0.1:<port>` to `upstream`, shaped by `shape`; `seed` makes the random drops repeatable.
+    pub async fn start(upstream: SocketAddr, shape: Shape, seed: u64) -> std::io::Result<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let down = Arc::new(AtomicBool::new(false));
+        let (cut, _) = watch::channel(0u64);
+        let accepted = Arc::new(AtomicU64::new(0));
+        let task = {
+            let (down, cut, accepted) = (down.clone(), cut.clone(), accepted.clone());
+            tokio::spawn(async move {
+                let mut rng = seed | 1;
+                while let Ok((inbound, _)) = listener.accept().await {
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                    if down.load(Ordering::SeqCst) {
+                        drop(inbound);
+                        continue;
+                    }
+                    rng = xorshift(rng);
+                    let conn = Conn {
+                        shape: shape.clone(),
+                        cut: cut.subscribe(),
+                        rng,
+                    };
+                    tokio::spawn(conn.run(inbound, upstream));
+                }
+            })
+        };
+        Ok(Proxy {
+            addr,
+            down,
+            cut,
+            accepted,
+            task,
+        })
+    }
+
+    /// The URL an agent uses to reach the controller through this proxy.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Close every open connection now (the link went away).
+    pub fn cut_all(&self) {
+        self.cut.send_modify(|g| *g += 1);
+    }
+
+    /// Refuse (close at once) new connections while `down`; cutting the open ones too is [`Proxy::cut_all`].
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+}
+
+fn xorshift(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
+struct Conn {
+    shape: Shape,
+    cut: watch::Receiver<u64>,
+    rng: u64,
+}
+
+impl Conn {
+    async fn run(self, inbound: TcpStream, upstream: SocketAddr) {
+        let Ok(outbound) = TcpStream::connect(upstream).await else {
+            return;
+        };
+        let _ = inbound.set_nodelay(true);
+        let _ = outbound.set_nodelay(true);
+        let (ri, wi) = inbound.into_split();
+        let (ro, wo) = outbound.into_split();
+        let Conn {
+            shape,
+            mut cut,
+            rng,
+        } = self;
+        let up = pump(ri, wo, shape.clone(), rng);
+        let down = pump(ro, wi, shape, xorshift(rng));
+        // When either direction ends (a close, a drop) or the link is cut, both sides are closed.
+        tokio::select! {
+            _ = up => {}
+            _ = down => {}
+            _ = cut.changed() => {}
+        }
+    }
+}
+
+/// Copy one direction, shaped; returns when either side closes or a random drop hits.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    shape: Shape,
+    mut rng: u64,
+) {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if !shape.latency.is_zero() {
+            tokio::time::sleep(shape.latency).await;
+        }
+        if shape.drop_per_mille > 0 {
+            rng = xorshift(rng);
+            if rng % 1000 < u64::from(shape.drop_per_mille) {
+                // Dropping both halves closes the connection on both sides.
+                return;
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        if shape.rate > 0 {
+            tokio::time::sleep(Duration::from_secs_f64(n as f64 / shape.rate as f64)).await;
+        }
+    }
+    let _ = to.shutdown().await;
+}
