@@ -75,7 +75,10 @@ impl Agent {
             config.controller = url;
         }
         let channel = connect(&dirs, &config)?;
-        let state = AgentState::load(&dirs.state())?;
+        let (state, recovered) = AgentState::load_or_recover(&dirs.state())?;
+        if let Some(said) = recovered {
+            warn!("{said}");
+        }
         Ok(Agent::with_channel(dirs, config, channel, state))
     }
 

@@ -213,8 +213,38 @@ impl AgentState {
         }
     }
 
+    /// Load the state; when it is corrupt (a disk error, a hand edit), keep it aside as `state.json.corrupt` and go on
+    /// from the copy the last save replaced (`state.json.prev`), or from nothing when that is unusable too. Returns
+    /// what happened, for the log and `status`, when there was something to say.
+    pub fn load_or_recover(path: &Path) -> Result<(AgentState, Option<String>), StateError> {
+        let reason = match AgentState::load(path) {
+            Ok(state) => return Ok((state, None)),
+            Err(StateError::Corrupt { reason, .. }) => reason,
+            Err(e) => return Err(e),
+        };
+        let aside = with_suffix(path, "corrupt");
+        let _ = std::fs::rename(path, &aside);
+        let (state, from) = match AgentState::load(&with_suffix(path, "prev")) {
+            Ok(prev) => (prev, "the copy its last save replaced"),
+            Err(_) => (
+                AgentState::default(),
+                "an empty state (installed packages and open actions are learned again from the controller)",
+            ),
+        };
+        let said = format!(
+            "agent state {} was corrupt ({reason}); kept it as {} and went on from {from}",
+            path.display(),
+            aside.display()
+        );
+        Ok((state, Some(said)))
+    }
+
+    /// Save atomically; the file it replaces stays as `state.json.prev`, the copy a corrupt state recovers from.
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
         let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        let prev = with_suffix(path, "prev");
+        let _ = std::fs::remove_file(&prev);
+        let _ = std::fs::hard_link(path, &prev);
         write_atomic(path, &bytes, 0o600).map_err(|source| StateError::Write {
             path: path.display().to_string(),
             source,
@@ -352,6 +382,14 @@ impl Outcome {
 
 pub use rollcall_packaging::atomic::write as write_atomic;
 
+/// `state.json` → `state.json.<suffix>`.
+fn with_suffix(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    name.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,6 +501,51 @@ mod tests {
             .contains("lower than the installed 5"));
         assert_eq!(s.rollback_refusal("app", 5), None);
         assert_eq!(s.rollback_refusal("app", 6), None);
+    }
+
+    #[test]
+    fn a_corrupt_state_is_kept_aside_and_the_previous_copy_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut s = AgentState::default();
+        s.installed.insert(
+            "app".into(),
+            Installed {
+                version: "1".into(),
+                release_counter: 3,
+                installed_at: 0,
+            },
+        );
+        s.save(&path).unwrap();
+        s.record("r1/a", ActionState::Succeeded, Outcome::default(), 5);
+        s.save(&path).unwrap();
+        // Torn by something outside the agent.
+        std::fs::write(&path, b"{\"installed\": {\"app\"").unwrap();
+        let (loaded, said) = AgentState::load_or_recover(&path).unwrap();
+        let said = said.unwrap();
+        assert!(
+            said.contains("state.json was corrupt") && said.contains("state.json.corrupt"),
+            "{said}"
+        );
+        assert_eq!(
+            loaded.installed["app"].release_counter, 3,
+            "the anti-rollback counter survives"
+        );
+        assert_eq!(
+            loaded.pending_reports.len(),
+            0,
+            "the copy before the last save"
+        );
+        assert!(dir.path().join("state.json.corrupt").exists());
+
+        // Both unusable: an empty state, said so.
+        std::fs::write(&path, b"garbage").unwrap();
+        std::fs::write(dir.path().join("state.json.prev"), b"garbage").unwrap();
+        let (loaded, said) = AgentState::load_or_recover(&path).unwrap();
+        assert!(loaded.installed.is_empty());
+        assert!(said.unwrap().contains("an empty state"));
+        let (_, said) = AgentState::load_or_recover(&dir.path().join("absent.json")).unwrap();
+        assert_eq!(said, None, "no file yet is not corruption");
     }
 
     #[test]

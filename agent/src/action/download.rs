@@ -6,7 +6,7 @@ use rollcall_proto::ActionState;
 use tracing::warn;
 
 use crate::checkin::Agent;
-use crate::fetch::{self, FetchError};
+use crate::fetch::{self, Cause, FetchError};
 use crate::state::{Outcome, VerifiedTarget};
 
 impl Agent {
@@ -92,8 +92,10 @@ impl Agent {
         }
     }
 
+    /// A network failure keeps the action open and retries silently (still reported, with when it began); any
+    /// other cause fails this attempt with its reason, and the rollout's retry policy decides what comes next.
     async fn fetch_failed(&mut self, id: &str, e: FetchError) -> Option<String> {
-        if e.is_transient() {
+        if e.cause() == Cause::Network {
             // Keep the action open: the controller re-sends it and the download resumes. Tell the controller too
             // (now, or with the next check-in that gets through), so the device does not sit silent in its wave.
             warn!(action = %id, error = %e, "Fetch interrupted; will resume.");
@@ -110,7 +112,9 @@ impl Agent {
                 .await;
             return None;
         }
-        self.report(id, ActionState::Failed, Outcome::detail(e.to_string()))
+        let detail = format!("{} failure: {e}", e.cause().as_str());
+        warn!(action = %id, error = %e, cause = e.cause().as_str(), "Fetch failed.");
+        self.report(id, ActionState::Failed, Outcome::detail(detail))
             .await;
         None
     }

@@ -30,6 +30,50 @@ fn unreachable() -> tonic::transport::Channel {
         .connect_lazy()
 }
 
+/// Pin a real root.json, as enrollment does, so a fetch gets as far as asking the controller.
+async fn pin_a_root(tmp: &Path, dirs: &AgentDirs) {
+    let keys = tmp.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    for name in ["root", "targets", "snapshot", "timestamp"] {
+        rollcall_packaging::generate_key(&keys.join(name)).unwrap();
+    }
+    let online = rollcall_packaging::online::OnlineKeys::from_key_files(
+        &keys.join("snapshot"),
+        &keys.join("timestamp"),
+    )
+    .await
+    .unwrap();
+    let expires = chrono::Utc::now() + chrono::Duration::days(1);
+    let repo = rollcall_packaging::ImageRepo::create(
+        &tmp.join("repo"),
+        &keys.join("root"),
+        &keys.join("targets"),
+        &online,
+        expires,
+    )
+    .await
+    .unwrap();
+    std::fs::create_dir_all(dirs.root_pin().parent().unwrap()).unwrap();
+    std::fs::write(dirs.root_pin(), repo.root_bytes().unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_root_pin_is_a_local_failure_not_retried_silently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = AgentDirs::new(tmp.path().join("data"));
+    std::fs::create_dir_all(dirs.root()).unwrap();
+    let mut agent = agent(&dirs);
+    agent.process(&assignment(&[], 0), T).await;
+    let p = &agent.state.actions[ID];
+    assert_eq!(p.step, ActionState::Failed);
+    assert!(
+        p.detail.starts_with("local failure: local I/O on ") && p.detail.contains("root.json"),
+        "{}",
+        p.detail
+    );
+    assert_eq!(p.failing_since, 0, "not a network failure");
+}
+
 /// An agent starting from the `state.json` in `dirs` (as after a restart).
 fn agent(dirs: &AgentDirs) -> Agent {
     let config = AgentConfig {
@@ -437,6 +481,7 @@ async fn a_download_that_keeps_failing_is_reported_with_the_time_it_started_fail
     let tmp = tempfile::tempdir().unwrap();
     let dirs = AgentDirs::new(tmp.path().join("data"));
     std::fs::create_dir_all(dirs.root()).unwrap();
+    pin_a_root(tmp.path(), &dirs).await;
     let mut agent = agent(&dirs);
     // No controller to fetch from: the fetch fails before any byte, and the action stays open.
     agent.process(&assignment(&[], 0), T).await;

@@ -17,6 +17,32 @@ use url::Url;
 use crate::config::AgentDirs;
 use transport::{GrpcTransport, METADATA_BASE, TARGETS_BASE};
 
+/// Why a fetch failed, which decides what happens next: only `Network` is retried silently by the agent (and still
+/// reported as "download failing since …"); the others fail the attempt with their reason, and the rollout's retry
+/// policy decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The link or the controller is not there right now (unreachable, dropped, stalled).
+    Network,
+    /// The controller answered wrongly: a refusal, data for the wrong offset.
+    Controller,
+    /// This device: disk full, permissions, a file that cannot be read or written.
+    Local,
+    /// The package itself: metadata, signature, manifest or payload refused by verification.
+    Package,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Network => "network",
+            Cause::Controller => "controller",
+            Cause::Local => "local",
+            Cause::Package => "package",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("TUF metadata refused: {0}")]
@@ -24,6 +50,14 @@ pub enum FetchError {
     /// The controller could not be reached (or the link dropped) while refreshing metadata.
     #[error("controller unreachable: {0}")]
     Unreachable(String),
+    /// The controller refused the transfer or sent something wrong (e.g. data for another offset).
+    #[error("the controller answered wrongly: {0}")]
+    Controller(String),
+    /// A file of this device could not be read or written (the partial download, the datastore).
+    #[error("{0}")]
+    Local(String),
+    #[error("not enough free disk space in {dir}: the download needs {need} more bytes and {free} are free")]
+    NoSpace { dir: PathBuf, need: u64, free: u64 },
     #[error("target {0} is not in the signed targets metadata")]
     NotSigned(String),
     #[error("signed manifest of {target} is invalid: {reason}")]
@@ -47,13 +81,49 @@ pub enum FetchError {
 }
 
 impl FetchError {
-    /// Worth trying again later without anyone doing anything (as opposed to a refusal).
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            FetchError::Interrupted { .. } | FetchError::Unreachable(_) | FetchError::Io { .. }
+    pub fn cause(&self) -> Cause {
+        match self {
+            FetchError::Unreachable(_) | FetchError::Interrupted { .. } => Cause::Network,
+            FetchError::Controller(_) => Cause::Controller,
+            FetchError::Local(_) | FetchError::NoSpace { .. } | FetchError::Io { .. } => {
+                Cause::Local
+            }
+            FetchError::Metadata(_)
+            | FetchError::NotSigned(_)
+            | FetchError::Manifest { .. }
+            | FetchError::Verification { .. } => Cause::Package,
+        }
+    }
+
+    /// The error for a failure of the transport, by its cause.
+    fn of_failure(f: transport::Failure) -> FetchError {
+        match f.cause {
+            Cause::Network => FetchError::Unreachable(f.reason),
+            Cause::Controller => FetchError::Controller(f.reason),
+            Cause::Local | Cause::Package => FetchError::Local(f.reason),
+        }
+    }
+
+    /// The transport's failure if it had one, or else tough's refusal of what arrived (`refused`).
+    fn of_load(transport: &GrpcTransport, refused: &dyn std::error::Error) -> FetchError {
+        transport.take_failure().map_or_else(
+            || FetchError::Metadata(chain(refused)),
+            FetchError::of_failure,
         )
     }
+}
+
+/// Room a download leaves free beyond the payload itself (extraction and everything else on the disk).
+const SPACE_MARGIN: u64 = 16 * 1024 * 1024;
+
+/// The refusal when `free` bytes in `dir` cannot hold the `need` bytes still to come (plus a margin).
+pub fn space_refusal(dir: &std::path::Path, need: u64, free: Option<u64>) -> Option<FetchError> {
+    let free = free?;
+    (free < need.saturating_add(SPACE_MARGIN)).then(|| FetchError::NoSpace {
+        dir: dir.to_owned(),
+        need,
+        free,
+    })
 }
 
 /// A verified payload ready to install.
@@ -111,10 +181,7 @@ pub async fn prepare(
         .datastore(datastore)
         .load()
         .await
-        .map_err(|e| match transport.take_network_failure() {
-            Some(reason) => FetchError::Unreachable(reason),
-            None => FetchError::Metadata(chain(&e)),
-        })?;
+        .map_err(|e| FetchError::of_load(&transport, &e))?;
     let name =
         TargetName::new(target_name).map_err(|_| FetchError::NotSigned(target_name.to_owned()))?;
     let target = repo
@@ -194,15 +261,18 @@ impl Prepared {
 
         let part = part_path(dirs, &info.sha256, target_name);
         let resumed_bytes = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        let downloads = dirs.downloads();
+        let _ = std::fs::create_dir_all(&downloads);
+        let need = info.length.saturating_sub(resumed_bytes);
+        if let Some(refusal) =
+            space_refusal(&downloads, need, crate::platform::free_space(&downloads))
+        {
+            return Err(refusal);
+        }
         let mut stream = match repo.read_target(&name).await {
             Ok(Some(s)) => s,
             Ok(None) => return Err(FetchError::NotSigned(target_name.to_owned())),
-            Err(e) => {
-                return Err(match transport.take_network_failure() {
-                    Some(reason) => FetchError::Unreachable(reason),
-                    None => FetchError::Metadata(chain(&e)),
-                })
-            }
+            Err(e) => return Err(FetchError::of_load(&transport, &e)),
         };
         let mut hasher = Sha256::new();
         let mut done = 0u64;
@@ -213,22 +283,23 @@ impl Prepared {
                     done += bytes.len() as u64;
                 }
                 Err(e) => {
-                    let reason = chain(&e);
                     let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-                    let network = transport.take_network_failure();
-                    // A complete (or over-long) file that fails is bad content: never resume from it.
-                    if network.is_none() && have >= info.length {
-                        let _ = std::fs::remove_file(&part);
-                        return Err(FetchError::Verification {
+                    return Err(match transport.take_failure() {
+                        Some(f) if f.cause == Cause::Network => FetchError::Interrupted {
                             target: target_name.to_owned(),
-                            reason,
-                        });
-                    }
-                    return Err(FetchError::Interrupted {
-                        target: target_name.to_owned(),
-                        done: have,
-                        total: info.length,
-                        reason,
+                            done: have,
+                            total: info.length,
+                            reason: f.reason,
+                        },
+                        Some(f) => FetchError::of_failure(f),
+                        // tough refused the bytes themselves (too many, wrong hash): never resume from them.
+                        None => {
+                            let _ = std::fs::remove_file(&part);
+                            FetchError::Verification {
+                                target: target_name.to_owned(),
+                                reason: chain(&e),
+                            }
+                        }
                     });
                 }
             }
@@ -258,5 +329,67 @@ impl Prepared {
             length: info.length,
             resumed_bytes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_download_that_would_fill_the_disk_is_refused_naming_the_folder() {
+        let dir = std::path::Path::new("/data/downloads");
+        assert!(
+            space_refusal(dir, 1_000, None).is_none(),
+            "unknown: no refusal"
+        );
+        assert!(space_refusal(dir, 1_000, Some(SPACE_MARGIN + 1_000)).is_none());
+        let refused = space_refusal(dir, 1_000, Some(SPACE_MARGIN + 999)).unwrap();
+        assert_eq!(refused.cause(), Cause::Local);
+        assert_eq!(
+            refused.to_string(),
+            format!(
+                "not enough free disk space in /data/downloads: the download needs 1000 more bytes and {} are free",
+                SPACE_MARGIN + 999
+            )
+        );
+    }
+
+    #[test]
+    fn every_failure_has_the_cause_that_decides_its_retry() {
+        let target = || "app_1.tar.gz".to_owned();
+        let cases = [
+            (FetchError::Unreachable("x".into()), Cause::Network),
+            (
+                FetchError::Interrupted {
+                    target: target(),
+                    done: 1,
+                    total: 2,
+                    reason: "x".into(),
+                },
+                Cause::Network,
+            ),
+            (FetchError::Controller("x".into()), Cause::Controller),
+            (FetchError::Local("x".into()), Cause::Local),
+            (
+                FetchError::Io {
+                    path: "/x".into(),
+                    source: std::io::Error::other("x"),
+                },
+                Cause::Local,
+            ),
+            (FetchError::Metadata("x".into()), Cause::Package),
+            (FetchError::NotSigned(target()), Cause::Package),
+            (
+                FetchError::Verification {
+                    target: target(),
+                    reason: "x".into(),
+                },
+                Cause::Package,
+            ),
+        ];
+        for (e, cause) in cases {
+            assert_eq!(e.cause(), cause, "{e}");
+        }
     }
 }

@@ -33,13 +33,22 @@ pub async fn next_or_stall<S: futures::Stream + Unpin>(
         .map_err(|_| format!("no data for {}s: the transfer stalled", stall.as_secs()))
 }
 
+use super::Cause;
+
+/// A transfer failure with its cause (never `Package`: that is tough's verdict on the content). tough wraps
+/// transport errors in its own, so the transport keeps the cause beside them, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub cause: Cause,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct GrpcTransport {
     client: AgentServiceClient<Channel>,
     downloads: PathBuf,
-    /// The last failure that was the network's (unreachable controller, dropped stream), not the content's.
-    /// tough wraps transport errors in its own; this keeps the distinction typed.
-    network_failure: Arc<Mutex<Option<String>>>,
+    /// The last failure of the transport itself (as opposed to tough refusing the content).
+    failure: Arc<Mutex<Option<Failure>>>,
 }
 
 /// gRPC codes that mean "the link or the controller is not there right now".
@@ -60,21 +69,42 @@ impl GrpcTransport {
         GrpcTransport {
             client: AgentServiceClient::new(channel),
             downloads,
-            network_failure: Arc::default(),
+            failure: Arc::default(),
         }
     }
 
-    /// The network failure seen since the last call, if any (and forget it).
-    pub fn take_network_failure(&self) -> Option<String> {
-        self.network_failure.lock().ok().and_then(|mut f| f.take())
+    /// The transport failure seen since the last call, if any (and forget it).
+    pub fn take_failure(&self) -> Option<Failure> {
+        self.failure.lock().ok().and_then(|mut f| f.take())
     }
+}
 
-    fn note_network_failure(slot: &Mutex<Option<String>>, reason: String) {
-        if let Ok(mut f) = slot.lock() {
-            *f = Some(reason);
-        }
+/// Remember `reason` as the transport's failure and make the error tough sees.
+fn failed(
+    slot: &Mutex<Option<Failure>>,
+    url: &str,
+    cause: Cause,
+    reason: String,
+) -> TransportError {
+    if let Ok(mut f) = slot.lock() {
+        *f = Some(Failure {
+            cause,
+            reason: reason.clone(),
+        });
     }
+    TransportError::new_with_cause(TransportErrorKind::Other, url, reason)
+}
 
+/// The cause a gRPC status stands for.
+fn cause_of(code: tonic::Code) -> Cause {
+    if is_network(code) {
+        Cause::Network
+    } else {
+        Cause::Controller
+    }
+}
+
+impl GrpcTransport {
     /// The `.part` file of a target file name (`<sha256>.<target>`).
     pub fn part_path(&self, file: &str) -> PathBuf {
         part_path(&self.downloads, file)
@@ -85,10 +115,6 @@ impl GrpcTransport {
 /// downloads, also used to delete them.
 pub fn part_path(downloads: &Path, file: &str) -> PathBuf {
     downloads.join(format!("{}.part", file.replace(['/', '\\'], "_")))
-}
-
-fn other(url: &Url, cause: impl std::fmt::Display) -> TransportError {
-    TransportError::new_with_cause(TransportErrorKind::Other, url.as_str(), cause.to_string())
 }
 
 #[tough::async_trait]
@@ -111,13 +137,19 @@ impl Transport for GrpcTransport {
 
         // Replay what we have, then open the stream at the right offset. A missing file must surface as
         // FileNotFound before tough reads anything (it decides root rotation on it), so open the call here.
+        let slot = self.failure.clone();
+        let url_text = url.to_string();
+        let local = |what: &str, path: &Path, e: std::io::Error| {
+            let reason = format!("cannot {what} {}: {e}", path.display());
+            failed(&slot, &url_text, Cause::Local, reason)
+        };
         let mut offset = 0u64;
         let mut part_file = None;
         if let Some(part) = &part {
             if let Some(dir) = part.parent() {
                 tokio::fs::create_dir_all(dir)
                     .await
-                    .map_err(|e| other(&url, e))?;
+                    .map_err(|e| local("create", dir, e))?;
             }
             let f = tokio::fs::OpenOptions::new()
                 .create(true)
@@ -125,8 +157,12 @@ impl Transport for GrpcTransport {
                 .read(true)
                 .open(part)
                 .await
-                .map_err(|e| other(&url, e))?;
-            offset = f.metadata().await.map_err(|e| other(&url, e))?.len();
+                .map_err(|e| local("open", part, e))?;
+            offset = f
+                .metadata()
+                .await
+                .map_err(|e| local("read", part, e))?
+                .len();
             part_file = Some(f);
         }
         let request = v1::FetchRequest {
@@ -138,8 +174,7 @@ impl Transport for GrpcTransport {
             Ok(result) => result,
             Err(_) => {
                 let reason = format!("the controller did not answer within {}s", STALL.as_secs());
-                Self::note_network_failure(&self.network_failure, reason.clone());
-                return Err(other(&url, reason));
+                return Err(failed(&slot, &url_text, Cause::Network, reason));
             }
         };
         let mut stream = match opened {
@@ -151,25 +186,20 @@ impl Transport for GrpcTransport {
                 ))
             }
             Err(status) => {
-                if is_network(status.code()) {
-                    Self::note_network_failure(&self.network_failure, status.message().to_owned());
-                }
-                return Err(other(&url, status.message()));
+                let reason = format!("the controller refused the transfer: {}", status.message());
+                return Err(failed(&slot, &url_text, cause_of(status.code()), reason));
             }
         };
-        let network_failure = self.network_failure.clone();
 
-        let url_text = url.to_string();
         let part_path = part.clone();
         tokio::spawn(async move {
-            let fail = |msg: String| {
-                TransportError::new_with_cause(TransportErrorKind::Other, url_text.clone(), msg)
-            };
+            let fail = |cause: Cause, reason: String| failed(&slot, &url_text, cause, reason);
             if let Some(path) = part_path.as_ref() {
                 let mut replay = match tokio::fs::File::open(path).await {
                     Ok(r) => r,
                     Err(e) => {
-                        let _ = tx.send(Err(fail(e.to_string()))).await;
+                        let reason = format!("cannot read {}: {e}", path.display());
+                        let _ = tx.send(Err(fail(Cause::Local, reason))).await;
                         return;
                     }
                 };
@@ -190,7 +220,8 @@ impl Transport for GrpcTransport {
                             }
                         }
                         Err(e) => {
-                            let _ = tx.send(Err(fail(e.to_string()))).await;
+                            let reason = format!("cannot read {}: {e}", path.display());
+                            let _ = tx.send(Err(fail(Cause::Local, reason))).await;
                             return;
                         }
                     }
@@ -203,8 +234,7 @@ impl Transport for GrpcTransport {
                     Ok(None) => break,
                     Err(stalled) => {
                         let reason = format!("download interrupted: {stalled}");
-                        GrpcTransport::note_network_failure(&network_failure, reason.clone());
-                        let _ = tx.send(Err(fail(reason))).await;
+                        let _ = tx.send(Err(fail(Cause::Network, reason))).await;
                         return;
                     }
                 };
@@ -212,28 +242,24 @@ impl Transport for GrpcTransport {
                     Ok(c) => c,
                     Err(status) => {
                         let reason = format!("download interrupted: {}", status.message());
-                        if is_network(status.code()) {
-                            GrpcTransport::note_network_failure(&network_failure, reason.clone());
-                        }
-                        let _ = tx.send(Err(fail(reason))).await;
+                        let _ = tx.send(Err(fail(cause_of(status.code()), reason))).await;
                         return;
                     }
                 };
                 if chunk.offset != expected {
-                    let _ = tx
-                        .send(Err(fail(format!(
-                            "controller sent offset {}, expected {expected}",
-                            chunk.offset
-                        ))))
-                        .await;
+                    // Nothing of it is written: what the .part holds stays good for a later resume.
+                    let reason = format!(
+                        "the controller sent data for offset {}, expected {expected}",
+                        chunk.offset
+                    );
+                    let _ = tx.send(Err(fail(Cause::Controller, reason))).await;
                     return;
                 }
                 expected += chunk.data.len() as u64;
-                if let Some(f) = part_file.as_mut() {
+                if let (Some(f), Some(path)) = (part_file.as_mut(), part_path.as_ref()) {
                     if let Err(e) = f.write_all(&chunk.data).await {
-                        let _ = tx
-                            .send(Err(fail(format!("cannot write partial download: {e}"))))
-                            .await;
+                        let reason = format!("cannot write {}: {e}", path.display());
+                        let _ = tx.send(Err(fail(Cause::Local, reason))).await;
                         return;
                     }
                 }
@@ -252,6 +278,117 @@ impl Transport for GrpcTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rollcall_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
+    use std::pin::Pin;
+    use tonic::{Request, Response, Status};
+
+    type Chunks = Pin<Box<dyn futures::Stream<Item = Result<v1::FetchChunk, Status>> + Send>>;
+    type Wakes = Pin<Box<dyn futures::Stream<Item = Result<v1::WakeUp, Status>> + Send>>;
+
+    /// A controller that answers `Fetch` wrongly, the one way each test asks for: the edge the agent must
+    /// survive. Every other call is unimplemented.
+    #[derive(Clone)]
+    enum Hostile {
+        /// Sends its chunk for this offset whatever was asked.
+        WrongOffset(u64),
+        /// Refuses with this status.
+        Refuse(tonic::Code),
+    }
+
+    #[tonic::async_trait]
+    impl AgentService for Hostile {
+        async fn enroll(
+            &self,
+            _: Request<v1::EnrollRequest>,
+        ) -> Result<Response<v1::EnrollResponse>, Status> {
+            Err(Status::unimplemented("enroll"))
+        }
+        async fn check_in(
+            &self,
+            _: Request<v1::CheckInRequest>,
+        ) -> Result<Response<v1::CheckInResponse>, Status> {
+            Err(Status::unimplemented("check-in"))
+        }
+        type FetchStream = Chunks;
+        async fn fetch(&self, _: Request<v1::FetchRequest>) -> Result<Response<Chunks>, Status> {
+            match self.clone() {
+                Hostile::WrongOffset(offset) => {
+                    let chunk = v1::FetchChunk {
+                        offset,
+                        data: b"garbage".to_vec(),
+                        total_size: 100,
+                    };
+                    Ok(Response::new(Box::pin(futures::stream::iter([Ok(chunk)]))))
+                }
+                Hostile::Refuse(code) => Err(Status::new(code, "no such thing")),
+            }
+        }
+        async fn renew(
+            &self,
+            _: Request<v1::RenewRequest>,
+        ) -> Result<Response<v1::RenewResponse>, Status> {
+            Err(Status::unimplemented("renew"))
+        }
+        type WatchStream = Wakes;
+        async fn watch(&self, _: Request<v1::WatchRequest>) -> Result<Response<Wakes>, Status> {
+            Err(Status::unimplemented("watch"))
+        }
+    }
+
+    /// Fetch a target from a hostile controller; returns the failure the transport recorded.
+    async fn fetch_from(hostile: Hostile, downloads: &Path) -> Failure {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AgentServiceServer::new(hostile))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let transport = GrpcTransport::new(channel, downloads.to_owned());
+        let url = Url::parse(&format!("{TARGETS_BASE}abc.app_1.tar.gz")).unwrap();
+        if let Ok(mut stream) = transport.fetch(url).await {
+            while let Some(Ok(_)) = stream.next().await {}
+        }
+        server.abort();
+        transport.take_failure().expect("a failure was recorded")
+    }
+
+    #[tokio::test]
+    async fn data_for_the_wrong_offset_is_the_controllers_fault_and_never_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let part = part_path(tmp.path(), "abc.app_1.tar.gz");
+        std::fs::write(&part, b"0123456789").unwrap();
+        let failure = fetch_from(Hostile::WrongOffset(0), tmp.path()).await;
+        assert_eq!(failure.cause, Cause::Controller);
+        assert_eq!(
+            failure.reason,
+            "the controller sent data for offset 0, expected 10"
+        );
+        assert_eq!(
+            std::fs::read(&part).unwrap(),
+            b"0123456789",
+            "the partial download is untouched and still resumes"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_the_controllers_fault_and_unavailable_is_the_networks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let refused = fetch_from(Hostile::Refuse(tonic::Code::PermissionDenied), tmp.path()).await;
+        assert_eq!(refused.cause, Cause::Controller);
+        assert!(
+            refused.reason.contains("no such thing"),
+            "{}",
+            refused.reason
+        );
+        let away = fetch_from(Hostile::Refuse(tonic::Code::Unavailable), tmp.path()).await;
+        assert_eq!(away.cause, Cause::Network);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_stream_that_stops_sending_is_cut_after_the_stall_time() {

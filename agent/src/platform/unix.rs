@@ -26,6 +26,22 @@ pub fn gated(argv: &[String]) -> Vec<String> {
     gated
 }
 
+/// Bytes free for an unprivileged user on the file system holding `path` (None when it cannot be told).
+pub fn free_space(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) writes only into the zeroed struct we pass; `c` is a valid NUL-terminated path.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut s) != 0 {
+            return None;
+        }
+        #[allow(clippy::unnecessary_cast)]
+        Some((s.f_bavail as u64).saturating_mul(s.f_frsize as u64))
+    }
+}
+
 /// Kill the process group led by `pid`.
 pub fn kill_tree(pid: u32) {
     let Ok(pgid) = i32::try_from(pid) else { return };

@@ -1,0 +1,92 @@
+//! The agent in the field: a device whose disk is too full for a download. The agent refuses the download with its
+//! reason, reports it on its next check-in, keeps running and leaves nothing behind.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use rollcall_controller::cli::local::LocalAgent;
+use rollcall_proto::v1;
+use rollcall_tests::{files_in, Cluster, PackageSpec};
+
+/// A small tmpfs mounted on `dir` (needs root); unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(dir.to_owned()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_does_not_fit_on_the_disk_fails_with_its_reason_and_leaves_nothing() {
+    let mut c = Cluster::start().await.unwrap();
+    let data = c.path("agents/full-01");
+    let Some(disk) = SmallDisk::mount(&data, "4m") else {
+        eprintln!(
+            "skipped: mounting a 4 MB tmpfs for the agent's data dir needs root (CAP_SYS_ADMIN)"
+        );
+        return;
+    };
+    let token = c.token("north", 1, 600).await.unwrap();
+    let mut agent = LocalAgent::enroll(&data, &c.controller().url, &token, "full-01")
+        .await
+        .unwrap();
+    agent.start().unwrap();
+    c.agents.push(agent);
+
+    let payload_dir = c.path("src/big-1.0/payload");
+    std::fs::create_dir_all(&payload_dir).unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..3_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(payload_dir.join("blob.bin"), &noise).unwrap();
+    c.publish(&PackageSpec::marker("big", "1.0", 1))
+        .await
+        .unwrap();
+    let id = c.rollout("big", "1.0", &[&["north"]]).await.unwrap();
+    let s = c.settle(&id).await.unwrap();
+
+    let d = &s.devices[0];
+    assert_eq!(
+        v1::ActionState::try_from(d.state).unwrap(),
+        v1::ActionState::Failed,
+        "{}",
+        d.detail
+    );
+    assert!(
+        d.detail
+            .starts_with("local failure: not enough free disk space in ")
+            && d.detail.contains("/downloads: the download needs "),
+        "{}",
+        d.detail
+    );
+    assert!(
+        files_in(&data.join("downloads")).is_empty(),
+        "no partial file"
+    );
+    assert!(files_in(&data.join("staged")).is_empty(), "nothing staged");
+    assert!(!data.join("big.marker").exists(), "nothing installed");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(c.agents[0].is_running(), "the agent keeps running");
+    c.stop().await;
+    drop(disk);
+}
