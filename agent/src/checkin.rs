@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use crate::cancel::{self, CancelOutcome};
-use crate::config::{AgentConfig, AgentDirs};
+use crate::config::{AgentConfig, AgentDirs, Settings};
 use crate::inventory;
 use crate::run::RunError;
 use crate::state::{AgentState, Outcome};
@@ -29,6 +29,7 @@ const INVENTORY_EVERY: Duration = Duration::from_secs(3600);
 pub struct Agent {
     pub(crate) dirs: AgentDirs,
     pub(crate) config: AgentConfig,
+    pub(crate) settings: Settings,
     /// Replaced after a certificate renewal: whoever keeps a clone (the watch task) must take the new one.
     pub(crate) channel: Channel,
     client: AgentServiceClient<Channel>,
@@ -61,31 +62,47 @@ pub(crate) fn now() -> i64 {
 fn connect(
     dirs: &AgentDirs,
     config: &AgentConfig,
+    settings: &Settings,
 ) -> Result<Channel, rollcall_proto::ConnectError> {
     let identity = ClientIdentity::from_pem_files(&dirs.identity(), &dirs.identity())?;
     let trust = ServerTrust::ca_pem_file(&dirs.ca())?;
-    rollcall_proto::tls::connect_lazy(&config.controller, trust, Some(identity))
+    // Checked when the settings were loaded.
+    let proxy = settings
+        .proxy
+        .as_deref()
+        .and_then(|p| crate::config::proxy_addr(p).ok());
+    rollcall_proto::tls::connect_lazy_via(
+        &config.controller,
+        trust,
+        Some(identity),
+        proxy.as_deref(),
+    )
 }
 
 impl Agent {
     /// Load an enrolled agent's identity and state. `controller` overrides the URL from `agent.toml`.
-    pub fn load(dirs: AgentDirs, controller: Option<String>) -> Result<Agent, RunError> {
+    pub fn load(
+        dirs: AgentDirs,
+        controller: Option<String>,
+        settings: Settings,
+    ) -> Result<Agent, RunError> {
         let mut config = AgentConfig::load(&dirs)?;
         if let Some(url) = controller {
             config.controller = url;
         }
-        let channel = connect(&dirs, &config)?;
+        let channel = connect(&dirs, &config, &settings)?;
         let (state, recovered) = AgentState::load_or_recover(&dirs.state())?;
         if let Some(said) = recovered {
             warn!("{said}");
         }
-        Ok(Agent::with_channel(dirs, config, channel, state))
+        Ok(Agent::with_channel(dirs, config, settings, channel, state))
     }
 
     /// An agent speaking to its controller over `channel`, starting from `state`.
     pub(crate) fn with_channel(
         dirs: AgentDirs,
         config: AgentConfig,
+        settings: Settings,
         channel: Channel,
         state: AgentState,
     ) -> Agent {
@@ -94,6 +111,7 @@ impl Agent {
             channel,
             dirs,
             config,
+            settings,
             state,
             inventory: None,
             controller_wants_inventory: false,
@@ -136,7 +154,7 @@ impl Agent {
         .into_inner();
         let pem = crate::enroll::identity_pem(&key, &resp.certificate_der);
         crate::state::write_atomic(&self.dirs.identity(), pem.as_bytes(), 0o600)?;
-        self.channel = connect(&self.dirs, &self.config)?;
+        self.channel = connect(&self.dirs, &self.config, &self.settings)?;
         self.client = AgentServiceClient::new(self.channel.clone());
         self.state.cert_not_after = resp.certificate_not_after_unix;
         self.renewals += 1;

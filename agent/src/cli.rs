@@ -21,6 +21,14 @@ struct Args {
     /// Data directory (identity, state, downloads).
     #[arg(long, global = true, env = "ROLLCALL_AGENT_DATA", value_name = "DIR")]
     data: Option<PathBuf>,
+    /// The operator's settings (default /etc/rollcall/agent.toml; a missing file means every default).
+    #[arg(
+        long,
+        global = true,
+        env = "ROLLCALL_AGENT_CONFIG",
+        value_name = "FILE"
+    )]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -72,6 +80,10 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+    let settings = args
+        .config
+        .clone()
+        .unwrap_or_else(crate::platform::default_config_path);
     let dirs = AgentDirs::new(
         args.data
             .clone()
@@ -112,6 +124,7 @@ pub fn main() -> ExitCode {
                 crate::run::run(
                     AgentDirs::new(root),
                     controller,
+                    &settings,
                     crate::platform::shutdown_signal(),
                 )
                 .await?;

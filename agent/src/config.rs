@@ -1,4 +1,5 @@
-//! The agent's data directory and its `agent.toml`, written at enrollment.
+//! The agent's data directory with its `agent.toml` (identity, written at enrollment), and the operator's settings
+//! (`/etc/rollcall/agent.toml`, optional: every setting has a default, see `packaging/os/agent.toml`).
 
 use std::path::{Path, PathBuf};
 
@@ -126,5 +127,179 @@ impl AgentConfig {
                 source,
             }
         })
+    }
+}
+
+/// The operator's settings (`/etc/rollcall/agent.toml` unless `--config` says otherwise). A missing file means every
+/// default; an unknown key or a bad value refuses to start, naming it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Longest wait between failed check-ins, in seconds (the wait grows exponentially with full jitter).
+    pub max_backoff_secs: u64,
+    /// An HTTP proxy (`http://host:port`) the gRPC connection is tunnelled through with CONNECT.
+    pub proxy: Option<String>,
+    /// Download bandwidth cap in bytes per second (0: none).
+    pub max_download_rate: u64,
+    /// Treat every link as metered.
+    pub metered: bool,
+    /// Interfaces that are metered links, by name; a trailing `*` matches a prefix (`wwan*`).
+    pub metered_interfaces: Vec<String>,
+    /// On a metered link, downloads larger than this many bytes wait for an unmetered one (unless urgent).
+    pub metered_max_download: u64,
+    /// The command that reboots the device when a package requires it.
+    pub reboot_command: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            max_backoff_secs: 60,
+            proxy: None,
+            max_download_rate: 0,
+            metered: false,
+            metered_interfaces: Vec::new(),
+            metered_max_download: 10 * 1024 * 1024,
+            reboot_command: crate::platform::default_reboot_command(),
+        }
+    }
+}
+
+impl Settings {
+    /// Read `path`; a missing file is every default.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        let invalid = |reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            reason,
+        };
+        let settings: Settings =
+            toml::from_str(&text).map_err(|e| invalid(e.message().to_owned()))?;
+        settings.check().map_err(invalid)?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.max_backoff_secs == 0 {
+            return Err("max_backoff_secs must be at least 1".into());
+        }
+        if let Some(proxy) = &self.proxy {
+            proxy_addr(proxy)?;
+        }
+        if self.reboot_command.is_empty() {
+            return Err("reboot_command must name a program".into());
+        }
+        Ok(())
+    }
+
+    /// Whether the interface `name` is a metered link by these settings.
+    pub fn is_metered(&self, interface: Option<&str>) -> bool {
+        self.metered
+            || interface.is_some_and(|name| {
+                self.metered_interfaces
+                    .iter()
+                    .any(|rule| match rule.strip_suffix('*') {
+                        Some(prefix) => name.starts_with(prefix),
+                        None => name == rule,
+                    })
+            })
+    }
+}
+
+/// `host:port` of a proxy URL `http://host:port`, or why it is not one.
+pub fn proxy_addr(url: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("proxy {url:?} {why} (expected http://HOST:PORT)");
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| bad("is not an http:// URL"))?;
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('@') {
+        return Err(bad("carries credentials, which are not supported"));
+    }
+    match rest.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(rest.to_owned())
+        }
+        _ => Err(bad("has no host and port")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_settings_file_is_every_default_and_the_documented_example_matches_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(
+            Settings::load(&tmp.path().join("absent.toml")).unwrap(),
+            Settings::default()
+        );
+        // packaging/os/agent.toml shows every default, uncommented where it is a plain value.
+        let example = include_str!("../../packaging/os/agent.toml");
+        let shown: Settings = toml::from_str(example).unwrap();
+        assert_eq!(shown, Settings::default());
+    }
+
+    #[test]
+    fn bad_settings_are_refused_naming_the_file_and_the_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("agent.toml");
+        for (text, words) in [
+            ("max_backof_secs = 5\n", "unknown field `max_backof_secs`"),
+            (
+                "max_backoff_secs = 0\n",
+                "max_backoff_secs must be at least 1",
+            ),
+            (
+                "proxy = \"socks5://127.0.0.1:1080\"\n",
+                "is not an http:// URL",
+            ),
+            (
+                "proxy = \"http://user:pw@127.0.0.1:3128\"\n",
+                "carries credentials",
+            ),
+            ("proxy = \"http://127.0.0.1\"\n", "has no host and port"),
+            (
+                "reboot_command = []\n",
+                "reboot_command must name a program",
+            ),
+            ("metered = \"yes\"\n", "invalid type"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = Settings::load(&path).unwrap_err().to_string();
+            assert!(e.contains("agent.toml") && e.contains(words), "{text}: {e}");
+        }
+        std::fs::write(
+            &path,
+            "proxy = \"http://127.0.0.1:3128\"\nmax_backoff_secs = 5\n",
+        )
+        .unwrap();
+        let s = Settings::load(&path).unwrap();
+        assert_eq!(s.max_backoff_secs, 5);
+        assert_eq!(
+            proxy_addr(s.proxy.as_deref().unwrap()).unwrap(),
+            "127.0.0.1:3128"
+        );
+    }
+
+    #[test]
+    fn metered_links_by_setting_or_interface_rule() {
+        let mut s = Settings::default();
+        assert!(!s.is_metered(Some("wwan0")));
+        s.metered_interfaces = vec!["wwan*".into(), "ppp0".into()];
+        assert!(s.is_metered(Some("wwan0")) && s.is_metered(Some("ppp0")));
+        assert!(!s.is_metered(Some("ppp1")) && !s.is_metered(Some("eth0")) && !s.is_metered(None));
+        s.metered = true;
+        assert!(s.is_metered(None));
     }
 }

@@ -20,8 +20,6 @@ use crate::checkin::{now, Agent};
 use crate::config::AgentDirs;
 use crate::wake::Watcher;
 
-/// Longest wait between failed check-ins: an agent is back within a minute of its controller.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A held action's window start is awaited in steps of at most this, so a changed wall clock (or a suspend) delays
 /// the install by no more than this.
 const WINDOW_RECHECK: Duration = Duration::from_secs(60);
@@ -40,9 +38,13 @@ pub enum RunError {
 pub async fn run(
     dirs: AgentDirs,
     controller: Option<String>,
+    settings: &std::path::Path,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let mut agent = Agent::load(dirs, controller)?;
+    let settings = crate::config::Settings::load(settings)?;
+    // The longest wait between failed check-ins (default a minute): agents are back soon after their controller.
+    let max_backoff = Duration::from_secs(settings.max_backoff_secs);
+    let mut agent = Agent::load(dirs, controller, settings)?;
     agent.tidy_journal();
     info!(agent = %agent.config.agent_id, site = %agent.config.site, controller = %agent.config.controller, "Agent started.");
     tokio::pin!(shutdown);
@@ -56,7 +58,7 @@ pub async fn run(
     }
     // Started after the first successful check-in, so a restarting site's agents open their streams spread out.
     let mut watcher: Option<Watcher> = None;
-    let mut backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
+    let mut backoff = Backoff::new(Duration::from_secs(1), max_backoff);
     // The certificate renewal the watch task's channel belongs to.
     let mut watching = agent.renewals;
     loop {

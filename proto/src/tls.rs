@@ -118,7 +118,7 @@ pub async fn connect(
     trust: ServerTrust,
     identity: Option<ClientIdentity>,
 ) -> Result<Channel, ConnectError> {
-    let (endpoint, connector) = endpoint(url, trust, identity)?;
+    let (endpoint, connector) = endpoint(url, trust, identity, None)?;
     endpoint
         .connect_with_connector(connector)
         .await
@@ -134,8 +134,53 @@ pub fn connect_lazy(
     trust: ServerTrust,
     identity: Option<ClientIdentity>,
 ) -> Result<Channel, ConnectError> {
-    let (endpoint, connector) = endpoint(url, trust, identity)?;
+    connect_lazy_via(url, trust, identity, None)
+}
+
+/// Like [`connect_lazy`], tunnelled through the HTTP proxy at `proxy` (`host:port`) with CONNECT when one is given.
+/// TLS runs end to end inside the tunnel: the proxy sees only the controller's host and port.
+pub fn connect_lazy_via(
+    url: &str,
+    trust: ServerTrust,
+    identity: Option<ClientIdentity>,
+    proxy: Option<&str>,
+) -> Result<Channel, ConnectError> {
+    let (endpoint, connector) = endpoint(url, trust, identity, proxy.map(str::to_owned))?;
     Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+/// Longest proxy answer to a CONNECT that is read.
+const PROXY_REPLY_MAX: usize = 8 * 1024;
+
+/// A TCP connection to `target` through the HTTP proxy at `proxy`, once it answered the CONNECT with 200.
+async fn tunnel(proxy: &str, target: &str) -> std::io::Result<TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let refused = |why: String| std::io::Error::other(format!("proxy {proxy}: {why}"));
+    let mut tcp = TcpStream::connect(proxy)
+        .await
+        .map_err(|e| refused(format!("cannot connect: {e}")))?;
+    tcp.set_nodelay(true)?;
+    let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await?;
+    // Byte by byte up to the blank line: nothing after it (the tunnel's first bytes) may be swallowed.
+    let mut reply = Vec::new();
+    while !reply.ends_with(b"\r\n\r\n") {
+        if reply.len() >= PROXY_REPLY_MAX {
+            return Err(refused("its answer to CONNECT has no end".into()));
+        }
+        let mut byte = [0u8; 1];
+        if tcp.read(&mut byte).await? == 0 {
+            return Err(refused("closed the connection during CONNECT".into()));
+        }
+        reply.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&reply);
+    let status = text.lines().next().unwrap_or_default().trim().to_owned();
+    let code = status.split_whitespace().nth(1);
+    if !status.starts_with("HTTP/1.") || code != Some("200") {
+        return Err(refused(format!("refused CONNECT {target}: {status}")));
+    }
+    Ok(tcp)
 }
 
 type Connector = tower::util::BoxCloneSyncService<
@@ -148,6 +193,7 @@ fn endpoint(
     url: &str,
     trust: ServerTrust,
     identity: Option<ClientIdentity>,
+    proxy: Option<String>,
 ) -> Result<(Endpoint, Connector), ConnectError> {
     let bad = |reason: &str| ConnectError::BadUrl {
         url: url.to_owned(),
@@ -179,8 +225,12 @@ fn endpoint(
         let tls = tls.clone();
         let server_name = server_name.clone();
         let addr = tcp_addr.clone();
+        let proxy = proxy.clone();
         async move {
-            let tcp = TcpStream::connect(&addr).await?;
+            let tcp = match &proxy {
+                Some(proxy) => tunnel(proxy, &addr).await?,
+                None => TcpStream::connect(&addr).await?,
+            };
             tcp.set_nodelay(true)?;
             let stream = tls.connect(server_name, tcp).await?;
             Ok::<_, std::io::Error>(TokioIo::new(stream))

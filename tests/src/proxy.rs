@@ -165,3 +165,89 @@ async fn pump(
     }
     let _ = to.shutdown().await;
 }
+
+/// An HTTP proxy on `127.0.0.1:0` that only tunnels (CONNECT), only to loopback, and records each target: an
+/// agent configured with `proxy = "http://…"` must reach its controller through it.
+pub struct ConnectProxy {
+    pub addr: SocketAddr,
+    /// `host:port` of every CONNECT it tunnelled, in order.
+    pub tunnels: Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ConnectProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ConnectProxy {
+    pub async fn start() -> std::io::Result<ConnectProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let tunnels: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let task = {
+            let tunnels = tunnels.clone();
+            tokio::spawn(async move {
+                while let Ok((inbound, _)) = listener.accept().await {
+                    tokio::spawn(tunnel(inbound, tunnels.clone()));
+                }
+            })
+        };
+        Ok(ConnectProxy {
+            addr,
+            tunnels,
+            task,
+        })
+    }
+
+    /// The agent setting that points at this proxy.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn tunnelled(&self) -> Vec<String> {
+        self.tunnels.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+}
+
+/// Serve one CONNECT: read the request head, refuse anything but a loopback target, answer 200 and relay.
+async fn tunnel(mut inbound: TcpStream, tunnels: Arc<std::sync::Mutex<Vec<String>>>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+        match inbound.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut words = text.split_whitespace();
+    let target = match (words.next(), words.next()) {
+        (Some("CONNECT"), Some(target)) if target.starts_with("127.0.0.1:") => target.to_owned(),
+        _ => {
+            let _ = inbound
+                .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                .await;
+            return;
+        }
+    };
+    let Ok(outbound) = TcpStream::connect(&target).await else {
+        let _ = inbound
+            .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            .await;
+        return;
+    };
+    if let Ok(mut t) = tunnels.lock() {
+        t.push(target);
+    }
+    if inbound
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (mut a, mut b) = (inbound, outbound);
+    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+}

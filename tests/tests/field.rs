@@ -90,3 +90,70 @@ async fn a_download_that_does_not_fit_on_the_disk_fails_with_its_reason_and_leav
     c.stop().await;
     drop(disk);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_an_http_proxy_the_agent_tunnels_through_connect() {
+    let mut c = Cluster::start().await.unwrap();
+    let proxy = rollcall_tests::proxy::ConnectProxy::start().await.unwrap();
+    let token = c.token("north", 1, 600).await.unwrap();
+    let data = c.path("agents/proxied-01");
+    let mut agent = LocalAgent::enroll(&data, &c.controller().url, &token, "proxied-01")
+        .await
+        .unwrap();
+    std::fs::write(
+        data.with_extension("toml"),
+        format!("proxy = \"{}\"\n", proxy.url()),
+    )
+    .unwrap();
+    agent.start().unwrap();
+    c.agents.push(agent);
+    c.publish(&PackageSpec::marker("app", "1.0", 1))
+        .await
+        .unwrap();
+    let id = c.rollout("app", "1.0", &[&["north"]]).await.unwrap();
+    let s = c.settle(&id).await.unwrap();
+    assert_eq!(
+        v1::ActionState::try_from(s.devices[0].state).unwrap(),
+        v1::ActionState::Succeeded,
+        "{}",
+        s.devices[0].detail
+    );
+    assert!(data.join("app.marker").exists());
+    let tunnelled = proxy.tunnelled();
+    assert!(
+        !tunnelled.is_empty() && tunnelled.iter().all(|t| *t == c.controller().addr()),
+        "every connection went through the proxy to the controller: {tunnelled:?}"
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_settings_file_stops_the_agent_at_start_naming_the_key() {
+    let c = Cluster::start().await.unwrap();
+    let token = c.token("north", 1, 600).await.unwrap();
+    let data = c.path("agents/typo-01");
+    LocalAgent::enroll(&data, &c.controller().url, &token, "typo-01")
+        .await
+        .unwrap();
+    let settings = data.with_extension("toml");
+    std::fs::write(&settings, "proxy = \"socks5://127.0.0.1:1080\"\n").unwrap();
+    let before = |name: &str| std::fs::read(data.join(name)).ok();
+    let (config, state) = (before("agent.toml"), before("state.json"));
+    let out = Command::new(rollcall_tests::bin("rollcall-agent").unwrap())
+        .arg("run")
+        .arg("--data")
+        .arg(&data)
+        .arg("--config")
+        .arg(&settings)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("typo-01.toml") && err.contains("is not an http:// URL"),
+        "{err}"
+    );
+    assert_eq!(before("agent.toml"), config);
+    assert_eq!(before("state.json"), state, "nothing started");
+    c.stop().await;
+}

@@ -16,8 +16,12 @@ impl Agent {
         let target_name = self.state.actions.get(id)?.target_name.clone();
         // The fetch borrows nothing of the agent, so check-ins (and cancels) go on while it runs.
         let (channel, dirs) = (self.channel.clone(), self.dirs.clone());
+        let rate = self.settings.max_download_rate;
         let prepared = match self
-            .meanwhile(Some(id), fetch::prepare(&channel, &dirs, &target_name))
+            .meanwhile(
+                Some(id),
+                fetch::prepare(&channel, &dirs, &target_name, rate),
+            )
             .await?
         {
             Ok(p) => p,
@@ -51,7 +55,7 @@ impl Agent {
             // The kept partial file was bad (it has been discarded): start over once from byte 0.
             warn!(action = %id, partial, "Resumed download failed verification; downloading again from the start.");
             let again = async {
-                fetch::prepare(&channel, &dirs, &target_name)
+                fetch::prepare(&channel, &dirs, &target_name, rate)
                     .await?
                     .download(&dirs)
                     .await

@@ -84,7 +84,13 @@ fn agent(dirs: &AgentDirs) -> Agent {
         hostname: Some("test-host".into()),
     };
     let state = AgentState::load(&dirs.state()).unwrap();
-    Agent::with_channel(dirs.clone(), config, unreachable(), state)
+    Agent::with_channel(
+        dirs.clone(),
+        config,
+        crate::config::Settings::default(),
+        unreachable(),
+        state,
+    )
 }
 
 fn assignment(windows: &[(i64, i64)], not_before: i64) -> v1::Assignment {

@@ -163,6 +163,7 @@ pub async fn prepare(
     channel: &Channel,
     dirs: &AgentDirs,
     target_name: &str,
+    rate: u64,
 ) -> Result<Prepared, FetchError> {
     let root = std::fs::read(dirs.root_pin()).map_err(|source| FetchError::Io {
         path: dirs.root_pin(),
@@ -173,7 +174,7 @@ pub async fn prepare(
         path: datastore.clone(),
         source,
     })?;
-    let transport = GrpcTransport::new(channel.clone(), dirs.downloads());
+    let transport = GrpcTransport::new(channel.clone(), dirs.downloads(), rate);
     let metadata = Url::parse(METADATA_BASE).map_err(|e| FetchError::Metadata(e.to_string()))?;
     let targets = Url::parse(TARGETS_BASE).map_err(|e| FetchError::Metadata(e.to_string()))?;
     let repo = RepositoryLoader::new(&root, metadata, targets)

@@ -47,6 +47,8 @@ pub struct Failure {
 pub struct GrpcTransport {
     client: AgentServiceClient<Channel>,
     downloads: PathBuf,
+    /// Bytes per second a target download may use (0: no cap).
+    rate: u64,
     /// The last failure of the transport itself (as opposed to tough refusing the content).
     failure: Arc<Mutex<Option<Failure>>>,
 }
@@ -65,10 +67,11 @@ fn is_network(code: tonic::Code) -> bool {
 }
 
 impl GrpcTransport {
-    pub fn new(channel: Channel, downloads: PathBuf) -> GrpcTransport {
+    pub fn new(channel: Channel, downloads: PathBuf, rate: u64) -> GrpcTransport {
         GrpcTransport {
             client: AgentServiceClient::new(channel),
             downloads,
+            rate,
             failure: Arc::default(),
         }
     }
@@ -192,6 +195,7 @@ impl Transport for GrpcTransport {
         };
 
         let part_path = part.clone();
+        let mut pace = Pace::new(self.rate);
         tokio::spawn(async move {
             let fail = |cause: Cause, reason: String| failed(&slot, &url_text, cause, reason);
             if let Some(path) = part_path.as_ref() {
@@ -263,15 +267,43 @@ impl Transport for GrpcTransport {
                         return;
                     }
                 }
+                let len = chunk.data.len() as u64;
                 if tx.send(Ok(Bytes::from(chunk.data))).await.is_err() {
                     return;
                 }
+                pace.after(len).await;
             }
             if let Some(f) = part_file.as_mut() {
                 let _ = f.sync_all().await;
             }
         });
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+}
+
+/// Keeps a transfer at or under `rate` bytes per second on average, by waiting after each chunk.
+struct Pace {
+    rate: u64,
+    started: tokio::time::Instant,
+    bytes: u64,
+}
+
+impl Pace {
+    fn new(rate: u64) -> Pace {
+        Pace {
+            rate,
+            started: tokio::time::Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    async fn after(&mut self, len: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        self.bytes += len;
+        let due = std::time::Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
+        tokio::time::sleep_until(self.started + due).await;
     }
 }
 
@@ -349,13 +381,30 @@ mod tests {
             .connect()
             .await
             .unwrap();
-        let transport = GrpcTransport::new(channel, downloads.to_owned());
+        let transport = GrpcTransport::new(channel, downloads.to_owned(), 0);
         let url = Url::parse(&format!("{TARGETS_BASE}abc.app_1.tar.gz")).unwrap();
         if let Ok(mut stream) = transport.fetch(url).await {
             while let Some(Ok(_)) = stream.next().await {}
         }
         server.abort();
         transport.take_failure().expect("a failure was recorded")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pace_keeps_a_download_under_its_rate() {
+        let started = tokio::time::Instant::now();
+        let mut pace = Pace::new(100_000);
+        for _ in 0..10 {
+            pace.after(64 * 1024).await;
+        }
+        let took = started.elapsed().as_secs_f64();
+        assert!(
+            (6.5..6.6).contains(&took),
+            "640 KiB at 100 kB/s took {took}s"
+        );
+        let mut free = Pace::new(0);
+        free.after(1 << 30).await;
+        assert!(started.elapsed().as_secs_f64() < 6.6, "no cap: no wait");
     }
 
     #[tokio::test]

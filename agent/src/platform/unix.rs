@@ -85,6 +85,16 @@ pub fn group_alive(pgid: u32, leader_start: Option<u64>) -> bool {
     found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// How a Linux device reboots when a package requires it (systemd).
+pub fn default_reboot_command() -> Vec<String> {
+    vec!["systemctl".into(), "reboot".into()]
+}
+
+/// The operator's settings file.
+pub fn default_config_path() -> PathBuf {
+    PathBuf::from("/etc/rollcall/agent.toml")
+}
+
 /// Resolves on SIGTERM (systemd stop) or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

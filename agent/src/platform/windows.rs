@@ -44,6 +44,17 @@ pub fn group_alive(pid: u32, _leader_start: Option<u64>) -> bool {
         .unwrap_or(false)
 }
 
+/// How a Windows device reboots (NOT YET VERIFIED).
+pub fn default_reboot_command() -> Vec<String> {
+    vec!["shutdown".into(), "/r".into(), "/t".into(), "60".into()]
+}
+
+/// `%ProgramData%\rollcall\agent.toml`.
+pub fn default_config_path() -> PathBuf {
+    let base = std::env::var_os("ProgramData").unwrap_or_else(|| "C:\\ProgramData".into());
+    PathBuf::from(base).join("rollcall").join("agent.toml")
+}
+
 /// Resolves on Ctrl-C. The service control manager's Stop must resolve this too once the agent runs as a
 /// Windows service (windows-service crate); not done yet.
 pub async fn shutdown_signal() {

@@ -239,6 +239,9 @@ impl LocalAgent {
             .arg("run")
             .arg("--data")
             .arg(&self.data)
+            // Its settings beside its data dir (absent: every default), never the machine's /etc/rollcall.
+            .arg("--config")
+            .arg(self.data.with_extension("toml"))
             .env(
                 "ROLLCALL_LOG",
                 std::env::var("ROLLCALL_LOG").unwrap_or_else(|_| "info".into()),
