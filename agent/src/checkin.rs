@@ -295,6 +295,20 @@ impl Agent {
         true
     }
 
+    /// Report a step only when its detail changed: a condition that holds over many check-ins (a metered link) is
+    /// said once.
+    pub(crate) async fn report_once(&mut self, id: &str, step: ActionState, detail: String) {
+        let same = self
+            .state
+            .actions
+            .get(id)
+            .is_some_and(|p| p.step == step && p.detail == detail);
+        if !same {
+            info!(action = %id, "{detail}");
+            self.report(id, step, Outcome::detail(detail)).await;
+        }
+    }
+
     /// Whether an answer assigns an action (or an attempt) this agent does not hold yet.
     fn has_new_work(&self, resp: &v1::CheckInResponse) -> bool {
         resp.assignments.iter().any(|a| {

@@ -69,6 +69,9 @@ pub struct ActionProgress {
     /// controller shows "download failing since …" instead of a silent device.
     #[serde(default)]
     pub failing_since: i64,
+    /// The rollout is urgent: it downloads over metered links too.
+    #[serde(default)]
+    pub urgent: bool,
 }
 
 /// What TUF verified about an action's target: enough to check the staged payload again and install it offline.
@@ -109,6 +112,7 @@ impl ActionProgress {
             install_windows: Vec::new(),
             target: None,
             failing_since: 0,
+            urgent: false,
         }
     }
 

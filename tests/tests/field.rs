@@ -157,3 +157,74 @@ async fn a_bad_settings_file_stops_the_agent_at_start_naming_the_key() {
     assert_eq!(before("state.json"), state, "nothing started");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_metered_link_a_large_download_waits_unless_the_rollout_is_urgent() {
+    let mut c = Cluster::start().await.unwrap();
+    let token = c.token("north", 1, 600).await.unwrap();
+    let data = c.path("agents/mdc-01");
+    let mut agent = LocalAgent::enroll(&data, &c.controller().url, &token, "mdc-01")
+        .await
+        .unwrap();
+    // The controller is reached through lo here: call lo the cellular link.
+    std::fs::write(
+        data.with_extension("toml"),
+        "metered_interfaces = [\"lo\"]\nmetered_max_download = 1000\n",
+    )
+    .unwrap();
+    agent.start().unwrap();
+    c.agents.push(agent);
+    let payload_dir = c.path("src/app-1.0/payload");
+    std::fs::create_dir_all(&payload_dir).unwrap();
+    let noise: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8 ^ (i >> 3) as u8)
+        .collect();
+    std::fs::write(payload_dir.join("blob.bin"), &noise).unwrap();
+    c.publish(&PackageSpec::marker("app", "1.0", 1))
+        .await
+        .unwrap();
+
+    let id = c.rollout("app", "1.0", &[&["north"]]).await.unwrap();
+    let s = c
+        .wait_for(&id, "the metered wait", |s| {
+            s.devices[0]
+                .detail
+                .contains("waiting for an unmetered link")
+        })
+        .await
+        .unwrap();
+    assert!(
+        s.devices[0]
+            .detail
+            .contains("the link through lo is metered and "),
+        "{}",
+        s.devices[0].detail
+    );
+    assert!(files_in(&data.join("downloads")).iter().all(|f| {
+        std::fs::metadata(data.join("downloads").join(f)).map_or(true, |m| m.len() == 0)
+    }));
+    assert!(!data.join("app.marker").exists());
+    let (code, _, err) = c.cli(&["rollout", "cancel", &id]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+
+    let urgent = c
+        .rollout_with(v1::CreateRolloutRequest {
+            package: "app".into(),
+            version: "1.0".into(),
+            waves: vec![rollcall_tests::sites_wave(&["north"])],
+            retries: Some(0),
+            urgent: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let s = c.settle(&urgent).await.unwrap();
+    assert_eq!(
+        v1::ActionState::try_from(s.devices[0].state).unwrap(),
+        v1::ActionState::Succeeded,
+        "{}",
+        s.devices[0].detail
+    );
+    assert!(data.join("app.marker").exists());
+    c.stop().await;
+}

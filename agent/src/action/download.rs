@@ -32,6 +32,11 @@ impl Agent {
             return None;
         }
         let total = prepared.info.length;
+        let to_come = total.saturating_sub(prepared.partial_bytes(&dirs));
+        if let Some(wait) = self.metered_wait(id, to_come).await {
+            self.report_once(id, ActionState::Downloading, wait).await;
+            return None;
+        }
         self.keep_target(
             id,
             VerifiedTarget {
@@ -87,6 +92,43 @@ impl Agent {
                 "downloaded and verified".to_owned()
             },
         )
+    }
+
+    /// Why a download of `bytes` must wait for an unmetered link now, if it must: the link towards the controller
+    /// (or the proxy) is metered by the settings, the download is over the metered limit, and the rollout is not
+    /// urgent.
+    async fn metered_wait(&self, id: &str, bytes: u64) -> Option<String> {
+        let s = &self.settings;
+        let urgent = self.state.actions.get(id).is_some_and(|p| p.urgent);
+        let no_metered_links = !s.metered && s.metered_interfaces.is_empty();
+        if urgent || no_metered_links || bytes <= s.metered_max_download {
+            return None;
+        }
+        let peer = match s.proxy.as_deref() {
+            Some(proxy) => crate::config::proxy_addr(proxy).ok(),
+            None => url::Url::parse(&self.config.controller)
+                .ok()
+                .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port()?))),
+        };
+        let addr = match peer {
+            Some(peer) => tokio::net::lookup_host(peer)
+                .await
+                .ok()
+                .and_then(|mut a| a.next()),
+            None => None,
+        };
+        let interface = addr.and_then(crate::platform::interface_towards);
+        if !s.is_metered(interface.as_deref()) {
+            return None;
+        }
+        let link = match &interface {
+            Some(name) if !s.metered => format!("the link through {name} is metered"),
+            _ => "every link is set metered".to_owned(),
+        };
+        Some(format!(
+            "waiting for an unmetered link: {link} and {bytes} bytes is over the {}-byte limit for metered links",
+            s.metered_max_download
+        ))
     }
 
     /// Remember what TUF verified about the action's target (saved with the next report).

@@ -67,6 +67,7 @@ pub fn accept(state: &mut AgentState, a: &v1::Assignment, now: i64) -> Accepted 
     // The controller re-sends open actions on every check-in, with the site's current windows.
     progress.install_windows = a.install_windows.iter().map(Window::from_proto).collect();
     progress.install_not_before = a.install_not_before_unix;
+    progress.urgent = a.urgent;
     if progress.is_held() {
         return Accepted::Held;
     }

@@ -102,6 +102,7 @@ fn assignment(windows: &[(i64, i64)], not_before: i64) -> v1::Assignment {
         version: "1".into(),
         install_not_before_unix: not_before,
         attempt: 1,
+        urgent: false,
         install_windows: windows
             .iter()
             .map(|&(start_unix, end_unix)| v1::TimeRange {

@@ -14,10 +14,21 @@ use windows as imp;
 
 pub use imp::{
     default_config_path, default_data_dir, default_reboot_command, free_space, gated, group_alive,
-    kill_tree, prepare_command, shutdown_signal, start_time,
+    interface_towards, kill_tree, prepare_command, shutdown_signal, start_time,
 };
 
 /// The platform string reported to the controller and matched against package manifests.
 pub fn current() -> String {
     rollcall_packaging::platform::current()
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn loopback_traffic_leaves_through_lo() {
+        assert_eq!(
+            super::interface_towards(([127, 0, 0, 1], 9).into()).as_deref(),
+            Some("lo")
+        );
+    }
 }

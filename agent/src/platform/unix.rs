@@ -42,6 +42,62 @@ pub fn free_space(path: &std::path::Path) -> Option<u64> {
     }
 }
 
+/// The name of the network interface traffic to `to` leaves through (None when it cannot be told). A connected UDP
+/// socket sends nothing: the kernel only picks the route and the local address, whose interface is looked up.
+pub fn interface_towards(to: std::net::SocketAddr) -> Option<String> {
+    let any: std::net::SocketAddr = if to.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(to).ok()?;
+    let local = socket.local_addr().ok()?.ip();
+    interface_with(local)
+}
+
+/// The interface holding the address `ip`.
+fn interface_with(ip: std::net::IpAddr) -> Option<String> {
+    let mut found = None;
+    // SAFETY: getifaddrs(3) hands us a list we only read and give back with freeifaddrs(3); every pointer is
+    // checked for null before it is read, and the sockaddr is read as the family it says it is.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut list) != 0 {
+            return None;
+        }
+        let mut cur = list;
+        while !cur.is_null() && found.is_none() {
+            let ifa = &*cur;
+            cur = ifa.ifa_next;
+            if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+                continue;
+            }
+            let addr: Option<std::net::IpAddr> = match i32::from((*ifa.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into())
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    Some(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr).into())
+                }
+                _ => None,
+            };
+            if addr == Some(ip) {
+                found = Some(
+                    std::ffi::CStr::from_ptr(ifa.ifa_name)
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+        libc::freeifaddrs(list);
+    }
+    found
+}
+
 /// Kill the process group led by `pid`.
 pub fn kill_tree(pid: u32) {
     let Ok(pgid) = i32::try_from(pid) else { return };

@@ -23,6 +23,11 @@ pub fn free_space(_path: &std::path::Path) -> Option<u64> {
     None
 }
 
+/// Not told on Windows yet (NOT YET VERIFIED): only `metered = true` marks a link metered there.
+pub fn interface_towards(_to: std::net::SocketAddr) -> Option<String> {
+    None
+}
+
 /// Kill the process and its children.
 pub fn kill_tree(pid: u32) {
     let _ = std::process::Command::new("taskkill")

@@ -378,6 +378,7 @@ pub fn assignments_for(
             install_not_before_unix: windows.first().map_or(0, |w| w.start_unix),
             attempt: action.attempt,
             install_windows: windows,
+            urgent: rollout.urgent,
         });
     }
     Ok(work)
