@@ -130,7 +130,10 @@ pub fn main() -> ExitCode {
                 .await?;
                 Ok(())
             }
-            Cmd::Status { json } => crate::status::print(&dirs, json),
+            Cmd::Status { json } => {
+                let settings = crate::config::Settings::load(&settings)?;
+                crate::status::print(&dirs, &settings, json).await
+            }
         }
     });
     match result {

@@ -53,6 +53,10 @@ impl AgentDirs {
     pub fn journal(&self) -> PathBuf {
         self.root.join("journal")
     }
+    /// The running agent's pid and start time (for `status`).
+    pub fn pid(&self) -> PathBuf {
+        self.root.join("agent.pid")
+    }
     pub fn state(&self) -> PathBuf {
         self.root.join("state.json")
     }

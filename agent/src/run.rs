@@ -46,6 +46,7 @@ pub async fn run(
     let max_backoff = Duration::from_secs(settings.max_backoff_secs);
     let mut agent = Agent::load(dirs, controller, settings)?;
     agent.tidy_journal();
+    crate::status::write_pid(&agent.dirs);
     info!(agent = %agent.config.agent_id, site = %agent.config.site, controller = %agent.config.controller, "Agent started.");
     tokio::pin!(shutdown);
     if agent.state.last_checkin > 0 {
@@ -178,6 +179,7 @@ async fn stop(agent: Agent, watcher: Option<Watcher>) -> Result<(), RunError> {
         watcher.stop().await;
     }
     let _ = agent.save();
+    crate::status::clear_pid(&agent.dirs);
     info!("Agent stopped.");
     Ok(())
 }

@@ -189,6 +189,10 @@ pub struct AgentState {
     pub cert_issued_at: i64,
     #[serde(default)]
     pub cert_not_after: i64,
+    /// The last action step that failed or rolled back, with its output tail: what a technician at the desk asks
+    /// first. Kept after the action itself is forgotten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Report>,
 }
 
 impl AgentState {
@@ -265,7 +269,7 @@ impl AgentState {
             attempt = a.attempt;
         }
         self.next_report_seq += 1;
-        self.pending_reports.push(Report {
+        let report = Report {
             report_id: format!("{action_id}#{}", self.next_report_seq),
             action_id: action_id.to_owned(),
             attempt,
@@ -276,7 +280,11 @@ impl AgentState {
             at: now,
             bytes_done: outcome.bytes_done,
             bytes_total: outcome.bytes_total,
-        });
+        };
+        if matches!(step, ActionState::Failed | ActionState::RolledBack) {
+            self.last_failure = Some(report.clone());
+        }
+        self.pending_reports.push(report);
         self.forget_old_actions();
     }
 

@@ -16,6 +16,8 @@ use rollcall_proto::v1;
 
 pub use rollcall_controller::cli::local::bin;
 
+pub mod footprint;
+pub mod netns;
 pub mod proxy;
 
 /// A running controller with an admin who holds the offline keys.
@@ -63,17 +65,22 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra lines appended to the controller's `controller.toml`.
     pub async fn start_with_config(extra: &str) -> anyhow::Result<Cluster> {
+        Self::start_with(extra, &[]).await
+    }
+
+    /// Like [`Cluster::start_with_config`], with extra names (`init --name`) in the controller's certificate: the
+    /// addresses agents in a network namespace reach it by.
+    pub async fn start_with(extra: &str, names: &[&str]) -> anyhow::Result<Cluster> {
         let dir = tempfile::Builder::new()
             .prefix("rollcall-test-")
             .tempdir()?;
         let data = dir.path().join("controller");
-        run_ok(
-            tokio::process::Command::new(bin("rollcall-controller")?)
-                .arg("init")
-                .arg("--data")
-                .arg(&data),
-        )
-        .await?;
+        let mut init = tokio::process::Command::new(bin("rollcall-controller")?);
+        init.arg("init").arg("--data").arg(&data);
+        for name in names {
+            init.arg("--name").arg(name);
+        }
+        run_ok(&mut init).await?;
         let config = data.join("controller.toml");
         let text = std::fs::read_to_string(&config)?;
         std::fs::write(&config, format!("{text}\n{extra}"))?;

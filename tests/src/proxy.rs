@@ -45,7 +45,20 @@ const CHUNK: usize = 16 * 1024;
 impl Proxy {
     /// Forward `127.0.0.1:<port>` to `upstream`, shaped by `shape`; `seed` makes the random drops repeatable.
     pub async fn start(upstream: SocketAddr, shape: Shape, seed: u64) -> std::io::Result<Proxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        Self::start_on(listener, upstream, shape, seed)
+    }
+
+    /// Like [`Proxy::start`] on a listener made elsewhere (in a network namespace: the listener stays there, while
+    /// the connections upstream are made here).
+    pub fn start_on(
+        listener: std::net::TcpListener,
+        upstream: SocketAddr,
+        shape: Shape,
+        seed: u64,
+    ) -> std::io::Result<Proxy> {
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
         let down = Arc::new(AtomicBool::new(false));
         let (cut, _) = watch::channel(0u64);

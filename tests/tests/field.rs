@@ -228,3 +228,80 @@ async fn on_a_metered_link_a_large_download_waits_unless_the_rollout_is_urgent()
     assert!(data.join("app.marker").exists());
     c.stop().await;
 }
+
+/// `rollcall-agent status --json` for the agent at `data`: exit code and the one JSON object.
+fn status_json(data: &Path) -> (i32, serde_json::Value) {
+    let out = Command::new(rollcall_tests::bin("rollcall-agent").unwrap())
+        .args(["status", "--json", "--data"])
+        .arg(data)
+        .arg("--config")
+        .arg(data.with_extension("toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (out.status.code().unwrap_or(-1), value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_tells_the_technician_what_runs_what_failed_and_whether_the_controller_answers() {
+    let mut c = Cluster::start().await.unwrap();
+    let data = c.add_agents("north", 1).await.unwrap().remove(0);
+    let mut bad = PackageSpec::marker("bad", "1.0", 1);
+    bad.install = "echo unpacking; echo disk quota exceeded >&2; exit 5";
+    c.publish(&bad).await.unwrap();
+    let id = c.rollout("bad", "1.0", &[&["north"]]).await.unwrap();
+    c.settle(&id).await.unwrap();
+
+    let (code, s) = status_json(&data);
+    assert_eq!(code, 0);
+    assert_eq!(s["hostname"], "north-01");
+    assert_eq!(s["site"], "north");
+    assert_eq!(s["running"], true, "{s}");
+    assert_eq!(s["reachable"], true, "{s}");
+    assert!(s["last_checkin"].as_i64().unwrap() > 0);
+    assert!(s["certificate_not_after"].as_i64().unwrap() > 0);
+    let failure = &s["last_failure"];
+    assert_eq!(failure["state"], "failed");
+    assert_eq!(failure["exit_code"], 5);
+    assert_eq!(failure["detail"], "install command exited 5");
+    assert!(failure["output_tail"]
+        .as_str()
+        .unwrap()
+        .contains("disk quota exceeded"));
+
+    // The agent stopped and the controller gone: both said, and status still works.
+    c.agents[0].stop().await;
+    if let Some(controller) = c.controller.take() {
+        controller.stop().await;
+    }
+    let (code, s) = status_json(&data);
+    assert_eq!(code, 0);
+    assert_eq!(s["running"], false);
+    assert_eq!(s["reachable"], false);
+    assert!(
+        s["reachability"]
+            .as_str()
+            .unwrap()
+            .starts_with("controller 127.0.0.1:"),
+        "{s}"
+    );
+    let out = Command::new(rollcall_tests::bin("rollcall-agent").unwrap())
+        .args(["status", "--data"])
+        .arg(&data)
+        .arg("--config")
+        .arg(data.with_extension("toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for words in [
+        "north-01: agent ",
+        "agent service: NOT RUNNING",
+        "reachable:     NO, controller 127.0.0.1:",
+        "Last failure: ",
+        "  | disk quota exceeded",
+    ] {
+        assert!(text.contains(words), "{words:?} in:\n{text}");
+    }
+    c.stop().await;
+}

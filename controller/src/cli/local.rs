@@ -229,12 +229,25 @@ impl LocalAgent {
 
     /// Start `rollcall-agent run`, logging to `<data>.log`.
     pub fn start(&mut self) -> anyhow::Result<()> {
+        self.start_in(&[])
+    }
+
+    /// Start it under `wrapper` (e.g. `ip netns exec NS`, to run it in a network namespace).
+    pub fn start_in(&mut self, wrapper: &[&str]) -> anyhow::Result<()> {
         let log = self.data.with_extension("log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)?;
-        let mut child = std::process::Command::new(bin("rollcall-agent")?);
+        let agent = bin("rollcall-agent")?;
+        let mut child = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(args).arg(&agent);
+                c
+            }
+            None => std::process::Command::new(&agent),
+        };
         child
             .arg("run")
             .arg("--data")
@@ -264,6 +277,11 @@ impl LocalAgent {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill().await;
         }
+    }
+
+    /// The agent process's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
     }
 
     pub fn is_running(&mut self) -> bool {

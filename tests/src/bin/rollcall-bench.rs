@@ -15,9 +15,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
-use rollcall_agent::backoff::jitter;
+use rollcall_agent::backoff::{jitter, Backoff};
 use rollcall_controller::cli::local::LocalController;
 use rollcall_controller::cli::{pkg, AdminClient};
 use rollcall_proto::tls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -68,6 +69,38 @@ enum Cmd {
         #[arg(long, default_value_t = 32)]
         enroll_concurrency: usize,
     },
+    /// One real idle agent: RSS and PSS after the settle time, CPU seconds per hour of idle check-ins, threads,
+    /// stripped binary size; with --cfengine, Debian's cfengine3 daemons measured the same way.
+    AgentFootprint {
+        #[arg(long, default_value_t = 60)]
+        settle_secs: u64,
+        /// CPU time is measured over this window and scaled to an hour.
+        #[arg(long, default_value_t = 300)]
+        window_secs: u64,
+        /// The controller's check-in interval.
+        #[arg(long, default_value = "60s")]
+        interval: String,
+        /// A folder with start-cfengine.sh and stop-cfengine.sh (tests/bench/).
+        #[arg(long, value_name = "DIR")]
+        cfengine: Option<PathBuf>,
+    },
+    /// N agents checking in on their interval; the controller is killed, stays down, and restarts: how fast do
+    /// they come back, and how hard do they arrive?
+    Outage {
+        #[arg(long, default_value_t = 2000)]
+        agents: usize,
+        /// The controller's check-in interval, in seconds.
+        #[arg(long, default_value_t = 60)]
+        interval_secs: u64,
+        /// How long the controller stays down.
+        #[arg(long, default_value_t = 30)]
+        down_secs: u64,
+        /// The agents' backoff cap (the agent's `max_backoff_secs`).
+        #[arg(long, default_value_t = 60)]
+        max_backoff_secs: u64,
+        #[arg(long, default_value_t = 32)]
+        enroll_concurrency: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -98,6 +131,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
             interval,
             enroll_concurrency,
         } => wake(agents, &interval, enroll_concurrency).await,
+        Cmd::AgentFootprint {
+            settle_secs,
+            window_secs,
+            interval,
+            cfengine,
+        } => {
+            rollcall_tests::footprint::agent_footprint(
+                Duration::from_secs(settle_secs),
+                Duration::from_secs(window_secs),
+                &interval,
+                cfengine.as_deref(),
+            )
+            .await
+        }
+        Cmd::Outage {
+            agents,
+            interval_secs,
+            down_secs,
+            max_backoff_secs,
+            enroll_concurrency,
+        } => {
+            outage(
+                agents,
+                Duration::from_secs(interval_secs),
+                Duration::from_secs(down_secs),
+                Duration::from_secs(max_backoff_secs),
+                enroll_concurrency,
+            )
+            .await
+        }
     }
 }
 
@@ -133,7 +196,7 @@ fn ms(d: Duration) -> f64 {
 struct Fleet {
     /// Holds the controller's data, the signing keys and the repository; removed on drop.
     dir: tempfile::TempDir,
-    controller: LocalController,
+    controller: Option<LocalController>,
     admin: AdminClient,
     keys: PathBuf,
     repo: PathBuf,
@@ -233,7 +296,7 @@ impl Fleet {
         let inventory_hash = rollcall_agent::inventory::hash(&inventory);
         Ok(Fleet {
             dir,
-            controller,
+            controller: Some(controller),
             admin,
             keys,
             repo,
@@ -293,12 +356,24 @@ impl Fleet {
 
     /// The controller's peak and current RSS, in KiB.
     fn controller_rss_kib(&self) -> (u64, u64) {
-        rss_kib(self.controller.pid().unwrap_or(0))
+        rss_kib(self.controller.as_ref().and_then(|c| c.pid()).unwrap_or(0))
     }
 
     /// Stop the controller (SIGTERM) and remove the temp dir.
     async fn stop(self) {
-        self.controller.stop().await;
+        if let Some(controller) = self.controller {
+            controller.stop().await;
+        }
+    }
+
+    /// Kill the controller (SIGKILL), wait `down`, and start it again on the same data and address.
+    async fn restart_controller(&mut self, down: Duration, interval: &str) -> anyhow::Result<()> {
+        let controller = self.controller.take().context("no controller")?;
+        let (data, addr) = (controller.data.clone(), controller.addr().to_owned());
+        controller.kill().await;
+        tokio::time::sleep(down).await;
+        self.controller = Some(LocalController::serve_at(&data, &addr, interval).await?);
+        Ok(())
     }
 }
 
@@ -686,6 +761,153 @@ async fn open_watch(
         let _ = events.send(Event::Error(error));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+// === outage ===
+
+/// One simulated agent's loop, by the real agent's rules (`run.rs`): a check-in that gets through resets the
+/// backoff and waits the interval plus the controller's jitter; a failed one waits the full-jitter backoff
+/// (1 s doubling, capped). Sends the time of every check-in that got through. Runs until aborted.
+async fn outage_agent(
+    agent: usize,
+    mut client: AgentServiceClient<Channel>,
+    req: v1::CheckInRequest,
+    interval: Duration,
+    max_backoff: Duration,
+    done: mpsc::UnboundedSender<(usize, Instant)>,
+) {
+    // Agents started at different times: spread the first check-ins over one interval.
+    tokio::time::sleep(jitter(interval)).await;
+    let mut backoff = Backoff::new(Duration::from_secs(1), max_backoff);
+    loop {
+        let wait = match tokio::time::timeout(CALL_TIMEOUT, client.check_in(req.clone())).await {
+            Ok(Ok(answer)) => {
+                let _ = done.send((agent, Instant::now()));
+                backoff.reset();
+                let answer = answer.into_inner();
+                Duration::from_secs(u64::from(answer.checkin_interval_seconds.max(1)))
+                    + jitter(Duration::from_secs(u64::from(answer.jitter_seconds)))
+            }
+            _ => backoff.next_wait_full_jitter(),
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Check-ins per second over whole one-second buckets of `times` between `from` and `to`.
+fn per_second(times: &[Instant], from: Instant, to: Instant) -> Vec<usize> {
+    let secs = to.saturating_duration_since(from).as_secs() as usize;
+    let mut buckets = vec![0usize; secs.max(1)];
+    for t in times {
+        if *t >= from && *t < to {
+            let i = t.duration_since(from).as_secs() as usize;
+            if let Some(b) = buckets.get_mut(i) {
+                *b += 1;
+            }
+        }
+    }
+    buckets
+}
+
+async fn outage(
+    agents: usize,
+    every: Duration,
+    down: Duration,
+    max_backoff: Duration,
+    enroll_concurrency: usize,
+) -> anyhow::Result<()> {
+    let interval = format!("{}s", every.as_secs());
+    let interval = interval.as_str();
+    let mut fleet = Fleet::start(agents, enroll_concurrency, interval).await?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let tasks: Vec<_> = fleet
+        .clients
+        .iter()
+        .enumerate()
+        .map(|(i, client)| {
+            tokio::spawn(outage_agent(
+                i,
+                client.clone(),
+                fleet.check_in_request(false),
+                every,
+                max_backoff,
+                tx.clone(),
+            ))
+        })
+        .collect();
+    drop(tx);
+    let mut times: Vec<(usize, Instant)> = Vec::new();
+    let drain = |rx: &mut mpsc::UnboundedReceiver<(usize, Instant)>,
+                 times: &mut Vec<(usize, Instant)>| {
+        while let Ok(t) = rx.try_recv() {
+            times.push(t);
+        }
+    };
+    eprintln!("{agents} agents checking in every {interval}; two intervals of steady state…");
+    tokio::time::sleep(every * 2).await;
+    drain(&mut rx, &mut times);
+    let killed = Instant::now();
+    eprintln!("killing the controller for {} s…", down.as_secs());
+    fleet.restart_controller(down, interval).await?;
+    let up = Instant::now();
+    // Bounded: the agents' backoff cap plus two intervals is the longest a healthy agent can take.
+    let deadline = up + max_backoff + every * 2;
+    let mut back: Vec<Option<Duration>> = vec![None; agents];
+    let mut count = 0;
+    while count < agents && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let seen = times.len();
+        drain(&mut rx, &mut times);
+        for (agent, at) in &times[seen..] {
+            if *at >= up && back[*agent].is_none() {
+                back[*agent] = Some(at.duration_since(up));
+                count += 1;
+            }
+        }
+    }
+    // One more interval to see the arrivals settle.
+    tokio::time::sleep(every).await;
+    drain(&mut rx, &mut times);
+    tasks.iter().for_each(|t| t.abort());
+    let all: Vec<Instant> = times.iter().map(|(_, t)| *t).collect();
+    let steady = per_second(&all, killed - every, killed);
+    let steady_rate = steady.iter().sum::<usize>() as f64 / steady.len() as f64;
+    let after = per_second(&all, up, Instant::now());
+    let peak = after.iter().copied().max().unwrap_or(0);
+    let mut back: Vec<Duration> = back.into_iter().flatten().collect();
+    back.sort();
+    println!(
+        "rollcall-bench outage --agents {agents} --interval-secs {} --down-secs {} --max-backoff-secs {}",
+        every.as_secs(),
+        down.as_secs(),
+        max_backoff.as_secs()
+    );
+    println!(
+        "  steady state:             {steady_rate:.1} check-ins/s (the interval before the kill)"
+    );
+    println!(
+        "  controller down:          {:.1} s (kill to listening again)",
+        up.duration_since(killed).as_secs_f64()
+    );
+    println!("  back after the restart:   {} of {agents}", back.len());
+    println!(
+        "  50% checked in after:     {}",
+        show(time_to_share(&back, agents, 0.50))
+    );
+    println!(
+        "  95% checked in after:     {}",
+        show(time_to_share(&back, agents, 0.95))
+    );
+    println!(
+        "  100% checked in after:    {}",
+        show(time_to_share(&back, agents, 1.0))
+    );
+    println!(
+        "  peak rate after restart:  {peak} check-ins/s in one second = {:.1}x steady state",
+        peak as f64 / steady_rate.max(0.001)
+    );
+    fleet.stop().await;
+    Ok(())
 }
 
 /// Each simulated agent holds a connection: make room for them in this process and in the controller it spawns.
