@@ -153,6 +153,8 @@ pub struct Settings {
     pub metered_max_download: u64,
     /// The command that reboots the device when a package requires it.
     pub reboot_command: Vec<String>,
+    /// Where this boot's id is read (it changes at every boot): how the agent tells a reboot from a restart.
+    pub boot_id_file: PathBuf,
 }
 
 impl Default for Settings {
@@ -165,6 +167,7 @@ impl Default for Settings {
             metered_interfaces: Vec::new(),
             metered_max_download: 10 * 1024 * 1024,
             reboot_command: crate::platform::default_reboot_command(),
+            boot_id_file: crate::platform::default_boot_id_file(),
         }
     }
 }

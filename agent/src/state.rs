@@ -72,6 +72,16 @@ pub struct ActionProgress {
     /// The rollout is urgent: it downloads over metered links too.
     #[serde(default)]
     pub urgent: bool,
+    /// Set when the agent asked for the reboot the package requires (on disk before the reboot command runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<RebootRequest>,
+}
+
+/// A reboot the agent asked for: when, and the boot it was leaving (a different boot id means it happened).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebootRequest {
+    pub requested_at: i64,
+    pub boot_id: String,
 }
 
 /// What TUF verified about an action's target: enough to check the staged payload again and install it offline.
@@ -113,13 +123,16 @@ impl ActionProgress {
             target: None,
             failing_since: 0,
             urgent: false,
+            reboot: None,
         }
     }
 
     /// Downloaded and verified, with what an install needs: it waits only for its window (or a cancel).
     pub fn is_held(&self) -> bool {
-        matches!(self.step, ActionState::Downloaded | ActionState::Installing)
-            && self.target.is_some()
+        matches!(
+            self.step,
+            ActionState::Downloaded | ActionState::Installing | ActionState::RebootPending
+        ) && self.target.is_some()
     }
 
     /// Whether the install may start at `now`, by this action's windows.

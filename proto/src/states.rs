@@ -133,8 +133,8 @@ impl RolloutState {
 }
 
 state_enum!(
-    /// `pending → offered → downloading → downloaded → installing → succeeded | failed | rolled-back | cancelled |
-    /// skipped`.
+    /// `pending → offered → downloading → downloaded → installing → [reboot-pending →] succeeded | failed |
+    /// rolled-back | cancelled | skipped`.
     ActionState => ActionState {
         Pending = "pending",
         Offered = "offered",
@@ -146,6 +146,7 @@ state_enum!(
         RolledBack = "rolled-back",
         Cancelled = "cancelled",
         Skipped = "skipped",
+        RebootPending = "reboot-pending",
     }
 );
 
@@ -178,7 +179,13 @@ impl ActionState {
                 | ActionState::Downloading
                 | ActionState::Downloaded
                 | ActionState::Installing
+                | ActionState::RebootPending
         )
+    }
+
+    /// The install command has started (or finished and waits for its reboot): a cancel no longer stops it.
+    pub fn install_began(self) -> bool {
+        matches!(self, ActionState::Installing | ActionState::RebootPending)
     }
 
     /// The state a finished-but-failed device goes back to when it gets a new attempt: `pending`, so it is
@@ -194,7 +201,8 @@ impl ActionState {
             ActionState::Downloading => 2,
             ActionState::Downloaded => 3,
             ActionState::Installing => 4,
-            _ => 5,
+            ActionState::RebootPending => 5,
+            _ => 6,
         }
     }
 
@@ -209,7 +217,10 @@ impl ActionState {
         if self == ActionState::Cancelled {
             return matches!(
                 next,
-                ActionState::Succeeded | ActionState::Failed | ActionState::RolledBack
+                ActionState::Succeeded
+                    | ActionState::Failed
+                    | ActionState::RolledBack
+                    | ActionState::RebootPending
             );
         }
         // An install announced but not started (its window closed meanwhile) goes back to waiting.
@@ -219,7 +230,8 @@ impl ActionState {
         if self.is_terminal() {
             return false;
         }
-        if self == ActionState::Downloading && next == ActionState::Downloading {
+        // Repeated reports of a long step carry progress: byte counts, "rebooting now", "back from the reboot".
+        if self == next && matches!(self, ActionState::Downloading | ActionState::RebootPending) {
             return true;
         }
         next.rank() > self.rank()
@@ -285,6 +297,7 @@ mod tests {
             Downloading,
             Downloaded,
             Installing,
+            RebootPending,
             Succeeded,
             Failed,
             RolledBack,
@@ -299,6 +312,7 @@ mod tests {
                     Downloading,
                     Downloaded,
                     Installing,
+                    RebootPending,
                     Succeeded,
                     Failed,
                     RolledBack,
@@ -311,19 +325,42 @@ mod tests {
             (
                 Downloaded,
                 &[
-                    Installing, Succeeded, Failed, RolledBack, Cancelled, Skipped,
+                    Installing,
+                    RebootPending,
+                    Succeeded,
+                    Failed,
+                    RolledBack,
+                    Cancelled,
+                    Skipped,
                 ],
             ),
             (
                 Installing,
                 &[
-                    Downloaded, Succeeded, Failed, RolledBack, Cancelled, Skipped,
+                    Downloaded,
+                    RebootPending,
+                    Succeeded,
+                    Failed,
+                    RolledBack,
+                    Cancelled,
+                    Skipped,
+                ],
+            ),
+            (
+                RebootPending,
+                &[
+                    RebootPending,
+                    Succeeded,
+                    Failed,
+                    RolledBack,
+                    Cancelled,
+                    Skipped,
                 ],
             ),
             (Succeeded, &[]),
             (Failed, &[]),
             (RolledBack, &[]),
-            (Cancelled, &[Succeeded, Failed, RolledBack]),
+            (Cancelled, &[Succeeded, Failed, RolledBack, RebootPending]),
             (Skipped, &[]),
         ];
         for &from in ActionState::ALL {

@@ -39,6 +39,8 @@ pub struct PackageSpec<'a> {
     pub verify: &'a str,
     pub rollback: Option<&'a str>,
     pub install_timeout_secs: u64,
+    /// `reboot = "required"` in the manifest.
+    pub reboot: bool,
 }
 
 impl<'a> PackageSpec<'a> {
@@ -53,6 +55,7 @@ impl<'a> PackageSpec<'a> {
                 "grep -qx \"$ROLLCALL_VERSION\" \"$ROLLCALL_DATA_DIR/$ROLLCALL_PACKAGE.marker\"",
             rollback: None,
             install_timeout_secs: 60,
+            reboot: false,
         }
     }
 }
@@ -119,6 +122,9 @@ impl Cluster {
             "name = \"{}\"\nversion = \"{}\"\nrelease_counter = {}\nplatforms = [\"linux\"]\n\n[install]\ncommand = [\"sh\", \"install.sh\"]\ntimeout_secs = {}\n\n[verify]\ncommand = [\"sh\", \"verify.sh\"]\ntimeout_secs = 30\n",
             spec.name, spec.version, spec.release_counter, spec.install_timeout_secs
         );
+        if spec.reboot {
+            manifest = manifest.replace("[install]", "reboot = \"required\"\n\n[install]");
+        }
         std::fs::write(
             src.join("payload/install.sh"),
             format!("set -eu\n{}\n", spec.install),

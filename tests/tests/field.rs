@@ -305,3 +305,80 @@ async fn status_tells_the_technician_what_runs_what_failed_and_whether_the_contr
     }
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_that_requires_a_reboot_succeeds_only_after_the_verify_that_follows_the_reboot() {
+    let mut c = Cluster::start().await.unwrap();
+    let token = c.token("north", 1, 600).await.unwrap();
+    let data = c.path("agents/desk-01");
+    let mut agent = LocalAgent::enroll(&data, &c.controller().url, &token, "desk-01")
+        .await
+        .unwrap();
+    // The "reboot": wait for the test's go, count it, and come back with a new boot id.
+    let boot_id = c.path("boot_id");
+    std::fs::write(&boot_id, "boot-1\n").unwrap();
+    let (reboots, go) = (c.path("reboots"), c.path("go-reboot"));
+    let script = format!(
+        "while [ ! -e {go} ]; do sleep 0.1; done; echo reboot >> {reboots}; echo boot-2 > {boot}",
+        go = go.display(),
+        reboots = reboots.display(),
+        boot = boot_id.display()
+    );
+    std::fs::write(
+        data.with_extension("toml"),
+        format!(
+            "reboot_command = [\"sh\", \"-c\", {script:?}]\nboot_id_file = {:?}\n",
+            boot_id.display().to_string()
+        ),
+    )
+    .unwrap();
+    agent.start().unwrap();
+    c.agents.push(agent);
+    let mut spec = PackageSpec::marker("kernel-fix", "1.0", 1);
+    spec.reboot = true;
+    spec.verify = "echo verified >> \"$ROLLCALL_DATA_DIR/verify-runs\"\ngrep -qx \"$ROLLCALL_VERSION\" \"$ROLLCALL_DATA_DIR/$ROLLCALL_PACKAGE.marker\"";
+    c.publish(&spec).await.unwrap();
+    let id = c.rollout("kernel-fix", "1.0", &[&["north"]]).await.unwrap();
+
+    let s = c
+        .wait_for(&id, "the reboot request", |s| {
+            v1::ActionState::try_from(s.devices[0].state) == Ok(v1::ActionState::RebootPending)
+                && s.devices[0].detail.contains("rebooting now")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        v1::RolloutState::try_from(s.state).unwrap(),
+        v1::RolloutState::Running,
+        "not counted as done before the reboot"
+    );
+    let saved = rollcall_tests::agent_state(&data).unwrap();
+    let action = saved["actions"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap();
+    assert_eq!(
+        action["reboot"]["boot_id"], "boot-1",
+        "the reboot is on disk before it happens"
+    );
+    std::fs::write(&go, "").unwrap();
+    let s = c.settle(&id).await.unwrap();
+    let d = &s.devices[0];
+    assert_eq!(
+        v1::ActionState::try_from(d.state).unwrap(),
+        v1::ActionState::Succeeded,
+        "{}",
+        d.detail
+    );
+    assert_eq!(d.detail, "verified after the reboot");
+    let count = |p: &Path| std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
+    assert_eq!(count(&reboots), 1, "rebooted once");
+    assert_eq!(
+        count(&data.join("verify-runs")),
+        2,
+        "verified after the install and again after the reboot"
+    );
+    c.stop().await;
+}

@@ -16,6 +16,7 @@
 //! by `tests/`.
 
 mod download;
+mod reboot;
 mod release;
 #[cfg(all(test, unix))]
 mod tests;
@@ -123,6 +124,7 @@ impl Agent {
 
     /// Install every held action whose window is open at `now`, from its staged payload: needs no controller.
     pub async fn install_due(&mut self, now: i64) {
+        self.after_reboot(now).await;
         let started = Instant::now();
         for id in self.state.due_for_install(now) {
             info!(action = %id, "Install may start: installing the held action.");

@@ -27,6 +27,9 @@ impl Agent {
         if decision != Decision::Install {
             return self.hold(id, decision).await;
         }
+        if self.state.actions.get(id).map(|p| p.step) == Some(ActionState::RebootPending) {
+            return self.reboot(id).await;
+        }
         if let Some(detail) = downloaded {
             let length = self.target_length(id);
             let outcome = Outcome {
@@ -40,7 +43,7 @@ impl Agent {
                 return;
             }
         }
-        self.install(id, later(now, started)).await;
+        self.install(id, later(now, started), false).await;
     }
 
     fn target_length(&self, id: &str) -> u64 {
@@ -64,8 +67,11 @@ impl Agent {
             return;
         }
         info!(action = %id, wait = %detail, "Install held for its maintenance window.");
-        if p.step == ActionState::Installing && p.install_started {
-            // Cut off while its command ran (crash, power loss): it stays installing until it can resume.
+        if (p.step == ActionState::Installing && p.install_started)
+            || p.step == ActionState::RebootPending
+        {
+            // Cut off while its command ran (crash, power loss), or installed and waiting to reboot: it stays
+            // as it is until the window opens.
             p.detail = detail;
             let _ = self.save();
             return;
@@ -83,8 +89,9 @@ impl Agent {
 
     /// Install a held action from its staged payload once more checked: its hash against the verified one, the
     /// anti-rollback rule, a cancel (brought by the `installing` report's check-in) and the window, right before
-    /// the command starts.
-    async fn install(&mut self, id: &str, now: i64) {
+    /// the command starts. `after_reboot`: the package was installed before the reboot it required; only its verify
+    /// runs now (and the rollback when that fails).
+    pub(super) async fn install(&mut self, id: &str, now: i64, after_reboot: bool) {
         let started = Instant::now();
         let Some(target) = self.state.actions.get(id).and_then(|p| p.target.clone()) else {
             return;
@@ -92,25 +99,34 @@ impl Agent {
         let Some(payload) = self.staged_payload(id, &target).await else {
             return;
         };
-        if let Some((step, detail)) = self.refusal(&target.manifest) {
-            self.report(id, step, Outcome::detail(detail)).await;
-            return;
-        }
-        self.report(
-            id,
-            ActionState::Installing,
-            Outcome::detail("running install command"),
-        )
-        .await;
-        if self.cancelled(id) {
-            return;
-        }
-        let Some(p) = self.state.actions.get_mut(id) else {
-            return;
-        };
-        let decision = p.install_decision(later(now, started));
-        if decision != Decision::Install {
-            return self.hold(id, decision).await;
+        if after_reboot {
+            self.report(
+                id,
+                ActionState::RebootPending,
+                Outcome::detail("back from the reboot: running the verify command"),
+            )
+            .await;
+        } else {
+            if let Some((step, detail)) = self.refusal(&target.manifest) {
+                self.report(id, step, Outcome::detail(detail)).await;
+                return;
+            }
+            self.report(
+                id,
+                ActionState::Installing,
+                Outcome::detail("running install command"),
+            )
+            .await;
+            if self.cancelled(id) {
+                return;
+            }
+            let Some(p) = self.state.actions.get_mut(id) else {
+                return;
+            };
+            let decision = p.install_decision(later(now, started));
+            if decision != Decision::Install {
+                return self.hold(id, decision).await;
+            }
         }
         // Where an install cut off by a crash or power loss stands: its leftover command (and any other action's)
         // is waited for, or killed after its timeout, before this one decides anything.
@@ -118,7 +134,11 @@ impl Agent {
         let Some(p) = self.state.actions.get_mut(id) else {
             return;
         };
-        let resume = resume.or(p.install_started.then_some(install::Phase::Install));
+        let resume = if after_reboot {
+            Some(install::Phase::Verify)
+        } else {
+            resume.or(p.install_started.then_some(install::Phase::Install))
+        };
         // Mark the install as started, durably, right before the command runs: without that record a restart
         // could not tell a cut-off install from one that never began, so do not start it.
         p.install_started = true;
@@ -136,7 +156,21 @@ impl Agent {
         if let Some(waited) = waited {
             outcome.detail = format!("{waited}; {}", outcome.detail);
         }
-        if step == ActionState::Succeeded {
+        let reboot = target.manifest.reboot == rollcall_packaging::Reboot::Required;
+        let step = if step == ActionState::Succeeded && reboot && !after_reboot {
+            // Installed and verified; success counts only after the verify that follows the reboot.
+            outcome.detail = format!(
+                "{}; the package requires a reboot, done inside the maintenance window",
+                outcome.detail
+            );
+            ActionState::RebootPending
+        } else {
+            if after_reboot && step == ActionState::Succeeded {
+                outcome.detail = "verified after the reboot".into();
+            }
+            step
+        };
+        if matches!(step, ActionState::Succeeded | ActionState::RebootPending) {
             let manifest = &target.manifest;
             self.state.installed.insert(
                 manifest.name.clone(),
@@ -146,7 +180,10 @@ impl Agent {
                     installed_at: crate::checkin::now(),
                 },
             );
-            if !self.state.payload_needed_by_another(&target.sha256, id) {
+            // Kept until after the reboot: the verify then runs from it.
+            if step == ActionState::Succeeded
+                && !self.state.payload_needed_by_another(&target.sha256, id)
+            {
                 let _ = std::fs::remove_file(&payload);
             }
         }

@@ -13,8 +13,9 @@ mod windows;
 use windows as imp;
 
 pub use imp::{
-    default_config_path, default_data_dir, default_reboot_command, free_space, gated, group_alive,
-    interface_towards, kill_tree, prepare_command, shutdown_signal, start_time,
+    default_boot_id_file, default_config_path, default_data_dir, default_reboot_command,
+    free_space, gated, group_alive, interface_towards, kill_tree, prepare_command, shutdown_signal,
+    start_time,
 };
 
 /// The platform string reported to the controller and matched against package manifests.

@@ -146,6 +146,11 @@ pub fn default_reboot_command() -> Vec<String> {
     vec!["systemctl".into(), "reboot".into()]
 }
 
+/// The kernel's id of this boot.
+pub fn default_boot_id_file() -> PathBuf {
+    PathBuf::from("/proc/sys/kernel/random/boot_id")
+}
+
 /// The operator's settings file.
 pub fn default_config_path() -> PathBuf {
     PathBuf::from("/etc/rollcall/agent.toml")

@@ -54,6 +54,12 @@ pub fn default_reboot_command() -> Vec<String> {
     vec!["shutdown".into(), "/r".into(), "/t".into(), "60".into()]
 }
 
+/// No boot id file on Windows (NOT YET VERIFIED): a file the service writes at boot would do; until then a package
+/// that requires a reboot fails there, saying why.
+pub fn default_boot_id_file() -> PathBuf {
+    default_data_dir().join("boot_id")
+}
+
 /// `%ProgramData%\rollcall\agent.toml`.
 pub fn default_config_path() -> PathBuf {
     let base = std::env::var_os("ProgramData").unwrap_or_else(|| "C:\\ProgramData".into());

@@ -126,7 +126,7 @@ impl ActionRecord {
     /// that started finishes and its outcome is recorded. True when it was cancelled.
     pub fn cancel_before_install(&mut self, detail: String, now: i64) -> bool {
         let before_install = self.state == ActionState::Pending
-            || (self.state.is_in_progress() && self.state != ActionState::Installing);
+            || (self.state.is_in_progress() && !self.state.install_began());
         if !before_install {
             return false;
         }
@@ -194,6 +194,7 @@ mod tests {
                     | ActionState::Downloading
                     | ActionState::Downloaded
             );
+            assert!(!expected || !state.install_began());
             assert_eq!(
                 a.cancel_before_install("stop".into(), 5),
                 expected,

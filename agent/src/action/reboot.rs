@@ -1,0 +1,112 @@
+//! Step 5 of an action whose package requires a reboot: installed and verified, it is `reboot-pending` until the
+//! site's maintenance window is open; then the agent records the reboot (with the boot id it is leaving) on disk,
+//! says so to the controller, and runs the reboot command (the platform's, or `reboot_command` from the settings).
+//! Once the device is back — a different boot id — the verify command runs again, and only that makes it a success.
+
+use std::time::Duration;
+
+use rollcall_proto::ActionState;
+use tracing::{info, warn};
+
+use crate::checkin::Agent;
+use crate::install::runner;
+use crate::state::{Outcome, RebootRequest};
+
+/// How long the reboot command may take to return (the machine usually goes down before it does).
+const REBOOT_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Agent {
+    /// This boot's id (a reboot changes it), or `None` when it cannot be read.
+    fn boot_id(&self) -> Option<String> {
+        std::fs::read_to_string(&self.settings.boot_id_file)
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Reboot for a `reboot-pending` action whose window is open: once.
+    pub(super) async fn reboot(&mut self, id: &str) {
+        let Some(p) = self.state.actions.get(id) else {
+            return;
+        };
+        if p.reboot.is_some() {
+            // Requested already: the device goes down, or went down and came back (see `after_reboot`).
+            return;
+        }
+        let Some(boot_id) = self.boot_id() else {
+            let detail = format!(
+                "cannot read the boot id from {}: a reboot could not be told from a restart",
+                self.settings.boot_id_file.display()
+            );
+            self.report(id, ActionState::Failed, Outcome::detail(detail))
+                .await;
+            return;
+        };
+        let now = crate::checkin::now();
+        if let Some(p) = self.state.actions.get_mut(id) {
+            p.reboot = Some(RebootRequest {
+                requested_at: now,
+                boot_id,
+            });
+        }
+        // On disk, and told, before the machine goes down.
+        if !self
+            .report(
+                id,
+                ActionState::RebootPending,
+                Outcome::detail("rebooting now: the package requires it"),
+            )
+            .await
+        {
+            return;
+        }
+        let command = self.settings.reboot_command.clone();
+        info!(action = %id, command = %command.join(" "), "Rebooting for the installed package.");
+        let ran = runner::run(
+            &command,
+            self.dirs.root(),
+            &[],
+            REBOOT_COMMAND_TIMEOUT,
+            |_| {},
+        )
+        .await;
+        if !ran.success() {
+            warn!(action = %id, "The reboot command failed.");
+            if let Some(p) = self.state.actions.get_mut(id) {
+                p.reboot = None;
+            }
+            let outcome = Outcome {
+                exit_code: ran.exit_code(),
+                detail: format!(
+                    "installed, but {}; the device was not rebooted",
+                    ran.describe("reboot")
+                ),
+                output_tail: ran.tail,
+                ..Outcome::default()
+            };
+            self.report(id, ActionState::Failed, outcome).await;
+        }
+    }
+
+    /// Actions whose reboot has happened (this boot's id differs from the one recorded): verify them now, whatever
+    /// the window — the install and the reboot are done, only the truth is missing.
+    pub(super) async fn after_reboot(&mut self, now: i64) {
+        let Some(boot_id) = self.boot_id() else {
+            return;
+        };
+        let rebooted: Vec<String> = self
+            .state
+            .actions
+            .iter()
+            .filter(|(_, a)| {
+                a.step == ActionState::RebootPending
+                    && a.reboot.as_ref().is_some_and(|r| r.boot_id != boot_id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in rebooted {
+            info!(action = %id, "Back from the reboot: verifying the installed package.");
+            self.install(&id, now, true).await;
+        }
+    }
+}
