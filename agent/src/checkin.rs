@@ -26,6 +26,24 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Inventory is re-collected at most this often.
 const INVENTORY_EVERY: Duration = Duration::from_secs(3600);
 
+/// Why a certificate renewal failed (the old certificate keeps working; the next check-in asks again).
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    #[error("cannot make a new key and CSR: {0}")]
+    Key(#[from] crate::enroll::EnrollError),
+    #[error("the controller did not answer the renewal within {}s", CALL_TIMEOUT.as_secs())]
+    TimedOut,
+    #[error("the controller refused the renewal: {}", .0.message())]
+    Refused(#[from] tonic::Status),
+    #[error("cannot write the new identity {path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Connect(#[from] rollcall_proto::ConnectError),
+}
+
 pub struct Agent {
     pub(crate) dirs: AgentDirs,
     pub(crate) config: AgentConfig,
@@ -143,17 +161,19 @@ impl Agent {
     /// When the controller says the certificate is past half its life: trade a new key's CSR for a new
     /// certificate, replace the identity file atomically and reconnect with it. On failure the old certificate
     /// keeps working and the next check-in asks again.
-    pub(crate) async fn renew(&mut self) -> anyhow::Result<i64> {
+    pub(crate) async fn renew(&mut self) -> Result<i64, RenewError> {
         let (key, csr_der) = crate::enroll::key_and_csr(&self.config.agent_id)?;
         let resp = tokio::time::timeout(
             CALL_TIMEOUT,
             self.client.renew(v1::RenewRequest { csr_der }),
         )
         .await
-        .map_err(|_| anyhow::anyhow!("renewal timed out"))??
+        .map_err(|_| RenewError::TimedOut)??
         .into_inner();
         let pem = crate::enroll::identity_pem(&key, &resp.certificate_der);
-        crate::state::write_atomic(&self.dirs.identity(), pem.as_bytes(), 0o600)?;
+        let path = self.dirs.identity();
+        crate::state::write_atomic(&path, pem.as_bytes(), 0o600)
+            .map_err(|source| RenewError::Write { path, source })?;
         self.channel = connect(&self.dirs, &self.config, &self.settings)?;
         self.client = AgentServiceClient::new(self.channel.clone());
         self.state.cert_not_after = resp.certificate_not_after_unix;

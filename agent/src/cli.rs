@@ -99,7 +99,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(async move {
+    let result: anyhow::Result<()> = runtime.block_on(async move {
         match args.cmd {
             Cmd::Enroll {
                 controller,
@@ -132,7 +132,14 @@ pub fn main() -> ExitCode {
             }
             Cmd::Status { json } => {
                 let settings = crate::config::Settings::load(&settings)?;
-                crate::status::print(&dirs, &settings, json).await
+                // Unwrapped, so a config error is still told apart as a usage error (exit 64).
+                crate::status::print(&dirs, &settings, json)
+                    .await
+                    .map_err(|e| match e {
+                        crate::status::StatusError::Config(c) => anyhow::Error::new(c),
+                        crate::status::StatusError::State(s) => anyhow::Error::new(s),
+                    })?;
+                Ok(())
             }
         }
     });

@@ -12,6 +12,15 @@ use serde_json::json;
 use crate::config::{AgentConfig, AgentDirs, Settings};
 use crate::state::AgentState;
 
+/// Why `status` could not say anything.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}
+
 /// How long the reachability probe waits.
 const PROBE: Duration = Duration::from_secs(3);
 
@@ -71,7 +80,11 @@ fn when(at: i64, now: i64) -> String {
     }
 }
 
-pub async fn print(dirs: &AgentDirs, settings: &Settings, as_json: bool) -> anyhow::Result<()> {
+pub async fn print(
+    dirs: &AgentDirs,
+    settings: &Settings,
+    as_json: bool,
+) -> Result<(), StatusError> {
     let config = AgentConfig::load(dirs)?;
     let state = AgentState::load(&dirs.state())?;
     let now = chrono::Utc::now().timestamp();
@@ -118,7 +131,7 @@ pub async fn print(dirs: &AgentDirs, settings: &Settings, as_json: bool) -> anyh
                 "exit_code": f.exit_code, "output_tail": f.output_tail, "at": f.at,
             })),
         });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!("{value:#}");
         return Ok(());
     }
     println!(
