@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use rollcall_controller::cli::local::{bin, run_ok, LocalAgent, LocalController};
+use rollcall_controller::cli::pkg;
 use rollcall_proto::v1;
 
 /// One process's footprint, from /proc.
@@ -91,6 +92,12 @@ pub async fn agent_footprint(
     .await?;
     let controller = LocalController::serve(&data, interval).await?;
     let admin = controller.admin().await?;
+    // Tokens pin the TUF root: publish one first.
+    let (keys, repo) = (dir.path().join("keys"), dir.path().join("repo"));
+    pkg::keygen(&keys)?;
+    let online = pkg::online_keys_of(&admin).await?;
+    pkg::init_repo(&keys, &repo, &online, Duration::from_secs(86400)).await?;
+    pkg::push(&admin, &repo).await?;
     let token = admin
         .rpc
         .clone()
@@ -162,10 +169,21 @@ pub async fn agent_footprint(
         p.cpu_before = p.settled.cpu_secs;
     }
     tokio::time::sleep(window).await;
+    // /proc counts CPU time in clock ticks (10 ms): a process that used less than one tick in the window shows
+    // as "< one tick per hour".
+    // SAFETY: sysconf only reads a constant of the system.
+    #[allow(unsafe_code)]
+    let tick = 1.0 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let resolution = tick * 3600.0 / window.as_secs_f64();
     let mut rows = Vec::new();
     for p in &procs {
         let now = measure(p.pid)?;
-        let per_hour = (now.cpu_secs - p.cpu_before) * 3600.0 / window.as_secs_f64();
+        let used = now.cpu_secs - p.cpu_before;
+        let per_hour = if used < tick / 2.0 {
+            format!("< {resolution:.3}")
+        } else {
+            format!("{:.3}", used * 3600.0 / window.as_secs_f64())
+        };
         let size = p.binary.as_deref().map(stripped_size).transpose()?;
         rows.push((p.name.clone(), p.settled.clone(), per_hour, size));
     }
@@ -194,7 +212,7 @@ pub async fn agent_footprint(
     );
     for (name, f, per_hour, size) in rows {
         println!(
-            "  {:<16} {:>9.1} {:>9.1} {:>8} {:>12.3} {:>14}",
+            "  {:<16} {:>9.1} {:>9.1} {:>8} {:>12} {:>14}",
             name,
             f.rss_kib as f64 / 1024.0,
             f.pss_kib as f64 / 1024.0,

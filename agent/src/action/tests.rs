@@ -520,3 +520,60 @@ async fn a_download_that_keeps_failing_is_reported_with_the_time_it_started_fail
         "saved with the report"
     );
 }
+
+#[tokio::test]
+async fn a_reboot_happens_only_inside_the_window_once_and_success_waits_for_the_verify_after_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = AgentDirs::new(tmp.path().join("data"));
+    std::fs::create_dir_all(dirs.root()).unwrap();
+    let mut target = staged_package(tmp.path(), &dirs, "");
+    target.manifest.reboot = rollcall_packaging::Reboot::Required;
+    let (boot_id, reboots) = (tmp.path().join("boot_id"), tmp.path().join("reboots"));
+    std::fs::write(&boot_id, "boot-1\n").unwrap();
+    let mut agent = agent(&dirs);
+    agent.settings.boot_id_file = boot_id.clone();
+    agent.settings.reboot_command = vec![
+        "sh".into(),
+        "-c".into(),
+        format!("echo reboot >> {}", reboots.display()),
+    ];
+    let rebooted = || std::fs::read_to_string(&reboots).map_or(0, |t| t.lines().count());
+    let window = (T + 3600, T + 7200);
+    accept(&mut agent.state, &assignment(&[window], window.0), T);
+    downloaded(&mut agent, target);
+    agent
+        .release(ID, T, Some("downloaded and verified".into()))
+        .await;
+    assert_eq!(agent.state.actions[ID].step, ActionState::Downloaded);
+
+    // Inside the window: installed and verified, then reboot-pending (not success).
+    agent.install_due(T + 3601).await;
+    assert_eq!(installed_runs(&dirs), 1);
+    assert_eq!(agent.state.actions[ID].step, ActionState::RebootPending);
+    assert_eq!(rebooted(), 0, "not yet: the next pass reboots");
+
+    // The window has closed: no reboot.
+    agent.install_due(T + 7300).await;
+    assert_eq!(rebooted(), 0, "never outside the window");
+    // Open again: one reboot, recorded with the boot it leaves; a later pass does not reboot again.
+    agent.install_due(T + 3700).await;
+    assert_eq!(rebooted(), 1);
+    let request = agent.state.actions[ID].reboot.clone().unwrap();
+    assert_eq!(request.boot_id, "boot-1");
+    assert_eq!(
+        AgentState::load(&dirs.state()).unwrap().actions[ID].reboot,
+        Some(request),
+        "on disk"
+    );
+    agent.install_due(T + 3800).await;
+    assert_eq!(rebooted(), 1, "once");
+    assert_eq!(agent.state.actions[ID].step, ActionState::RebootPending);
+
+    // Back with a new boot id: the verify runs again and only now it is a success, whatever the window.
+    std::fs::write(&boot_id, "boot-2\n").unwrap();
+    agent.install_due(T + 9000).await;
+    let a = &agent.state.actions[ID];
+    assert_eq!(a.step, ActionState::Succeeded, "{}", a.detail);
+    assert_eq!(a.detail, "verified after the reboot");
+    assert_eq!(installed_runs(&dirs), 1, "not installed again");
+}
