@@ -270,6 +270,15 @@ impl Agent {
         }
         self.controller_wants_inventory = resp.send_inventory;
         self.state.last_checkin = now();
+        if resp.now_unix > 0 {
+            // Said once, and again when it moves by more than a minute (not at every check-in).
+            let skew = self.state.last_checkin - resp.now_unix;
+            let moved = (skew - self.state.clock_skew_secs).abs() > 60;
+            self.state.clock_skew_secs = skew;
+            if let Some(note) = self.state.clock_note().filter(|_| moved) {
+                warn!("{note}");
+            }
+        }
         self.state.checkin_interval_secs = u64::from(resp.checkin_interval_seconds);
         let at = now();
         let mut dropped = 0usize;

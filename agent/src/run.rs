@@ -91,6 +91,13 @@ pub async fn run(
             Err(status) => {
                 let wait = backoff.next_wait_full_jitter();
                 warn!(code = ?status.code(), error = %status.message(), retry_in = ?wait, "Check-in failed.");
+                let text = format!("{status:?}");
+                if text.contains("Expired") || text.contains("NotValidYet") {
+                    warn!(
+                        now = %crate::window::utc_text(now()),
+                        "A certificate is out of its validity at this device's clock: check the device's time (NTP)."
+                    );
+                }
                 wait
             }
         };

@@ -206,6 +206,35 @@ pub struct AgentState {
     /// first. Kept after the action itself is forgotten.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<Report>,
+    /// This device's clock minus the controller's, in seconds, at the last check-in.
+    #[serde(default)]
+    pub clock_skew_secs: i64,
+}
+
+/// A clock off by more than this is called out: in the log, in `status`, and in failures it may explain.
+pub const CLOCK_SKEW_WARN_SECS: i64 = 300;
+
+impl AgentState {
+    /// "this device's clock is 400.0 days ahead of the controller's": when it is off by more than
+    /// [`CLOCK_SKEW_WARN_SECS`].
+    pub fn clock_note(&self) -> Option<String> {
+        let skew = self.clock_skew_secs;
+        if skew.abs() <= CLOCK_SKEW_WARN_SECS {
+            return None;
+        }
+        let way = if skew > 0 { "ahead of" } else { "behind" };
+        let amount = skew.unsigned_abs();
+        let text = if amount >= 2 * 86400 {
+            format!("{:.1} days", amount as f64 / 86400.0)
+        } else if amount >= 7200 {
+            format!("{:.1} hours", amount as f64 / 3600.0)
+        } else {
+            format!("{} minutes", amount / 60)
+        };
+        Some(format!(
+            "this device's clock is {text} {way} the controller's: check its time (NTP)"
+        ))
+    }
 }
 
 impl AgentState {

@@ -126,6 +126,7 @@ pub async fn print(
             "installed": state.installed,
             "in_flight": actions,
             "unsent_reports": state.pending_reports.len(),
+            "clock_skew_secs": state.clock_skew_secs,
             "last_failure": state.last_failure.as_ref().map(|f| json!({
                 "action_id": f.action_id, "state": f.step.as_str(), "detail": f.detail,
                 "exit_code": f.exit_code, "output_tail": f.output_tail, "at": f.at,
@@ -159,6 +160,9 @@ pub async fn print(
         state.checkin_interval_secs
     );
     println!("  unsent reports: {}", state.pending_reports.len());
+    if let Some(note) = state.clock_note() {
+        println!("  clock:         {note}");
+    }
     if state.cert_not_after > 0 {
         let days = (state.cert_not_after - now) as f64 / 86400.0;
         let note = if days < 0.0 {

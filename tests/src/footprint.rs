@@ -19,7 +19,7 @@ pub struct Footprint {
     pub rss_kib: u64,
     pub pss_kib: u64,
     pub threads: u64,
-    /// User + system CPU seconds so far.
+    /// User + system CPU seconds so far, with its waited-for children's.
     pub cpu_secs: f64,
 }
 
@@ -39,8 +39,12 @@ pub fn measure(pid: u32) -> anyhow::Result<Footprint> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let rest = &stat[stat.rfind(')').context("malformed stat")? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat; `rest` starts at field 3.
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // utime, stime, cutime and cstime are fields 14 to 17 of stat (`rest` starts at field 3): the children it waited
+    // for count too (cf-monitord runs ps and ifconfig; an agent's installers are its children).
+    let ticks: u64 = fields[11..15]
+        .iter()
+        .map(|f| f.parse::<u64>())
+        .sum::<Result<u64, _>>()?;
     // SAFETY: sysconf only reads a constant of the system.
     #[allow(unsafe_code)]
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
@@ -126,7 +130,7 @@ pub async fn agent_footprint(
     }];
     let cf_dir = dir.path().join("cfengine");
     if let Some(scripts) = cfengine {
-        let out = Command::new("sh")
+        let out = Command::new("bash")
             .arg(scripts.join("start-cfengine.sh"))
             .arg(&cf_dir)
             .output()
@@ -188,7 +192,7 @@ pub async fn agent_footprint(
         rows.push((p.name.clone(), p.settled.clone(), per_hour, size));
     }
     if cfengine.is_some() {
-        let _ = Command::new("sh")
+        let _ = Command::new("bash")
             .arg(cfengine.unwrap_or(Path::new(".")).join("stop-cfengine.sh"))
             .arg(&cf_dir)
             .status();

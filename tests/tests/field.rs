@@ -382,3 +382,76 @@ async fn a_package_that_requires_a_reboot_succeeds_only_after_the_verify_that_fo
     );
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_clock_far_ahead_is_called_out_in_the_failure_it_causes_and_the_agent_keeps_running(
+) {
+    if Command::new("faketime")
+        .args(["-f", "+0d", "true"])
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        eprintln!("skipped: faketime (Debian package faketime) is not installed");
+        return;
+    }
+    let mut c = Cluster::start().await.unwrap();
+    let token = c.token("north", 1, 600).await.unwrap();
+    let data = c.path("agents/skewed-01");
+    let mut agent = LocalAgent::enroll(&data, &c.controller().url, &token, "skewed-01")
+        .await
+        .unwrap();
+    // 400 days ahead: the controller's TLS certificate (2 years) still verifies, the signed metadata has expired.
+    agent.start_in(&["faketime", "-f", "+400d"]).unwrap();
+    c.agents.push(agent);
+    c.publish(&PackageSpec::marker("app", "1.0", 1))
+        .await
+        .unwrap();
+    let id = c.rollout("app", "1.0", &[&["north"]]).await.unwrap();
+    let s = c.settle(&id).await.unwrap();
+    let d = &s.devices[0];
+    assert_eq!(
+        v1::ActionState::try_from(d.state).unwrap(),
+        v1::ActionState::Failed,
+        "{}",
+        d.detail
+    );
+    assert!(
+        d.detail.starts_with("package failure: TUF metadata refused")
+            && d.detail.contains("expired")
+            && d.detail.contains("(this device's clock is 400.0 days ahead of the controller's: check its time (NTP))"),
+        "{}",
+        d.detail
+    );
+    assert!(!data.join("app.marker").exists(), "nothing installed");
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap();
+    assert!(
+        log.contains("this device's clock is 400.0 days ahead"),
+        "{log}"
+    );
+    assert!(c.agents[0].is_running(), "the agent keeps running");
+    let (_, status) = status_json(&data);
+    let skew = status["clock_skew_secs"].as_i64().unwrap();
+    assert!((skew - 400 * 86400).abs() < 120, "{skew}");
+
+    // A clock in the past: the controller's certificate is not valid yet at this device's time, so nothing gets
+    // through; the log says what to check, and the agent keeps trying.
+    let token = c.token("north", 1, 600).await.unwrap();
+    let past = c.path("agents/past-01");
+    let mut agent = LocalAgent::enroll(&past, &c.controller().url, &token, "past-01")
+        .await
+        .unwrap();
+    agent.start_in(&["faketime", "-f", "-30d"]).unwrap();
+    c.agents.push(agent);
+    let started = std::time::Instant::now();
+    let said = "A certificate is out of its validity at this device's clock: check the device's time (NTP).";
+    let log = loop {
+        let log = std::fs::read_to_string(past.with_extension("log")).unwrap_or_default();
+        if log.contains(said) || started.elapsed() > Duration::from_secs(30) {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(log.contains(said), "{log}");
+    assert!(c.agents[1].is_running());
+    c.stop().await;
+}

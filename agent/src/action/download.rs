@@ -158,7 +158,11 @@ impl Agent {
                 .await;
             return None;
         }
-        let detail = format!("{} failure: {e}", e.cause().as_str());
+        let mut detail = format!("{} failure: {e}", e.cause().as_str());
+        if let Some(note) = self.state.clock_note() {
+            // Expired (or not yet valid) metadata is what a wrong clock looks like.
+            detail = format!("{detail} ({note})");
+        }
         warn!(action = %id, error = %e, cause = e.cause().as_str(), "Fetch failed.");
         self.report(id, ActionState::Failed, Outcome::detail(detail))
             .await;

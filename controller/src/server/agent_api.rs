@@ -208,6 +208,7 @@ impl AgentService for AgentApi {
             acknowledged_reports: acknowledged,
             cancelled_actions: cancelled,
             renew_certificate: caller.renewal_due,
+            now_unix: now,
         }))
     }
 
