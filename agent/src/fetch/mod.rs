@@ -45,8 +45,14 @@ impl Cause {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("TUF metadata refused: {0}")]
-    Metadata(String),
+    #[error("TUF metadata refused: {}", chain(.0.as_ref()))]
+    Metadata(Box<tough::error::Error>),
+    /// The base URLs tough is given did not parse (a build defect, never the network's or the package's).
+    #[error("internal: the transport URL {url} does not parse: {source}")]
+    BaseUrl {
+        url: &'static str,
+        source: url::ParseError,
+    },
     /// The controller could not be reached (or the link dropped) while refreshing metadata.
     #[error("controller unreachable: {0}")]
     Unreachable(String),
@@ -85,9 +91,10 @@ impl FetchError {
         match self {
             FetchError::Unreachable(_) | FetchError::Interrupted { .. } => Cause::Network,
             FetchError::Controller(_) => Cause::Controller,
-            FetchError::Local(_) | FetchError::NoSpace { .. } | FetchError::Io { .. } => {
-                Cause::Local
-            }
+            FetchError::Local(_)
+            | FetchError::NoSpace { .. }
+            | FetchError::Io { .. }
+            | FetchError::BaseUrl { .. } => Cause::Local,
             FetchError::Metadata(_)
             | FetchError::NotSigned(_)
             | FetchError::Manifest { .. }
@@ -105,9 +112,9 @@ impl FetchError {
     }
 
     /// The transport's failure if it had one, or else tough's refusal of what arrived (`refused`).
-    fn of_load(transport: &GrpcTransport, refused: &dyn std::error::Error) -> FetchError {
+    fn of_load(transport: &GrpcTransport, refused: tough::error::Error) -> FetchError {
         transport.take_failure().map_or_else(
-            || FetchError::Metadata(chain(refused)),
+            || FetchError::Metadata(Box::new(refused)),
             FetchError::of_failure,
         )
     }
@@ -175,14 +182,15 @@ pub async fn prepare(
         source,
     })?;
     let transport = GrpcTransport::new(channel.clone(), dirs.downloads(), rate);
-    let metadata = Url::parse(METADATA_BASE).map_err(|e| FetchError::Metadata(e.to_string()))?;
-    let targets = Url::parse(TARGETS_BASE).map_err(|e| FetchError::Metadata(e.to_string()))?;
+    let base =
+        |url: &'static str| Url::parse(url).map_err(|source| FetchError::BaseUrl { url, source });
+    let (metadata, targets) = (base(METADATA_BASE)?, base(TARGETS_BASE)?);
     let repo = RepositoryLoader::new(&root, metadata, targets)
         .transport(transport.clone())
         .datastore(datastore)
         .load()
         .await
-        .map_err(|e| FetchError::of_load(&transport, &e))?;
+        .map_err(|e| FetchError::of_load(&transport, e))?;
     let name =
         TargetName::new(target_name).map_err(|_| FetchError::NotSigned(target_name.to_owned()))?;
     let target = repo
@@ -273,7 +281,7 @@ impl Prepared {
         let mut stream = match repo.read_target(&name).await {
             Ok(Some(s)) => s,
             Ok(None) => return Err(FetchError::NotSigned(target_name.to_owned())),
-            Err(e) => return Err(FetchError::of_load(&transport, &e)),
+            Err(e) => return Err(FetchError::of_load(&transport, e)),
         };
         let mut hasher = Sha256::new();
         let mut done = 0u64;
@@ -379,7 +387,12 @@ mod tests {
                 },
                 Cause::Local,
             ),
-            (FetchError::Metadata("x".into()), Cause::Package),
+            (
+                FetchError::Metadata(Box::new(
+                    tough::TargetName::new("..").unwrap_err(),
+                )),
+                Cause::Package,
+            ),
             (FetchError::NotSigned(target()), Cause::Package),
             (
                 FetchError::Verification {
