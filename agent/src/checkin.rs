@@ -61,6 +61,9 @@ pub struct Agent {
     pub(crate) wake: Arc<Notify>,
     /// How many times the certificate was renewed: whoever holds a channel clone (the watch task) compares it.
     pub(crate) renewals: u64,
+    /// The boot id the reboot command was run in: while it is still this boot, the device is going down and no
+    /// new work starts.
+    pub(crate) rebooting: Option<String>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -136,6 +139,7 @@ impl Agent {
             installing: Arc::default(),
             wake: Arc::default(),
             renewals: 0,
+            rebooting: None,
         }
     }
 

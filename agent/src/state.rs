@@ -286,15 +286,22 @@ impl AgentState {
             path.display(),
             aside.display()
         );
+        // Written back at once: a crash before the next save must not find no state at all.
+        state.save(path)?;
         Ok((state, Some(said)))
     }
 
     /// Save atomically; the file it replaces stays as `state.json.prev`, the copy a corrupt state recovers from.
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
         let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        // The copy being replaced becomes `.prev` atomically (link under a temp name, rename over `.prev`), and
+        // only when there is one: `.prev` is never removed without a replacement.
         let prev = with_suffix(path, "prev");
-        let _ = std::fs::remove_file(&prev);
-        let _ = std::fs::hard_link(path, &prev);
+        let linking = with_suffix(path, "prev.tmp");
+        let _ = std::fs::remove_file(&linking);
+        if std::fs::hard_link(path, &linking).is_ok() {
+            let _ = std::fs::rename(&linking, &prev);
+        }
         write_atomic(path, &bytes, 0o600).map_err(|source| StateError::Write {
             path: path.display().to_string(),
             source,
@@ -591,6 +598,11 @@ mod tests {
             "the copy before the last save"
         );
         assert!(dir.path().join("state.json.corrupt").exists());
+        assert_eq!(
+            AgentState::load(&path).unwrap().installed["app"].release_counter,
+            3,
+            "the recovered state is written back at once"
+        );
 
         // Both unusable: an empty state, said so.
         std::fs::write(&path, b"garbage").unwrap();

@@ -52,7 +52,9 @@ async fn probe(config: &AgentConfig, settings: &Settings) -> Result<String, Stri
         None => {
             let url = url::Url::parse(&config.controller).map_err(|e| e.to_string())?;
             let host = url.host_str().ok_or("no host in the controller URL")?;
-            let port = url.port().ok_or("no port in the controller URL")?;
+            let port = url
+                .port_or_known_default()
+                .ok_or("no port in the controller URL")?;
             ("controller", format!("{host}:{port}"))
         }
     };

@@ -108,7 +108,7 @@ impl Agent {
             Some(proxy) => crate::config::proxy_addr(proxy).ok(),
             None => url::Url::parse(&self.config.controller)
                 .ok()
-                .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port()?))),
+                .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?))),
         };
         let addr = match peer {
             Some(peer) => tokio::net::lookup_host(peer)

@@ -95,6 +95,10 @@ fn later(now: i64, since: Instant) -> i64 {
 impl Agent {
     /// Work through one assignment received at `now`.
     pub async fn process(&mut self, a: &v1::Assignment, now: i64) {
+        if self.going_down() {
+            debug!(action = %a.action_id, "Rebooting: the assignment waits for the agent's next start.");
+            return;
+        }
         let started = Instant::now();
         let id = a.action_id.as_str();
         match accept(&mut self.state, a, now) {
@@ -124,8 +128,12 @@ impl Agent {
 
     /// Install every held action whose window is open at `now`, from its staged payload: needs no controller.
     pub async fn install_due(&mut self, now: i64) {
-        self.after_reboot(now).await;
+        if self.going_down() {
+            return;
+        }
+        // Taken first: verifies after a reboot may take minutes, and the windows are judged at the time they end.
         let started = Instant::now();
+        self.after_reboot(now).await;
         for id in self.state.due_for_install(now) {
             info!(action = %id, "Install may start: installing the held action.");
             self.release(&id, later(now, started), None).await;

@@ -24,6 +24,14 @@ impl Agent {
             .filter(|s| !s.is_empty())
     }
 
+    /// Whether the reboot command ran in this boot: the device is going down, so nothing new starts.
+    pub(super) fn going_down(&mut self) -> bool {
+        if self.rebooting.is_some() && self.rebooting != self.boot_id() {
+            self.rebooting = None;
+        }
+        self.rebooting.is_some()
+    }
+
     /// Reboot for a `reboot-pending` action whose window is open: once.
     pub(super) async fn reboot(&mut self, id: &str) {
         let Some(p) = self.state.actions.get(id) else {
@@ -31,6 +39,12 @@ impl Agent {
         };
         if p.reboot.is_some() {
             // Requested already: the device goes down, or went down and came back (see `after_reboot`).
+            return;
+        }
+        // Nothing a previous agent left running may be cut off by the reboot.
+        let attempt = p.attempt;
+        let waiting = super::release::leftovers(self.dirs.clone(), id.to_owned(), attempt);
+        if self.meanwhile(None, waiting).await.is_none() {
             return;
         }
         let Some(boot_id) = self.boot_id() else {
@@ -49,7 +63,8 @@ impl Agent {
                 boot_id,
             });
         }
-        // On disk, and told, before the machine goes down.
+        // On disk, and told, before the machine goes down; if it cannot be saved, no reboot (the next pass tries
+        // again).
         if !self
             .report(
                 id,
@@ -58,6 +73,9 @@ impl Agent {
             )
             .await
         {
+            if let Some(p) = self.state.actions.get_mut(id) {
+                p.reboot = None;
+            }
             return;
         }
         let command = self.settings.reboot_command.clone();
@@ -67,10 +85,20 @@ impl Agent {
             self.dirs.root(),
             &[],
             REBOOT_COMMAND_TIMEOUT,
-            |_| {},
+            |_| true,
         )
         .await;
-        if !ran.success() {
+        if ran.success() {
+            // The boot it was asked in: once that is no longer this boot, work goes on.
+            self.rebooting = self
+                .state
+                .actions
+                .get(id)
+                .and_then(|p| p.reboot.as_ref())
+                .map(|r| r.boot_id.clone());
+            return;
+        }
+        {
             warn!(action = %id, "The reboot command failed.");
             if let Some(p) = self.state.actions.get_mut(id) {
                 p.reboot = None;

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use super::later;
 use crate::checkin::Agent;
+use crate::config::AgentDirs;
 use crate::install;
 use crate::state::{Installed, Outcome, VerifiedTarget};
 use crate::window::Decision;
@@ -130,12 +131,20 @@ impl Agent {
         }
         // Where an install cut off by a crash or power loss stands: its leftover command (and any other action's)
         // is waited for, or killed after its timeout, before this one decides anything.
-        let (resume, waited) = self.leftovers(id).await;
+        // Waited for beside check-ins: a leftover may run for hours.
+        let attempt = self.state.actions.get(id).map_or(1, |p| p.attempt);
+        let waiting = leftovers(self.dirs.clone(), id.to_owned(), attempt);
+        let Some((resume, waited)) = self.meanwhile(None, waiting).await else {
+            return;
+        };
         let Some(p) = self.state.actions.get_mut(id) else {
             return;
         };
         let resume = if after_reboot {
-            Some(install::Phase::Verify)
+            // A rollback cut off after the reboot goes on; anything else starts with the verify.
+            resume
+                .filter(|r| *r == install::Phase::Rollback)
+                .or(Some(install::Phase::Verify))
         } else {
             resume.or(p.install_started.then_some(install::Phase::Install))
         };
@@ -147,7 +156,7 @@ impl Agent {
         }
         self.installing.store(true, Ordering::SeqCst);
         let (dirs, manifest) = (self.dirs.clone(), target.manifest.clone());
-        let work = install::install(&dirs, id, &manifest, &payload, resume);
+        let work = install::install(&dirs, id, &manifest, &payload, attempt, resume);
         let finished = self.meanwhile(None, work).await;
         self.installing.store(false, Ordering::SeqCst);
         let Some((step, mut outcome)) = finished else {
@@ -194,25 +203,6 @@ impl Agent {
         }
     }
 
-    /// Wait for every command a previous agent left running (journal entries of any action), killing those past
-    /// their timeout. Returns the command `id` was cut off in, and a line saying what was waited for.
-    async fn leftovers(&mut self, id: &str) -> (Option<install::Phase>, Option<String>) {
-        let mut said = None;
-        for entry in install::journal::entries(&self.dirs) {
-            let line = install::journal::wait_for_leftover(&entry, crate::checkin::now).await;
-            if entry.action_id == id {
-                said = line;
-            }
-        }
-        match install::Journal::of(&self.dirs, id).read() {
-            Ok(entry) => (entry.map(|e| e.phase), said),
-            Err(reason) => {
-                warn!(action = %id, reason = %reason, "Treating the install as cut off: verifying first.");
-                (Some(install::Phase::Install), said)
-            }
-        }
-    }
-
     /// The staged payload when it is still exactly what TUF verified. Otherwise it is deleted and the action goes
     /// back to downloading (at its next assignment): nothing unverified ever runs.
     async fn staged_payload(&mut self, id: &str, target: &VerifiedTarget) -> Option<PathBuf> {
@@ -247,5 +237,34 @@ impl Agent {
         }
         let _ = self.save();
         None
+    }
+}
+
+/// Wait for every command a previous agent left running (journal entries of any action), killing those past their
+/// timeout. Returns the command action `id` (at `attempt`) was cut off in, and a line saying what was waited for.
+/// An entry of another attempt of the action says nothing about this one, and is dropped.
+pub(super) async fn leftovers(
+    dirs: AgentDirs,
+    id: String,
+    attempt: u32,
+) -> (Option<install::Phase>, Option<String>) {
+    let mut said = None;
+    for entry in install::journal::entries(&dirs) {
+        let line = install::journal::wait_for_leftover(&entry, crate::checkin::now).await;
+        if entry.action_id == id {
+            said = line;
+        }
+    }
+    let journal = install::Journal::of(&dirs, &id);
+    match journal.read() {
+        Ok(Some(entry)) if entry.attempt != 0 && entry.attempt != attempt => {
+            journal.clear();
+            (None, None)
+        }
+        Ok(entry) => (entry.map(|e| e.phase), said),
+        Err(reason) => {
+            warn!(action = %id, reason = %reason, "Treating the install as cut off: verifying first.");
+            (Some(install::Phase::Install), said)
+        }
     }
 }

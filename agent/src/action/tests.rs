@@ -577,3 +577,26 @@ async fn a_reboot_happens_only_inside_the_window_once_and_success_waits_for_the_
     assert_eq!(a.detail, "verified after the reboot");
     assert_eq!(installed_runs(&dirs), 1, "not installed again");
 }
+
+#[tokio::test]
+async fn a_journal_entry_of_an_earlier_attempt_says_nothing_about_a_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = AgentDirs::new(tmp.path());
+    let journal = crate::install::Journal::of(&dirs, ID);
+    let entry = crate::install::Running {
+        action_id: ID.into(),
+        phase: crate::install::Phase::Rollback,
+        pgid: 0,
+        leader_start: None,
+        started_at: T,
+        timeout_secs: 60,
+        boot_id: None,
+        attempt: 1,
+    };
+    journal.write(&entry).unwrap();
+    let same = super::release::leftovers(dirs.clone(), ID.into(), 1).await;
+    assert_eq!(same, (Some(crate::install::Phase::Rollback), None));
+    let next = super::release::leftovers(dirs.clone(), ID.into(), 2).await;
+    assert_eq!(next, (None, None), "attempt 2 starts from its install");
+    assert_eq!(journal.read(), Ok(None), "the stale entry is dropped");
+}

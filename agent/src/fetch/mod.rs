@@ -388,9 +388,7 @@ mod tests {
                 Cause::Local,
             ),
             (
-                FetchError::Metadata(Box::new(
-                    tough::TargetName::new("..").unwrap_err(),
-                )),
+                FetchError::Metadata(Box::new(tough::TargetName::new("..").unwrap_err())),
                 Cause::Package,
             ),
             (FetchError::NotSigned(target()), Cause::Package),

@@ -50,6 +50,20 @@ pub struct Running {
     pub started_at: i64,
     /// The command's timeout from the signed manifest: a leftover is killed once it has run this long.
     pub timeout_secs: u64,
+    /// The boot it ran in: after a reboot nothing of it can be left, and its group id may name someone else's.
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    /// The attempt it belongs to: an entry of an earlier attempt says nothing about a new one.
+    #[serde(default)]
+    pub attempt: u32,
+}
+
+/// This boot's id (None where it cannot be read).
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string(platform::default_boot_id_file())
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
 }
 
 /// The journal file of one action.
@@ -134,7 +148,9 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 /// Wait for a command this journal says was running when the agent last stopped, until it ends or has run for its
 /// timeout (then its group is killed). Returns a line for the report when there was one.
 pub async fn wait_for_leftover(running: &Running, now: impl Fn() -> i64) -> Option<String> {
-    if running.pgid == 0 || !platform::group_alive(running.pgid, running.leader_start) {
+    let other_boot = running.boot_id.is_some() && running.boot_id != boot_id();
+    if other_boot || running.pgid == 0 || !platform::group_alive(running.pgid, running.leader_start)
+    {
         return None;
     }
     let what = running.phase.as_str();
@@ -189,6 +205,8 @@ mod tests {
             leader_start: platform::start_time(pgid),
             started_at,
             timeout_secs,
+            boot_id: boot_id(),
+            attempt: 1,
         }
     }
 
@@ -246,6 +264,17 @@ mod tests {
         assert!(!marker.exists(), "the whole group was killed");
     }
 
+    #[tokio::test]
+    async fn an_entry_from_another_boot_is_never_waited_for_or_killed() {
+        let (mut child, pid) = spawn_group("sleep 30");
+        let mut e = entry(pid, 0, 5);
+        e.boot_id = Some("a-boot-before-this-one".into());
+        assert_eq!(wait_for_leftover(&e, || 10).await, None);
+        assert!(platform::group_alive(pid, e.leader_start), "left alone");
+        platform::kill_tree(pid);
+        child.wait().unwrap();
+    }
+
     #[test]
     fn a_reused_pid_is_not_taken_for_the_installer() {
         let (mut child, pid) = spawn_group("sleep 30");
@@ -256,8 +285,15 @@ mod tests {
             !platform::group_alive(pid, start.map(|s| s + 1)),
             "a process with this pid but another start time is not our installer"
         );
-        child.kill().unwrap();
+        platform::kill_tree(pid);
         child.wait().unwrap();
-        assert!(!platform::group_alive(pid, start));
+        let gone = std::time::Instant::now();
+        while platform::group_alive(pid, start) && gone.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            !platform::group_alive(pid, start),
+            "the whole group is gone"
+        );
     }
 }

@@ -91,13 +91,16 @@ impl Step {
         }
     }
 
-    /// The command this step runs, or the result when there is none to run.
+    /// The command this step runs — with the phase the journal records for it — or the result when there is none
+    /// to run. A recheck runs verify but is journaled as install: cut off again, it is still an install whose end
+    /// is unknown (verify first, install again only if that fails).
     fn command(
         self,
         manifest: &Manifest,
     ) -> Result<(Phase, &rollcall_packaging::Command, Step), Step> {
         match self {
-            Step::Recheck | Step::Verify => Ok((Phase::Verify, &manifest.verify, self)),
+            Step::Recheck => Ok((Phase::Install, &manifest.verify, self)),
+            Step::Verify => Ok((Phase::Verify, &manifest.verify, self)),
             Step::Install => Ok((Phase::Install, &manifest.install, self)),
             Step::Undo { failure, exit_code } => match &manifest.rollback {
                 Some(rollback) => {
@@ -127,6 +130,7 @@ pub async fn install(
     action_id: &str,
     manifest: &Manifest,
     payload: &Path,
+    attempt: u32,
     resume: Option<Phase>,
 ) -> (ActionState, Outcome) {
     // The action id comes from the network: never use it as a path. A hash names the folder.
@@ -173,7 +177,17 @@ pub async fn install(
                 continue;
             }
         };
-        let ran = match run_journaled(&journal, action_id, phase, command, &work, &env).await {
+        let running = Running {
+            action_id: action_id.to_owned(),
+            phase,
+            pgid: 0,
+            leader_start: None,
+            started_at: 0,
+            timeout_secs: 0,
+            boot_id: journal::boot_id(),
+            attempt,
+        };
+        let ran = match run_journaled(&journal, running, command, &work, &env).await {
             Ok(ran) => ran,
             Err(e) => {
                 let detail = format!(
@@ -197,30 +211,35 @@ pub async fn install(
 /// Run one signed command, recorded in the journal before it starts and with its process group once it runs.
 async fn run_journaled(
     journal: &Journal,
-    action_id: &str,
-    phase: Phase,
+    mut running: Running,
     command: &rollcall_packaging::Command,
     work: &Path,
     env: &[(String, String)],
 ) -> std::io::Result<RunResult> {
-    let mut running = Running {
-        action_id: action_id.to_owned(),
-        phase,
-        pgid: 0,
-        leader_start: None,
-        started_at: crate::checkin::now(),
-        timeout_secs: command.timeout_secs,
-    };
+    let action_id = running.action_id.clone();
+    running.started_at = crate::checkin::now();
+    running.timeout_secs = command.timeout_secs;
     journal.write(&running)?;
     let timeout = Duration::from_secs(command.timeout_secs);
+    // Without its process group on disk a restart could not wait for the command: then it does not start.
+    let mut unrecorded = None;
     let started = |pid: u32| {
         running.pgid = pid;
         running.leader_start = crate::platform::start_time(pid);
-        if let Err(e) = journal.write(&running) {
-            warn!(action = %action_id, error = %e, "Cannot record the installer's process group; a restart could not wait for it.");
+        match journal.write(&running) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(action = %action_id, error = %e, "Cannot record the installer's process group: not starting it.");
+                unrecorded = Some(e);
+                false
+            }
         }
     };
-    Ok(runner::run(&command.command, work, env, timeout, started).await)
+    let ran = runner::run(&command.command, work, env, timeout, started).await;
+    match unrecorded {
+        Some(e) => Err(e),
+        None => Ok(ran),
+    }
 }
 
 #[cfg(all(test, unix))]
@@ -251,7 +270,7 @@ mod tests {
         let (manifest, payload) = package(tmp.path(), "touch \"$ROLLCALL_DATA_DIR/ok\"\n");
         let dirs = AgentDirs::new(&data);
         for id in ["..", ".", "", "../../etc", "r1/../../x"] {
-            let (step, outcome) = install(&dirs, id, &manifest, &payload, None).await;
+            let (step, outcome) = install(&dirs, id, &manifest, &payload, 1, None).await;
             assert_eq!(step, ActionState::Succeeded, "{id:?}: {}", outcome.detail);
             assert!(
                 data.join("identity/client.pem").exists(),
@@ -274,6 +293,7 @@ mod tests {
             "r1/a",
             &manifest,
             &payload,
+            1,
             None,
         )
         .await;
@@ -295,7 +315,7 @@ mod tests {
         );
         let dirs = AgentDirs::new(&data);
         let (step, outcome) =
-            install(&dirs, "r1/a", &manifest, &payload, Some(Phase::Install)).await;
+            install(&dirs, "r1/a", &manifest, &payload, 1, Some(Phase::Install)).await;
         assert_eq!(step, ActionState::Succeeded, "{}", outcome.detail);
         assert!(outcome.detail.contains("verified after an agent restart"));
         assert!(
@@ -304,7 +324,7 @@ mod tests {
         );
 
         std::fs::remove_file(data.join("ok")).unwrap();
-        let (step, _) = install(&dirs, "r1/a", &manifest, &payload, Some(Phase::Install)).await;
+        let (step, _) = install(&dirs, "r1/a", &manifest, &payload, 1, Some(Phase::Install)).await;
         assert_eq!(
             step,
             ActionState::Failed,

@@ -64,12 +64,13 @@ impl RunResult {
 
 /// Run `argv` in `cwd` with extra `env`, killing its whole process tree after `timeout`. `started` is told the
 /// command's pid (its process group) as soon as it runs, before anything is waited for: the journal records it.
+/// The command itself starts only when `started` returns true; on false it exits 125 without running.
 pub async fn run(
     argv: &[String],
     cwd: &Path,
     env: &[(String, String)],
     timeout: Duration,
-    started: impl FnOnce(u32),
+    started: impl FnOnce(u32) -> bool,
 ) -> RunResult {
     let Some(program) = argv.first() else {
         return RunResult {
@@ -118,13 +119,13 @@ pub async fn run(
         tail.push_back(line);
     };
     let pid = child.id();
-    if let Some(pid) = pid {
-        started(pid);
-    }
-    // The journal holds the process group now: let the command start.
+    let go = pid.is_some_and(started);
+    // The journal holds the process group now: let the command start (or close the gate unopened).
     if let Some(mut gate) = child.stdin.take() {
-        use tokio::io::AsyncWriteExt;
-        let _ = gate.write_all(b"go\n").await;
+        if go {
+            use tokio::io::AsyncWriteExt;
+            let _ = gate.write_all(b"go\n").await;
+        }
     }
     // Wait for the process (collecting output meanwhile), not for its pipes: a child it left running (a service it
     // started) may keep them open.
@@ -218,7 +219,7 @@ mod tests {
             dir.path(),
             &[],
             Duration::from_secs(10),
-            |_| {},
+            |_| true,
         )
         .await;
         assert_eq!(r.exit, Exit::Code(3));
@@ -246,7 +247,7 @@ mod tests {
             dir.path(),
             &[],
             Duration::from_millis(300),
-            |_| {},
+            |_| true,
         )
         .await;
         assert!(matches!(r.exit, Exit::TimedOut(_)), "{:?}", r.exit);
@@ -271,7 +272,7 @@ mod tests {
             dir.path(),
             &[],
             Duration::from_secs(30),
-            |_| {},
+            |_| true,
         )
         .await;
         assert_eq!(
@@ -318,7 +319,7 @@ mod tests {
             dir.path(),
             &[],
             Duration::from_secs(5),
-            |_| {},
+            |_| true,
         )
         .await;
         assert!(matches!(r.exit, Exit::NotStarted(_)));
@@ -328,7 +329,7 @@ mod tests {
             dir.path(),
             &[],
             Duration::from_secs(5),
-            |_| {},
+            |_| true,
         )
         .await;
         assert_eq!(
