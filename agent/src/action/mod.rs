@@ -128,6 +128,7 @@ impl Agent {
 
     /// Install every held action whose window is open at `now`, from its staged payload: needs no controller.
     pub async fn install_due(&mut self, now: i64) {
+        self.reboot_overdue(now).await;
         if self.going_down() {
             return;
         }

@@ -14,6 +14,8 @@ use crate::state::{Outcome, RebootRequest};
 
 /// How long the reboot command may take to return (the machine usually goes down before it does).
 const REBOOT_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// A device still in the same boot this long after its reboot command returned did not reboot.
+const REBOOT_GRACE_SECS: i64 = 30 * 60;
 
 impl Agent {
     /// This boot's id (a reboot changes it), or `None` when it cannot be read.
@@ -32,8 +34,8 @@ impl Agent {
         self.rebooting.is_some()
     }
 
-    /// Reboot for a `reboot-pending` action whose window is open: once.
-    pub(super) async fn reboot(&mut self, id: &str) {
+    /// Reboot for a `reboot-pending` action whose window is open (decided at `now`): once.
+    pub(super) async fn reboot(&mut self, id: &str, now: i64) {
         let Some(p) = self.state.actions.get(id) else {
             return;
         };
@@ -56,7 +58,6 @@ impl Agent {
                 .await;
             return;
         };
-        let now = crate::checkin::now();
         if let Some(p) = self.state.actions.get_mut(id) {
             p.reboot = Some(RebootRequest {
                 requested_at: now,
@@ -113,6 +114,39 @@ impl Agent {
                 ..Outcome::default()
             };
             self.report(id, ActionState::Failed, outcome).await;
+        }
+    }
+
+    /// Actions whose reboot was asked for at least [`REBOOT_GRACE_SECS`] before `now` while this is still the same
+    /// boot: the reboot did not happen. They fail, saying so, and the agent takes work again.
+    pub(super) async fn reboot_overdue(&mut self, now: i64) {
+        let Some(boot_id) = self.boot_id() else {
+            return;
+        };
+        let overdue: Vec<String> = self
+            .state
+            .actions
+            .iter()
+            .filter(|(_, a)| {
+                a.step == ActionState::RebootPending
+                    && a.reboot.as_ref().is_some_and(|r| {
+                        r.boot_id == boot_id && now - r.requested_at >= REBOOT_GRACE_SECS
+                    })
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in overdue {
+            warn!(action = %id, "The device did not reboot after the reboot command.");
+            if let Some(p) = self.state.actions.get_mut(&id) {
+                p.reboot = None;
+            }
+            self.rebooting = None;
+            let detail = format!(
+                "installed, but the device did not reboot within {} minutes of the reboot command; reboot it, then retry",
+                REBOOT_GRACE_SECS / 60
+            );
+            self.report(&id, ActionState::Failed, Outcome::detail(detail))
+                .await;
         }
     }
 

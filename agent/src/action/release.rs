@@ -29,7 +29,7 @@ impl Agent {
             return self.hold(id, decision).await;
         }
         if self.state.actions.get(id).map(|p| p.step) == Some(ActionState::RebootPending) {
-            return self.reboot(id).await;
+            return self.reboot(id, now).await;
         }
         if let Some(detail) = downloaded {
             let length = self.target_length(id);

@@ -600,3 +600,41 @@ async fn a_journal_entry_of_an_earlier_attempt_says_nothing_about_a_new_one() {
     assert_eq!(next, (None, None), "attempt 2 starts from its install");
     assert_eq!(journal.read(), Ok(None), "the stale entry is dropped");
 }
+
+#[tokio::test]
+async fn a_device_that_does_not_reboot_after_the_reboot_command_fails_saying_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = AgentDirs::new(tmp.path().join("data"));
+    std::fs::create_dir_all(dirs.root()).unwrap();
+    let mut target = staged_package(tmp.path(), &dirs, "");
+    target.manifest.reboot = rollcall_packaging::Reboot::Required;
+    let boot_id = tmp.path().join("boot_id");
+    std::fs::write(&boot_id, "boot-1\n").unwrap();
+    let mut agent = agent(&dirs);
+    agent.settings.boot_id_file = boot_id;
+    // A reboot command that returns 0 and does nothing.
+    agent.settings.reboot_command = vec!["true".into()];
+    accept(&mut agent.state, &assignment(&[], 0), T);
+    downloaded(&mut agent, target);
+    agent
+        .release(ID, T, Some("downloaded and verified".into()))
+        .await;
+    assert_eq!(agent.state.actions[ID].step, ActionState::RebootPending);
+    agent.install_due(T + 1).await;
+    assert!(agent.state.actions[ID].reboot.is_some(), "asked");
+    agent.install_due(T + 600).await;
+    assert_eq!(
+        agent.state.actions[ID].step,
+        ActionState::RebootPending,
+        "still waiting after 10 minutes"
+    );
+    agent.install_due(T + 1 + 30 * 60).await;
+    let a = &agent.state.actions[ID];
+    assert_eq!(a.step, ActionState::Failed);
+    assert!(
+        a.detail.contains("did not reboot within 30 minutes"),
+        "{}",
+        a.detail
+    );
+    assert_eq!(agent.rebooting, None, "the agent takes work again");
+}
