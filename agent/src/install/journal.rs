@@ -159,8 +159,14 @@ pub async fn wait_for_leftover(running: &Running, now: impl Fn() -> i64) -> Opti
     let deadline = running
         .started_at
         .saturating_add(i64::try_from(running.timeout_secs).unwrap_or(i64::MAX));
+    // How long it has run: by the boot clock from its leader's start (the same boot, checked above), which a
+    // stepped wall clock cannot stretch; by the wall clock where that is unknown.
+    let overdue = || match running.leader_start.and_then(platform::seconds_since_start) {
+        Some(ran) => ran >= running.timeout_secs,
+        None => now() >= deadline,
+    };
     while platform::group_alive(running.pgid, running.leader_start) {
-        if now() >= deadline {
+        if overdue() {
             warn!(action = %running.action_id, pgid = running.pgid, command = what,
                 "The leftover {what} command ran past its timeout: killing its process group.");
             platform::kill_tree(running.pgid);
@@ -251,16 +257,17 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let marker = tmp.path().join("child-survived");
         let (mut child, pid) =
-            spawn_group(&format!("(sleep 2; touch {}) & sleep 60", marker.display()));
+            spawn_group(&format!("(sleep 4; touch {}) & sleep 60", marker.display()));
         let reaper = std::thread::spawn(move || child.wait());
-        // Started at 0 with a 5 s timeout; it is now 10: past it.
-        let said = wait_for_leftover(&entry(pid, 0, 5), || 10).await.unwrap();
+        // A 1 s timeout, judged by the boot clock from the leader's start; the wall clock given here (which says
+        // it has not started yet) does not count where the boot clock is known.
+        let said = wait_for_leftover(&entry(pid, 100, 1), || 0).await.unwrap();
         assert!(
-            said.contains("ran past its 5s timeout and was killed"),
+            said.contains("ran past its 1s timeout and was killed"),
             "{said}"
         );
         reaper.join().unwrap().unwrap();
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
         assert!(!marker.exists(), "the whole group was killed");
     }
 

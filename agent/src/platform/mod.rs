@@ -14,8 +14,8 @@ use windows as imp;
 
 pub use imp::{
     default_boot_id_file, default_config_path, default_data_dir, default_reboot_command,
-    free_space, gated, group_alive, interface_towards, kill_tree, prepare_command, shutdown_signal,
-    start_time,
+    free_space, gated, group_alive, interface_towards, kill_tree, prepare_command,
+    seconds_since_start, shutdown_signal, start_time,
 };
 
 /// The platform string reported to the controller and matched against package manifests.

@@ -120,6 +120,23 @@ pub fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Seconds since a process of this boot started at `start` (its [`start_time`]), from the boot clock: unlike the
+/// wall clock, it cannot be stepped back or forward.
+pub fn seconds_since_start(start: u64) -> Option<u64> {
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf only reads a constant of the system.
+    #[allow(unsafe_code)]
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
+    let up_ticks = (uptime * hz as f64) as u64;
+    Some(up_ticks.saturating_sub(start) / hz)
+}
+
 /// Whether any process is left in the process group an installer led (`pgid`, started at `leader_start`).
 /// A live process with the leader's pid but another start time means the group ended and the pid was reused
 /// (the kernel never hands out a pid that still names a group): then nothing of ours is left.
