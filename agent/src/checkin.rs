@@ -64,6 +64,8 @@ pub struct Agent {
     /// The boot id the reboot command was run in: while it is still this boot, the device is going down and no
     /// new work starts.
     pub(crate) rebooting: Option<String>,
+    /// `next_report_seq` at the last successful save: reports up to it are on disk.
+    saved_seq: u64,
 }
 
 impl std::fmt::Debug for Agent {
@@ -127,6 +129,7 @@ impl Agent {
         channel: Channel,
         state: AgentState,
     ) -> Agent {
+        let saved_seq = state.next_report_seq;
         Agent {
             client: AgentServiceClient::new(channel.clone()),
             channel,
@@ -140,14 +143,18 @@ impl Agent {
             wake: Arc::default(),
             renewals: 0,
             rebooting: None,
+            // What was loaded is on disk.
+            saved_seq,
         }
     }
 
     /// Persist the state. Callers that are about to act on it stop when this fails.
-    pub(crate) fn save(&self) -> Result<(), crate::state::StateError> {
+    pub(crate) fn save(&mut self) -> Result<(), crate::state::StateError> {
         self.state.save(&self.dirs.state()).inspect_err(|e| {
             warn!(error = %e, "Cannot save agent state.");
-        })
+        })?;
+        self.saved_seq = self.state.next_report_seq;
+        Ok(())
     }
 
     fn current_inventory(&mut self) -> (v1::Inventory, String) {
@@ -244,8 +251,10 @@ impl Agent {
         let (inv, hash) = self.current_inventory();
         let send_inventory =
             self.controller_wants_inventory || self.state.inventory_hash_sent != hash;
-        // A report leaves only once it is on disk: if the state cannot be saved, none goes this time.
-        let reports = if self.state.pending_reports.is_empty() || self.save().is_ok() {
+        // A report leaves only once it is on disk: reports recorded since the last save are saved first (a
+        // `report()` has saved them already), and if that fails none goes this time.
+        let unsaved = self.state.next_report_seq > self.saved_seq;
+        let reports = if !unsaved || self.save().is_ok() {
             self.state
                 .pending_reports
                 .iter()

@@ -181,7 +181,7 @@ async fn stopped_during<S: Future<Output = ()>>(
 }
 
 /// The one way out: end the watch task, save, say so.
-async fn stop(agent: Agent, watcher: Option<Watcher>) -> Result<(), RunError> {
+async fn stop(mut agent: Agent, watcher: Option<Watcher>) -> Result<(), RunError> {
     if let Some(watcher) = watcher {
         watcher.stop().await;
     }

@@ -175,6 +175,14 @@ impl Cluster {
             .token)
     }
 
+    /// Enroll one agent at `site` as `hostname` (data dir `agents/<hostname>`), not started: a test that gives it
+    /// settings, a wrapper or a controller URL of its own starts it itself.
+    pub async fn enroll(&self, site: &str, hostname: &str) -> anyhow::Result<LocalAgent> {
+        let token = self.token(site, 1, 600).await?;
+        let data = self.path(&format!("agents/{hostname}"));
+        LocalAgent::enroll(&data, &self.controller().url, &token, hostname).await
+    }
+
     /// Enroll `count` agents at `site` and start them. Returns their data dirs.
     pub async fn add_agents(&mut self, site: &str, count: usize) -> anyhow::Result<Vec<PathBuf>> {
         let token = self.token(site, count as u32, 600).await?;
@@ -320,6 +328,19 @@ pub fn sites_wave(sites: &[&str]) -> v1::WaveSpec {
         sites: sites.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     }
+}
+
+/// `len` bytes that gzip cannot shrink (xorshift from `seed`): a payload with a middle to interrupt.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 /// The agent's local state file, parsed.

@@ -9,7 +9,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rollcall_controller::cli::local::LocalAgent;
 use rollcall_proto::v1;
 use rollcall_tests::proxy::{Proxy, Shape};
 use rollcall_tests::{agent_state, files_in, Cluster, PackageSpec};
@@ -238,11 +237,8 @@ async fn killed_after_the_download_it_installs_from_the_staged_payload_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_during_the_download_it_resumes_from_the_partial_file() {
     let mut c = Cluster::start().await.unwrap();
-    let token = c.token("north", 1, 600).await.unwrap();
+    let mut agent = c.enroll("north", "north-01").await.unwrap();
     let data = c.path("agents/north-01");
-    let mut agent = LocalAgent::enroll(&data, &c.controller().url, &token, "north-01")
-        .await
-        .unwrap();
     for gate in ["install", "verify", "rollback"] {
         open_gate(&data, gate);
     }
@@ -266,15 +262,7 @@ async fn killed_during_the_download_it_resumes_from_the_partial_file() {
     spec.rollback = Some(&rollback);
     let payload_dir = c.path("src/app-1.0/payload");
     std::fs::create_dir_all(&payload_dir).unwrap();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let noise: Vec<u8> = (0..1_500_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = rollcall_tests::noise(1_500_000, 0x9e37_79b9_7f4a_7c15u64);
     std::fs::write(payload_dir.join("blob.bin"), &noise).unwrap();
     c.publish(&spec).await.unwrap();
     let id = c.rollout("app", "1.0", &[&["north"]]).await.unwrap();

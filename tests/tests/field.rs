@@ -5,7 +5,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use rollcall_controller::cli::local::LocalAgent;
 use rollcall_proto::v1;
 use rollcall_tests::{files_in, Cluster, PackageSpec};
 
@@ -40,24 +39,13 @@ async fn a_download_that_does_not_fit_on_the_disk_fails_with_its_reason_and_leav
         );
         return;
     };
-    let token = c.token("north", 1, 600).await.unwrap();
-    let mut agent = LocalAgent::enroll(&data, &c.controller().url, &token, "full-01")
-        .await
-        .unwrap();
+    let mut agent = c.enroll("north", "full-01").await.unwrap();
     agent.start().unwrap();
     c.agents.push(agent);
 
     let payload_dir = c.path("src/big-1.0/payload");
     std::fs::create_dir_all(&payload_dir).unwrap();
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let noise: Vec<u8> = (0..3_000_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = rollcall_tests::noise(3_000_000, 0x2545_f491_4f6c_dd1du64);
     std::fs::write(payload_dir.join("blob.bin"), &noise).unwrap();
     c.publish(&PackageSpec::marker("big", "1.0", 1))
         .await
@@ -95,11 +83,8 @@ async fn a_download_that_does_not_fit_on_the_disk_fails_with_its_reason_and_leav
 async fn behind_an_http_proxy_the_agent_tunnels_through_connect() {
     let mut c = Cluster::start().await.unwrap();
     let proxy = rollcall_tests::proxy::ConnectProxy::start().await.unwrap();
-    let token = c.token("north", 1, 600).await.unwrap();
+    let mut agent = c.enroll("north", "proxied-01").await.unwrap();
     let data = c.path("agents/proxied-01");
-    let mut agent = LocalAgent::enroll(&data, &c.controller().url, &token, "proxied-01")
-        .await
-        .unwrap();
     std::fs::write(
         data.with_extension("toml"),
         format!("proxy = \"{}\"\n", proxy.url()),
@@ -130,13 +115,10 @@ async fn behind_an_http_proxy_the_agent_tunnels_through_connect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_settings_file_stops_the_agent_at_start_naming_the_key() {
     let c = Cluster::start().await.unwrap();
-    let token = c.token("north", 1, 600).await.unwrap();
+    c.enroll("north", "typo-01").await.unwrap();
     let data = c.path("agents/typo-01");
-    LocalAgent::enroll(&data, &c.controller().url, &token, "typo-01")
-        .await
-        .unwrap();
     let settings = data.with_extension("toml");
-    std::fs::write(&settings, "proxy = \"socks5://127.0.0.1:1080\"\n").unwrap();
+    std::fs::write(&settings, "proxy = \"socks5://localhost\"\n").unwrap();
     let before = |name: &str| std::fs::read(data.join(name)).ok();
     let (config, state) = (before("agent.toml"), before("state.json"));
     let out = Command::new(rollcall_tests::bin("rollcall-agent").unwrap())
@@ -161,11 +143,8 @@ async fn a_bad_settings_file_stops_the_agent_at_start_naming_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_metered_link_a_large_download_waits_unless_the_rollout_is_urgent() {
     let mut c = Cluster::start().await.unwrap();
-    let token = c.token("north", 1, 600).await.unwrap();
+    let mut agent = c.enroll("north", "mdc-01").await.unwrap();
     let data = c.path("agents/mdc-01");
-    let mut agent = LocalAgent::enroll(&data, &c.controller().url, &token, "mdc-01")
-        .await
-        .unwrap();
     // The controller is reached through lo here: call lo the cellular link.
     std::fs::write(
         data.with_extension("toml"),
@@ -176,9 +155,7 @@ async fn on_a_metered_link_a_large_download_waits_unless_the_rollout_is_urgent()
     c.agents.push(agent);
     let payload_dir = c.path("src/app-1.0/payload");
     std::fs::create_dir_all(&payload_dir).unwrap();
-    let noise: Vec<u8> = (0..200_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8 ^ (i >> 3) as u8)
-        .collect();
+    let noise = rollcall_tests::noise(200_000, 7);
     std::fs::write(payload_dir.join("blob.bin"), &noise).unwrap();
     c.publish(&PackageSpec::marker("app", "1.0", 1))
         .await
@@ -309,11 +286,8 @@ async fn status_tells_the_technician_what_runs_what_failed_and_whether_the_contr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_package_that_requires_a_reboot_succeeds_only_after_the_verify_that_follows_the_reboot() {
     let mut c = Cluster::start().await.unwrap();
-    let token = c.token("north", 1, 600).await.unwrap();
+    let mut agent = c.enroll("north", "desk-01").await.unwrap();
     let data = c.path("agents/desk-01");
-    let mut agent = LocalAgent::enroll(&data, &c.controller().url, &token, "desk-01")
-        .await
-        .unwrap();
     // The "reboot": wait for the test's go, count it, and come back with a new boot id.
     let boot_id = c.path("boot_id");
     std::fs::write(&boot_id, "boot-1\n").unwrap();
@@ -395,11 +369,8 @@ async fn a_device_clock_far_ahead_is_called_out_in_the_failure_it_causes_and_the
         return;
     }
     let mut c = Cluster::start().await.unwrap();
-    let token = c.token("north", 1, 600).await.unwrap();
+    let mut agent = c.enroll("north", "skewed-01").await.unwrap();
     let data = c.path("agents/skewed-01");
-    let mut agent = LocalAgent::enroll(&data, &c.controller().url, &token, "skewed-01")
-        .await
-        .unwrap();
     // 400 days ahead: the controller's TLS certificate (2 years) still verifies, the signed metadata has expired.
     agent.start_in(&["faketime", "-f", "+400d"]).unwrap();
     c.agents.push(agent);
@@ -435,11 +406,8 @@ async fn a_device_clock_far_ahead_is_called_out_in_the_failure_it_causes_and_the
 
     // A clock in the past: the controller's certificate is not valid yet at this device's time, so nothing gets
     // through; the log says what to check, and the agent keeps trying.
-    let token = c.token("north", 1, 600).await.unwrap();
+    let mut agent = c.enroll("north", "past-01").await.unwrap();
     let past = c.path("agents/past-01");
-    let mut agent = LocalAgent::enroll(&past, &c.controller().url, &token, "past-01")
-        .await
-        .unwrap();
     agent.start_in(&["faketime", "-f", "-30d"]).unwrap();
     c.agents.push(agent);
     let started = std::time::Instant::now();

@@ -8,7 +8,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rollcall_controller::cli::local::LocalAgent;
 use rollcall_proto::v1;
 use rollcall_tests::netns::Link;
 use rollcall_tests::proxy::{Proxy, Shape};
@@ -63,11 +62,8 @@ async fn a_20_mib_package_crosses_a_slow_dropping_link_that_goes_down_twice_and_
     let relay = Proxy::start_on(listener, upstream, shape, 7).unwrap();
     link.shape("1mbit").unwrap();
 
-    let token = c.token("north", 1, 600).await.unwrap();
+    let mut agent = c.enroll("north", "mdc-01").await.unwrap();
     let data = c.path("agents/mdc-01");
-    let mut agent = LocalAgent::enroll(&data, &c.controller().url, &token, "mdc-01")
-        .await
-        .unwrap();
     let config = std::fs::read_to_string(data.join("agent.toml")).unwrap();
     let config = config.replace(&c.controller().url, &format!("https://{}", relay.addr));
     std::fs::write(data.join("agent.toml"), config).unwrap();
@@ -78,15 +74,7 @@ async fn a_20_mib_package_crosses_a_slow_dropping_link_that_goes_down_twice_and_
     spec.install = "echo run >> \"$ROLLCALL_DATA_DIR/install-runs\"\necho \"$ROLLCALL_VERSION\" > \"$ROLLCALL_DATA_DIR/big.marker\"";
     let payload_dir = c.path("src/big-1.0/payload");
     std::fs::create_dir_all(&payload_dir).unwrap();
-    let mut x = 0x853c_49e6_748f_ea9bu64;
-    let noise: Vec<u8> = (0..PAYLOAD)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = rollcall_tests::noise(PAYLOAD, 0x853c_49e6_748f_ea9bu64);
     std::fs::write(payload_dir.join("blob.bin"), &noise).unwrap();
     c.publish(&spec).await.unwrap();
     let id = c.rollout("big", "1.0", &[&["north"]]).await.unwrap();
