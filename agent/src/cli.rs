@@ -37,14 +37,22 @@ struct Args {
 enum Cmd {
     /// Enroll with a one-time token from `rollcall-controller token create`.
     Enroll {
-        /// Controller URL, https://HOST:PORT.
+        /// Controller URL, https://HOST:PORT (with --again: the one stored at enrollment unless given).
         #[arg(long)]
-        controller: String,
+        controller: Option<String>,
+        /// A file holding the token, or `-` for standard input: the token never lands in shell history or `ps`.
+        #[arg(long, value_name = "FILE", conflicts_with = "token")]
+        token_file: Option<PathBuf>,
+        /// The token itself (visible in shell history and `ps`; prefer --token-file).
         #[arg(long)]
-        token: String,
+        token: Option<String>,
         /// Name to report instead of this machine's hostname.
         #[arg(long)]
         hostname: Option<String>,
+        /// Enroll an already enrolled agent again (its certificate expired while it was offline, or was
+        /// revoked): new identity, same installed packages and history.
+        #[arg(long)]
+        again: bool,
     },
     /// Run the agent until SIGTERM / SIGINT.
     Run {
@@ -103,16 +111,38 @@ pub fn main() -> ExitCode {
         match args.cmd {
             Cmd::Enroll {
                 controller,
+                token_file,
                 token,
                 hostname,
+                again,
             } => {
+                let dirs = AgentDirs::new(absolute(dirs.root()));
+                let token = match (token, token_file) {
+                    (Some(token), None) => token,
+                    (None, Some(file)) => read_token(&file)?,
+                    _ => {
+                        return Err(usage(
+                            "give the token with --token-file FILE (or - for standard input)",
+                        ))
+                    }
+                };
+                let existing = if again {
+                    Some(
+                        crate::config::AgentConfig::load(&dirs)
+                            .map_err(|e| usage(&format!("--again needs an enrolled agent: {e}")))?,
+                    )
+                } else {
+                    None
+                };
+                let controller = controller
+                    .or_else(|| existing.as_ref().map(|c| c.controller.clone()))
+                    .ok_or_else(|| usage("give --controller https://HOST:PORT"))?;
                 let hostname = hostname
+                    .or_else(|| existing.as_ref().and_then(|c| c.hostname.clone()))
                     .or_else(|| sysinfo::System::host_name().ok())
                     .unwrap_or_else(|| "unknown".into());
-                let root = absolute(dirs.root());
                 let enrolled =
-                    crate::enroll::enroll(&AgentDirs::new(root), &controller, &token, &hostname)
-                        .await?;
+                    crate::enroll::enroll(&dirs, &controller, &token, &hostname, again).await?;
                 println!(
                     "Enrolled as {} at site {}",
                     enrolled.agent_id, enrolled.site
@@ -155,7 +185,9 @@ pub fn main() -> ExitCode {
             }) || e.downcast_ref::<EnrollError>().is_some_and(|c| {
                 matches!(
                     c,
-                    EnrollError::BadToken(_) | EnrollError::AlreadyEnrolled { .. }
+                    EnrollError::BadToken(_)
+                        | EnrollError::AlreadyEnrolled { .. }
+                        | EnrollError::Usage(_)
                 )
             }) || e
                 .downcast_ref::<crate::run::RunError>()
@@ -163,6 +195,38 @@ pub fn main() -> ExitCode {
             ExitCode::from(if usage { EXIT_USAGE } else { 1 })
         }
     }
+}
+
+fn usage(message: &str) -> anyhow::Error {
+    anyhow::Error::new(EnrollError::Usage(message.to_owned()))
+}
+
+/// The token from a file, or from standard input for `-`.
+fn read_token(file: &std::path::Path) -> anyhow::Result<String> {
+    let text = if file == std::path::Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(std::io::stdin(), 64 * 1024),
+            &mut text,
+        )
+        .map_err(|e| usage(&format!("cannot read the token from standard input: {e}")))?;
+        text
+    } else {
+        std::fs::read_to_string(file).map_err(|e| {
+            usage(&format!(
+                "cannot read the token file {}: {e}",
+                file.display()
+            ))
+        })?
+    };
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(usage(&format!(
+            "the token file {} is empty",
+            file.display()
+        )));
+    }
+    Ok(token.to_owned())
 }
 
 fn absolute(path: &std::path::Path) -> PathBuf {

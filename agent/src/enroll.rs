@@ -14,7 +14,9 @@ use crate::state::{write_atomic, AgentState};
 pub enum EnrollError {
     #[error("{0}")]
     BadToken(String),
-    #[error("{dir} is already enrolled as {agent_id}; use another --data folder or remove it to enroll again")]
+    #[error("{0}")]
+    Usage(String),
+    #[error("{dir} is already enrolled as {agent_id}; enroll it again with --again (a new identity, the same installed packages), or use another --data folder")]
     AlreadyEnrolled { dir: PathBuf, agent_id: String },
     #[error(transparent)]
     Connect(#[from] rollcall_proto::ConnectError),
@@ -47,9 +49,10 @@ pub async fn enroll(
     controller: &str,
     token: &str,
     hostname: &str,
+    again: bool,
 ) -> Result<Enrolled, EnrollError> {
     let token = Token::parse(token).map_err(EnrollError::BadToken)?;
-    if let Ok(existing) = AgentConfig::load(dirs) {
+    if let (Ok(existing), false) = (AgentConfig::load(dirs), again) {
         return Err(EnrollError::AlreadyEnrolled {
             dir: dirs.root().to_owned(),
             agent_id: existing.agent_id,
@@ -112,9 +115,14 @@ pub async fn enroll(
         0o644,
     )?;
     write(dirs.root_pin(), &resp.trusted_root, 0o644)?;
+    // Enrolled again: what is installed and every open action stay as they are.
+    let previous = again
+        .then(|| AgentState::load(&dirs.state()).ok())
+        .flatten()
+        .unwrap_or_default();
     let state = AgentState {
         cert_not_after: resp.certificate_not_after_unix,
-        ..AgentState::default()
+        ..previous
     };
     state.save(&dirs.state()).map_err(|e| EnrollError::Write {
         path: dirs.state(),

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::backoff::{jitter, Backoff};
 use crate::checkin::{now, Agent};
@@ -91,8 +91,21 @@ pub async fn run(
             Err(status) => {
                 let wait = backoff.next_wait_full_jitter();
                 warn!(code = ?status.code(), error = %status.message(), retry_in = ?wait, "Check-in failed.");
+                if status.code() == tonic::Code::Unauthenticated {
+                    error!(
+                        "The controller no longer accepts this agent's certificate: enroll it again with a new token \
+                         (`rollcall-agent enroll --again --token-file FILE`); installed packages are kept."
+                    );
+                }
                 let text = format!("{status:?}");
-                if text.contains("Expired") || text.contains("NotValidYet") {
+                let expired = agent.state.cert_not_after > 0 && now() >= agent.state.cert_not_after;
+                if expired {
+                    error!(
+                        not_after = %crate::window::utc_text(agent.state.cert_not_after),
+                        "This agent's certificate has expired (it was offline past its renewal): enroll it again \
+                         with a new token (`rollcall-agent enroll --again --token-file FILE`); installed packages are kept."
+                    );
+                } else if text.contains("Expired") || text.contains("NotValidYet") {
                     warn!(
                         now = %crate::window::utc_text(now()),
                         "A certificate is out of its validity at this device's clock: check the device's time (NTP)."

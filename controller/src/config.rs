@@ -32,6 +32,17 @@ version = 1
 # must not hold a rollout); it still gets the update when it comes back. Devices silent for more than three
 # check-in intervals are shown as offline but still count.
 # membership_cutoff = "7d"
+
+# Connections are closed when no call has been open on them for this long (an agent holding its wake-up stream
+# always has one open); connections that presented no client certificate (enrolling agents, or anyone) sooner.
+# idle_timeout = "5m"
+# anonymous_idle_timeout = "10s"
+
+# Per source address: connections without a client certificate open at once, and calls per second without a valid
+# certificate (enrollments and refused calls; bursts of ten seconds' worth). More are refused, and logged once a
+# minute per source. A station enrolling hundreds of desktops through one NAT address fits well within these.
+# anonymous_connections_per_source = 64
+# anonymous_calls_per_second = 20
 "#;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +63,17 @@ pub struct ControllerConfig {
     pub engine_interval: Duration,
     #[serde(default = "default_membership_cutoff", deserialize_with = "duration")]
     pub membership_cutoff: Duration,
+    #[serde(default = "default_idle_timeout", deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    #[serde(
+        default = "default_anonymous_idle_timeout",
+        deserialize_with = "duration"
+    )]
+    pub anonymous_idle_timeout: Duration,
+    #[serde(default = "default_anonymous_connections")]
+    pub anonymous_connections_per_source: usize,
+    #[serde(default = "default_anonymous_calls")]
+    pub anonymous_calls_per_second: u32,
 }
 
 fn default_listen() -> String {
@@ -76,6 +98,19 @@ fn default_membership_cutoff() -> Duration {
     Duration::from_secs(7 * 86400)
 }
 
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_anonymous_idle_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_anonymous_connections() -> usize {
+    64
+}
+fn default_anonymous_calls() -> u32 {
+    20
+}
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
@@ -94,6 +129,12 @@ impl ControllerConfig {
                     "unsupported version {} (this controller reads version 1)",
                     config.version
                 ),
+            });
+        }
+        if config.idle_timeout.is_zero() || config.anonymous_idle_timeout.is_zero() {
+            return Err(Error::Config {
+                path: path.to_owned(),
+                reason: "idle_timeout and anonymous_idle_timeout must be more than 0".into(),
             });
         }
         if config.checkin_interval.is_zero() {
@@ -125,6 +166,10 @@ mod tests {
         assert_eq!(c.checkin_interval, Duration::from_secs(300));
         assert_eq!(c.timestamp_validity, Duration::from_secs(7 * 86400));
         assert_eq!(c.membership_cutoff, Duration::from_secs(7 * 86400));
+        assert_eq!(c.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.anonymous_idle_timeout, Duration::from_secs(10));
+        assert_eq!(c.anonymous_connections_per_source, 64);
+        assert_eq!(c.anonymous_calls_per_second, 20);
     }
 
     #[test]

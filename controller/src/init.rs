@@ -143,6 +143,7 @@ async fn build(data: &DataDir, opts: &InitOptions) -> Result<InitReport> {
             not_after: admin.not_after,
             revoked: false,
             replaces: None,
+            renewed_by: None,
         },
     )?;
     store.audit(&AuditEntry {
@@ -150,6 +151,7 @@ async fn build(data: &DataDir, opts: &InitOptions) -> Result<InitReport> {
         actor: "local".into(),
         action: "init".into(),
         detail: format!("CA {}", ca.fingerprint()),
+        from: String::new(),
     })?;
     store.flush().await?;
     std::fs::create_dir_all(data.blobs()).map_err(|source| Error::Write {

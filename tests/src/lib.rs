@@ -17,6 +17,7 @@ use rollcall_proto::v1;
 pub use rollcall_controller::cli::local::bin;
 
 pub mod footprint;
+pub mod h2probe;
 pub mod netns;
 pub mod proxy;
 
@@ -344,6 +345,35 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// The agent's local state file, parsed.
+/// The id an enrolled agent was given (from its `agent.toml`).
+pub fn agent_id(data: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(data.join("agent.toml"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("agent_id = "))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .context("no agent_id in agent.toml")
+}
+
+/// An enrolled agent's client certificate and key, to call the controller as that agent.
+pub fn agent_identity(data: &Path) -> anyhow::Result<rollcall_proto::tls::ClientIdentity> {
+    let pem = data.join("identity/client.pem");
+    Ok(rollcall_proto::tls::ClientIdentity::from_pem_files(
+        &pem, &pem,
+    )?)
+}
+
+/// A gRPC channel to the controller as the agent enrolled in `data` (or as nobody when `data` is `None`).
+pub async fn agent_channel(
+    c: &Cluster,
+    data: Option<&Path>,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let identity = data.map(agent_identity).transpose()?;
+    let trust = rollcall_proto::tls::ServerTrust::ca_pem_file(
+        &c.controller().admin_creds().join("ca.crt"),
+    )?;
+    Ok(rollcall_proto::tls::connect(&c.controller().url, trust, identity).await?)
+}
+
 pub fn agent_state(data: &Path) -> anyhow::Result<serde_json::Value> {
     let path = data.join("state.json");
     let text =

@@ -491,12 +491,12 @@ async fn an_interrupted_download_resumes_where_it_stopped() {
     let good = c.path("agents/resumer");
     let bad = c.path("agents/corrupt");
     let mut agents = Vec::new();
-    for (data, prefix) in [(&good, false), (&bad, true)] {
+    for (data, prefix, hostname) in [(&good, false, "resumer"), (&bad, true, "corrupt")] {
         let agent = rollcall_controller::cli::local::LocalAgent::enroll(
             data,
             &c.controller().url,
             &token,
-            "h",
+            hostname,
         )
         .await
         .unwrap();

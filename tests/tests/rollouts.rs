@@ -650,6 +650,7 @@ async fn technician(c: &mut Cluster) -> std::path::PathBuf {
                     not_after: tech.not_after,
                     revoked: false,
                     replaces: None,
+                    renewed_by: None,
                 },
             )
             .unwrap();

@@ -72,9 +72,20 @@ enum AgentsCmd {
     List {
         #[arg(long)]
         site: Option<String>,
+        /// List the retired agents instead.
+        #[arg(long)]
+        retired: bool,
     },
     /// One agent: inventory and what was deployed to it.
     Show { agent_id: String },
+    /// Revoke an agent's certificates at once (a lost or stolen device); it may enroll again with a new token.
+    Revoke { agent_id: String },
+    /// Revoke, and refuse its hostname at enrollment until `agents unban`.
+    Ban { agent_id: String },
+    /// Decommission an endpoint: revoked, out of targeting and counts, kept in history (`agents list --retired`).
+    Retire { agent_id: String },
+    /// Let a banned hostname enroll again.
+    Unban { hostname: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,11 +130,62 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Cmd::Rollout { cmd } => return rollout::run(cmd, &connect().await?, args.json).await,
         Cmd::Agents {
-            cmd: AgentsCmd::List { site },
-        } => list_agents(&connect().await?, site, args.json).await?,
+            cmd: AgentsCmd::List { site, retired },
+        } => list_agents(&connect().await?, site, retired, args.json).await?,
         Cmd::Agents {
             cmd: AgentsCmd::Show { agent_id },
         } => show_agent(&connect().await?, &agent_id, args.json).await?,
+        Cmd::Agents {
+            cmd: AgentsCmd::Revoke { agent_id },
+        } => {
+            end_agent(
+                &connect().await?,
+                &agent_id,
+                v1::AgentEnding::Revoke,
+                args.json,
+            )
+            .await?
+        }
+        Cmd::Agents {
+            cmd: AgentsCmd::Ban { agent_id },
+        } => {
+            end_agent(
+                &connect().await?,
+                &agent_id,
+                v1::AgentEnding::Ban,
+                args.json,
+            )
+            .await?
+        }
+        Cmd::Agents {
+            cmd: AgentsCmd::Retire { agent_id },
+        } => {
+            end_agent(
+                &connect().await?,
+                &agent_id,
+                v1::AgentEnding::Retire,
+                args.json,
+            )
+            .await?
+        }
+        Cmd::Agents {
+            cmd: AgentsCmd::Unban { hostname },
+        } => {
+            connect()
+                .await?
+                .rpc
+                .clone()
+                .unban_host(v1::UnbanHostRequest {
+                    hostname: hostname.clone(),
+                })
+                .await
+                .map_err(rpc)?;
+            if args.json {
+                print_json(&json!({"unbanned": hostname}));
+            } else {
+                println!("{hostname} may enroll again.");
+            }
+        }
         Cmd::Sites {
             cmd: SitesCmd::List,
         } => list_sites(&connect().await?, args.json).await?,
@@ -224,12 +286,59 @@ pub async fn create_token(
     Ok(())
 }
 
-async fn list_agents(client: &AdminClient, site: Option<String>, json: bool) -> anyhow::Result<()> {
+async fn end_agent(
+    client: &AdminClient,
+    id: &str,
+    how: v1::AgentEnding,
+    json: bool,
+) -> anyhow::Result<()> {
+    let resp = client
+        .rpc
+        .clone()
+        .end_agent(v1::EndAgentRequest {
+            agent_id: id.to_owned(),
+            how: how as i32,
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let agent = resp.agent.unwrap_or_default();
+    let done = match how {
+        v1::AgentEnding::Ban => "revoked and banned",
+        v1::AgentEnding::Retire => "retired",
+        _ => "revoked",
+    };
+    if json {
+        print_json(
+            &json!({"agent": agent.agent_id, "hostname": agent.hostname, "site": agent.site, "done": done,
+                           "certificates_revoked": resp.certificates_revoked,
+                           "connections_closed": resp.connections_closed}),
+        );
+    } else {
+        println!(
+            "{} ({}, {}) {done}: {} certificate(s) revoked, {} open connection(s) closed.",
+            agent.agent_id,
+            agent.hostname,
+            agent.site,
+            resp.certificates_revoked,
+            resp.connections_closed
+        );
+    }
+    Ok(())
+}
+
+async fn list_agents(
+    client: &AdminClient,
+    site: Option<String>,
+    retired: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let resp = client
         .rpc
         .clone()
         .list_agents(v1::ListAgentsRequest {
             site: site.unwrap_or_default(),
+            retired,
         })
         .await
         .map_err(rpc)?
@@ -241,6 +350,7 @@ async fn list_agents(client: &AdminClient, site: Option<String>, json: bool) -> 
             .map(|a| {
                 json!({"id": a.agent_id, "hostname": a.hostname, "site": a.site, "platform": a.platform, "os": a.os,
                        "last_checkin": a.last_checkin_unix, "agent_version": a.agent_version,
+                       "revoked_at": a.revoked_at_unix, "retired_at": a.retired_at_unix,
                        "installed": a.installed.iter().map(|p| json!({"name": p.name, "version": p.version, "release_counter": p.release_counter})).collect::<Vec<_>>()})
             })
             .collect();
@@ -256,7 +366,13 @@ async fn list_agents(client: &AdminClient, site: Option<String>, json: bool) -> 
                 a.hostname.clone(),
                 a.site.clone(),
                 a.os.clone(),
-                ago(a.last_checkin_unix, resp.now_unix),
+                if a.retired_at_unix > 0 {
+                    format!("retired {}", ago(a.retired_at_unix, resp.now_unix))
+                } else if a.revoked_at_unix > 0 {
+                    format!("revoked {}", ago(a.revoked_at_unix, resp.now_unix))
+                } else {
+                    ago(a.last_checkin_unix, resp.now_unix)
+                },
                 a.installed
                     .iter()
                     .map(|p| format!("{}@{}", p.name, p.version))

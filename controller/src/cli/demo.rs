@@ -133,7 +133,7 @@ async fn story(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     progress.step("Starting a controller on 127.0.0.1");
-    let controller = LocalController::start(&root.join("controller"), "1s").await?;
+    let controller = LocalController::start(&root.join("controller"), "1s", "").await?;
     let outcome = drive(args, root, progress, agents, &controller, json).await;
     for agent in agents.iter_mut() {
         agent.stop().await;

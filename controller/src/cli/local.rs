@@ -82,8 +82,13 @@ pub struct LocalController {
 }
 
 impl LocalController {
-    /// `rollcall-controller init` then `serve --listen 127.0.0.1:0`; returns once it listens.
-    pub async fn start(data: &Path, checkin_interval: &str) -> anyhow::Result<LocalController> {
+    /// `rollcall-controller init`, `extra` lines appended to its `controller.toml`, then `serve --listen
+    /// 127.0.0.1:0`; returns once it listens.
+    pub async fn start(
+        data: &Path,
+        checkin_interval: &str,
+        extra: &str,
+    ) -> anyhow::Result<LocalController> {
         let controller = bin("rollcall-controller")?;
         run_ok(
             Command::new(&controller)
@@ -92,6 +97,11 @@ impl LocalController {
                 .arg(data),
         )
         .await?;
+        if !extra.is_empty() {
+            let config = DataDir::new(data).config();
+            let text = std::fs::read_to_string(&config)?;
+            std::fs::write(&config, format!("{text}\n{extra}"))?;
+        }
         Self::serve(data, checkin_interval).await
     }
 
@@ -204,27 +214,41 @@ impl LocalAgent {
         token: &str,
         hostname: &str,
     ) -> anyhow::Result<LocalAgent> {
-        run_ok(
-            Command::new(bin("rollcall-agent")?)
-                .arg("enroll")
-                .args([
-                    "--controller",
-                    url,
-                    "--token",
-                    token,
-                    "--hostname",
-                    hostname,
-                    "--data",
-                ])
-                .arg(data),
-        )
-        .await
-        .map_err(|e| anyhow!("enrolling {hostname}: {e}"))?;
-        Ok(LocalAgent {
+        let agent = LocalAgent {
             data: data.to_owned(),
             hostname: hostname.to_owned(),
             child: None,
-        })
+        };
+        agent.run_enroll(url, token, &[]).await?;
+        Ok(agent)
+    }
+
+    /// `rollcall-agent enroll --again`: a new identity for an enrolled agent (stopped).
+    pub async fn enroll_again(&self, url: &str, token: &str) -> anyhow::Result<()> {
+        self.run_enroll(url, token, &["--again"]).await
+    }
+
+    /// The token goes in through a file, as an installer passes it.
+    async fn run_enroll(&self, url: &str, token: &str, extra: &[&str]) -> anyhow::Result<()> {
+        let token_file = self.data.with_extension("token");
+        if let Some(parent) = token_file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&token_file, token)?;
+        let result = run_ok(
+            Command::new(bin("rollcall-agent")?)
+                .arg("enroll")
+                .args(["--controller", url, "--hostname", &self.hostname])
+                .args(extra)
+                .arg("--token-file")
+                .arg(&token_file)
+                .arg("--data")
+                .arg(&self.data),
+        )
+        .await
+        .map_err(|e| anyhow!("enrolling {}: {e}", self.hostname));
+        let _ = std::fs::remove_file(&token_file);
+        result.map(|_| ())
     }
 
     /// Start `rollcall-agent run`, logging to `<data>.log`.

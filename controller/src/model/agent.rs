@@ -45,6 +45,12 @@ pub struct AgentRecord {
     /// only while its site's window is open.
     #[serde(default)]
     pub enforces_windows: bool,
+    /// When its certificates were revoked (0: never). It must enroll again.
+    #[serde(default)]
+    pub revoked_at: i64,
+    /// When it was retired (0: in service). A retired agent lives in the store's retired agents, not the fleet.
+    #[serde(default)]
+    pub retired_at: i64,
 }
 
 impl AgentRecord {
@@ -66,6 +72,8 @@ impl AgentRecord {
             inventory_hash: String::new(),
             installed: Vec::new(),
             enforces_windows: false,
+            revoked_at: 0,
+            retired_at: 0,
         }
     }
 

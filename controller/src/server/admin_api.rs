@@ -9,15 +9,13 @@ use rollcall_proto::{sha256_hex, Token};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::admin_rollouts::Rollouts;
-use super::auth::{authorize, internal};
+use super::auth::{caller, internal};
 use super::{now, Shared};
 use crate::model::{ActionRecord, AgentRecord, SiteRecord};
 use crate::repo::PublishError;
 use crate::rollout::report::device_status;
-use crate::store::{Role, TokenRecord};
+use crate::store::{Ending, TokenRecord};
 
-const READ: &[Role] = &[Role::Admin, Role::Tech];
-const WRITE: &[Role] = &[Role::Admin];
 /// Largest payload accepted.
 const MAX_PAYLOAD: u64 = 8 * 1024 * 1024 * 1024;
 const MAX_TOKEN_TTL: u64 = 90 * 86400;
@@ -66,6 +64,8 @@ fn summary(agent: &AgentRecord) -> v1::AgentSummary {
                 installed_at_unix: p.installed_at,
             })
             .collect(),
+        revoked_at_unix: agent.revoked_at,
+        retired_at_unix: agent.retired_at,
     }
 }
 
@@ -83,18 +83,86 @@ fn publish_status(e: PublishError) -> Status {
     }
 }
 
+fn ending(how: i32) -> Result<(Ending, &'static str), Status> {
+    match v1::AgentEnding::try_from(how).unwrap_or(v1::AgentEnding::Unspecified) {
+        v1::AgentEnding::Revoke => Ok((Ending::Revoke, "agent revoke")),
+        v1::AgentEnding::Ban => Ok((Ending::Ban, "agent ban")),
+        v1::AgentEnding::Retire => Ok((Ending::Retire, "agent retire")),
+        v1::AgentEnding::Unspecified => Err(Status::invalid_argument(
+            "say how to end the agent's access: revoke, ban or retire",
+        )),
+    }
+}
+
 #[tonic::async_trait]
 impl AdminService for AdminApi {
+    async fn end_agent(
+        &self,
+        req: Request<v1::EndAgentRequest>,
+    ) -> Result<Response<v1::EndAgentResponse>, Status> {
+        let caller = caller(&req)?;
+        let req = req.into_inner();
+        let (how, action) = ending(req.how)?;
+        let s = &self.shared;
+        let id = req.agent_id.trim();
+        let Some(agent) = s.store.agent(id).map_err(internal)? else {
+            return Err(match s.store.retired_agent(id).map_err(internal)? {
+                Some(_) => Status::failed_precondition(format!("agent {id} is already retired")),
+                None => Status::not_found(format!("no agent {}", super::untrusted(id))),
+            });
+        };
+        let entry = super::audit_entry(
+            &caller,
+            action,
+            format!("{} ({}, site {})", agent.id, agent.hostname, agent.site),
+        );
+        let (agent, revoked) = s
+            .store
+            .end_agent(&agent.id, how, &entry, now())
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no agent {id}")))?;
+        s.store.flush().await.map_err(internal)?;
+        // Its calls are refused from here on; the connections it holds (its wake-up stream) end now.
+        let closed = s.connections.close_cert(&revoked);
+        s.engine_now.notify_one();
+        Ok(Response::new(v1::EndAgentResponse {
+            agent: Some(summary(&agent)),
+            certificates_revoked: revoked.len() as u32,
+            connections_closed: closed as u32,
+        }))
+    }
+
+    async fn unban_host(
+        &self,
+        req: Request<v1::UnbanHostRequest>,
+    ) -> Result<Response<v1::UnbanHostResponse>, Status> {
+        let caller = caller(&req)?;
+        let hostname = req.get_ref().hostname.trim().to_owned();
+        let s = &self.shared;
+        if s.store.ban(&hostname).map_err(internal)?.is_none() {
+            return Err(Status::not_found(format!(
+                "host {} is not banned",
+                super::untrusted(&hostname)
+            )));
+        }
+        let entry = super::audit_entry(&caller, "host unban", hostname.clone());
+        let was_banned = s.store.unban(&hostname, &entry).map_err(internal)?;
+        s.store.flush().await.map_err(internal)?;
+        Ok(Response::new(v1::UnbanHostResponse { was_banned }))
+    }
+
     async fn list_agents(
         &self,
         req: Request<v1::ListAgentsRequest>,
     ) -> Result<Response<v1::ListAgentsResponse>, Status> {
-        authorize(&self.shared.store, &req, READ, now())?;
         let site = &req.get_ref().site;
-        let mut agents: Vec<v1::AgentSummary> = self
-            .shared
-            .store
-            .agents()
+        let store = &self.shared.store;
+        let records = if req.get_ref().retired {
+            store.retired_agents()
+        } else {
+            store.agents()
+        };
+        let mut agents: Vec<v1::AgentSummary> = records
             .map_err(internal)?
             .iter()
             .filter(|a| site.is_empty() || a.site == *site)
@@ -111,13 +179,15 @@ impl AdminService for AdminApi {
         &self,
         req: Request<v1::GetAgentRequest>,
     ) -> Result<Response<v1::AgentDetail>, Status> {
-        authorize(&self.shared.store, &req, READ, now())?;
         let store = &self.shared.store;
         let id = &req.get_ref().agent_id;
-        let agent = store
-            .agent(id)
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("no agent {id}")))?;
+        let agent = match store.agent(id).map_err(internal)? {
+            Some(agent) => agent,
+            None => store
+                .retired_agent(id)
+                .map_err(internal)?
+                .ok_or_else(|| Status::not_found(format!("no agent {id}")))?,
+        };
         let inventory = store
             .inventory(id)
             .map_err(internal)?
@@ -150,9 +220,8 @@ impl AdminService for AdminApi {
 
     async fn list_sites(
         &self,
-        req: Request<v1::ListSitesRequest>,
+        _req: Request<v1::ListSitesRequest>,
     ) -> Result<Response<v1::ListSitesResponse>, Status> {
-        authorize(&self.shared.store, &req, READ, now())?;
         let store = &self.shared.store;
         let agents = store.agents().map_err(internal)?;
         let now = now();
@@ -169,7 +238,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<v1::CreateTokenRequest>,
     ) -> Result<Response<v1::CreateTokenResponse>, Status> {
-        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
+        let caller = caller(&req)?;
         let req = req.into_inner();
         let store = &self.shared.store;
         if !valid_site(&req.site) {
@@ -228,9 +297,8 @@ impl AdminService for AdminApi {
 
     async fn get_repository(
         &self,
-        req: Request<v1::GetRepositoryRequest>,
+        _req: Request<v1::GetRepositoryRequest>,
     ) -> Result<Response<v1::RepositoryInfo>, Status> {
-        authorize(&self.shared.store, &req, READ, now())?;
         let state = self.shared.store.tuf_state().map_err(internal)?;
         Ok(Response::new(v1::RepositoryInfo {
             online_keys_json: self.shared.repo.online_keys().to_json().map_err(internal)?,
@@ -250,7 +318,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<Streaming<v1::PayloadChunk>>,
     ) -> Result<Response<v1::PushPayloadResponse>, Status> {
-        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
+        let caller = caller(&req)?;
         let mut stream = req.into_inner();
         let first = stream
             .next()
@@ -307,7 +375,7 @@ impl AdminService for AdminApi {
         &self,
         req: Request<v1::PushMetadataRequest>,
     ) -> Result<Response<v1::PushMetadataResponse>, Status> {
-        let caller = authorize(&self.shared.store, &req, WRITE, now())?;
+        let caller = caller(&req)?;
         let req = req.into_inner();
         let root = (!req.root_json.is_empty()).then_some(req.root_json.as_slice());
         let published = self
@@ -340,9 +408,8 @@ impl AdminService for AdminApi {
 
     async fn list_packages(
         &self,
-        req: Request<v1::ListPackagesRequest>,
+        _req: Request<v1::ListPackagesRequest>,
     ) -> Result<Response<v1::ListPackagesResponse>, Status> {
-        authorize(&self.shared.store, &req, READ, now())?;
         let packages = self.shared.store.packages().map_err(internal)?;
         Ok(Response::new(v1::ListPackagesResponse {
             packages: packages.iter().map(package_info).collect(),

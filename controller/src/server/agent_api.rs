@@ -9,9 +9,9 @@ use rollcall_proto::v1::{self, agent_service_server::AgentService};
 use rollcall_proto::{sha256_hex, Token};
 use tokio::io::AsyncReadExt;
 use tonic::{Request, Response, Status};
-use tracing::info;
+use tracing::{info, warn};
 
-use super::auth::{authorize, internal};
+use super::auth::{caller, internal};
 use super::wake::WatchStream;
 use super::{now, Shared};
 use crate::blobs::is_sha256;
@@ -51,6 +51,12 @@ fn refusal_status(refusal: &TokenRefusal) -> Status {
     }
 }
 
+fn rfc3339(at: i64) -> String {
+    chrono::DateTime::from_timestamp(at, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|| at.to_string())
+}
+
 fn new_agent_id() -> String {
     let mut b = [0u8; 8];
     let _ = aws_lc_rs::rand::fill(&mut b);
@@ -82,10 +88,40 @@ impl AgentService for AgentApi {
         }
         let hash = Token::secret_hash(&secret);
         if let Err(refusal) = s.store.check_token(&hash, now).map_err(internal)? {
-            info!(hostname = %req.hostname, reason = %refusal, "Enrollment refused.");
+            info!(hostname = %super::untrusted(&req.hostname), reason = %refusal, "Enrollment refused.");
             return Err(refusal_status(&refusal));
         }
-        let agent_id = new_agent_id();
+        let hostname = req.hostname.trim();
+        if hostname.len() > 253 || hostname.chars().any(char::is_control) {
+            return Err(Status::invalid_argument(
+                "the hostname must be at most 253 characters, without control characters",
+            ));
+        }
+        if let Some(ban) = s.store.ban(hostname).map_err(internal)? {
+            warn!(hostname = %super::untrusted(hostname), banned_by = %ban.by, "Enrollment of a banned host refused.");
+            return Err(Status::permission_denied(format!(
+                "host {} is banned from enrolling (agent {}, by {} at {}); an admin can lift it with `rollcall agents unban {}`",
+                ban.hostname, ban.agent_id, ban.by, rfc3339(ban.at), ban.hostname
+            )));
+        }
+        // The same host enrolled again (reinstalled, or offline past its certificate) takes over its old record
+        // instead of leaving a ghost; the old record's certificates are revoked with it.
+        let replaced = s.store.agent_by_hostname(hostname).map_err(internal)?;
+        let revoke = match &replaced {
+            Some(old) => s
+                .store
+                .certs_of(&old.id)
+                .map_err(internal)?
+                .into_iter()
+                .filter(|(_, c)| !c.revoked)
+                .map(|(fp, _)| fp)
+                .collect(),
+            None => Vec::new(),
+        };
+        let agent_id = replaced
+            .as_ref()
+            .map(|a| a.id.clone())
+            .unwrap_or_else(new_agent_id);
         let issued =
             s.ca.sign_csr(&req.csr_der, &agent_id, s.config.agent_cert_validity)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -95,14 +131,9 @@ impl AgentService for AgentApi {
             .enroll(&hash, now, |token| NewAgent {
                 agent: AgentRecord {
                     agent_version: req.agent_version.clone(),
-                    ..AgentRecord::new(
-                        &agent_id,
-                        req.hostname.trim(),
-                        &token.site,
-                        req.platform.trim(),
-                        now,
-                    )
+                    ..AgentRecord::new(&agent_id, hostname, &token.site, req.platform.trim(), now)
                 },
+                revoke: revoke.clone(),
                 cert_fingerprint: fingerprint.clone(),
                 cert: CertRecord {
                     subject: agent_id.clone(),
@@ -111,6 +142,7 @@ impl AgentService for AgentApi {
                     not_after: issued.not_after,
                     revoked: false,
                     replaces: None,
+                    renewed_by: None,
                 },
             })
             .map_err(internal)?;
@@ -126,7 +158,17 @@ impl AgentService for AgentApi {
                 Status::failed_precondition("the root this token pins is no longer stored")
             })?;
         s.store.flush().await.map_err(internal)?;
-        info!(agent = %agent_id, site = %token.site, hostname = %req.hostname, "Agent enrolled.");
+        if !revoke.is_empty() {
+            s.connections.close_cert(&revoke);
+        }
+        match &replaced {
+            Some(old) => {
+                warn!(agent = %agent_id, site = %token.site, hostname = %super::untrusted(hostname), old_site = %old.site, revoked = revoke.len(), "Host enrolled again; its old record is replaced and its old certificates revoked.")
+            }
+            None => {
+                info!(agent = %agent_id, site = %token.site, hostname = %super::untrusted(hostname), "Agent enrolled.")
+            }
+        }
         Ok(Response::new(v1::EnrollResponse {
             agent_id,
             site: token.site,
@@ -143,7 +185,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<v1::CheckInResponse>, Status> {
         let s = &self.shared;
         let now = now();
-        let caller = authorize(&s.store, &req, &[Role::Agent], now)?;
+        let caller = caller(&req)?;
         let req = req.into_inner();
         let mut agent = self.enrolled(&caller.subject)?;
         agent.last_checkin = now;
@@ -216,7 +258,7 @@ impl AgentService for AgentApi {
 
     async fn watch(&self, req: Request<v1::WatchRequest>) -> Result<Response<WatchStream>, Status> {
         let s = &self.shared;
-        let caller = authorize(&s.store, &req, &[Role::Agent], now())?;
+        let caller = caller(&req)?;
         let agent = self.enrolled(&caller.subject)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let serial = s.watchers.add(&agent.id, &agent.site, tx);
@@ -234,7 +276,29 @@ impl AgentService for AgentApi {
     ) -> Result<Response<v1::RenewResponse>, Status> {
         let s = &self.shared;
         let now = now();
-        let caller = authorize(&s.store, &req, &[Role::Agent], now)?;
+        let caller = caller(&req)?;
+        let cert = s
+            .store
+            .cert(&caller.fingerprint)
+            .map_err(internal)?
+            .ok_or_else(|| internal("the caller's certificate vanished"))?;
+        if let Some(by) = &cert.renewed_by {
+            warn!(agent = %caller.subject, "Renewal refused: this certificate was already renewed.");
+            return Err(Status::failed_precondition(format!(
+                "this certificate of {} was already renewed (new certificate sha256 {}); a certificate renews once",
+                caller.subject,
+                &by[..by.len().min(16)]
+            )));
+        }
+        if !caller.renewal_due {
+            let due = cert.issued_at + (cert.not_after - cert.issued_at) / 2;
+            warn!(agent = %caller.subject, due = %rfc3339(due), "Early renewal refused.");
+            return Err(Status::failed_precondition(format!(
+                "renewal of {}'s certificate is not due until {} (half its life, by the controller's clock)",
+                caller.subject,
+                rfc3339(due)
+            )));
+        }
         let issued =
             s.ca.sign_csr(
                 &req.get_ref().csr_der,
@@ -242,9 +306,12 @@ impl AgentService for AgentApi {
                 s.config.agent_cert_validity,
             )
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        s.store
-            .put_cert(
-                &sha256_hex(&issued.der),
+        let new = sha256_hex(&issued.der);
+        let renewed = s
+            .store
+            .renew_cert(
+                &caller.fingerprint,
+                &new,
                 &CertRecord {
                     subject: caller.subject.clone(),
                     role: Role::Agent,
@@ -252,9 +319,15 @@ impl AgentService for AgentApi {
                     not_after: issued.not_after,
                     revoked: false,
                     replaces: Some(caller.fingerprint.clone()),
+                    renewed_by: None,
                 },
             )
             .map_err(internal)?;
+        if !renewed {
+            return Err(Status::failed_precondition(
+                "this certificate was renewed or revoked meanwhile; a certificate renews once",
+            ));
+        }
         s.store.flush().await.map_err(internal)?;
         info!(agent = %caller.subject, not_after = issued.not_after, "Agent certificate renewed.");
         Ok(Response::new(v1::RenewResponse {
@@ -267,12 +340,6 @@ impl AgentService for AgentApi {
 
     async fn fetch(&self, req: Request<v1::FetchRequest>) -> Result<Response<FetchStream>, Status> {
         let s = &self.shared;
-        authorize(
-            &s.store,
-            &req,
-            &[Role::Agent, Role::Admin, Role::Tech],
-            now(),
-        )?;
         let req = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<v1::FetchChunk, Status>>(4);
         match v1::FetchKind::try_from(req.kind).unwrap_or(v1::FetchKind::Unspecified) {

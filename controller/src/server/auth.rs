@@ -1,7 +1,7 @@
 //! Who is calling: the client certificate's sha256 is looked up in the store on every call, which is also the
-//! revocation check.
+//! revocation check. The gate (`gate.rs`) does this before a request is read and hands the services the
+//! [`Caller`].
 
-use rollcall_proto::sha256_hex;
 use tonic::{Request, Status};
 
 use crate::store::{Role, Store};
@@ -15,24 +15,25 @@ pub struct Caller {
     pub fingerprint: String,
     /// That certificate is past half its life.
     pub renewal_due: bool,
+    /// The address the call came from.
+    pub from: String,
 }
 
-/// Authenticate the caller of `req` and check it has one of `roles`.
-pub fn authorize<T>(
-    store: &Store,
-    req: &Request<T>,
-    roles: &[Role],
-    now: i64,
-) -> Result<Caller, Status> {
-    let certs = req.peer_certs().ok_or_else(|| {
-        Status::unauthenticated("this call needs a client certificate issued by this controller")
-    })?;
-    let leaf = certs.first().ok_or_else(|| {
-        Status::unauthenticated("this call needs a client certificate issued by this controller")
-    })?;
-    let fingerprint = sha256_hex(leaf);
-    let mut record = store.cert(&fingerprint).map_err(internal)?.ok_or_else(|| {
-        Status::unauthenticated("the client certificate is not known to this controller")
+/// The caller the gate admitted for this request.
+pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| internal("a call reached a service without passing the gate"))
+}
+
+/// Look up the certificate with this sha256: known, not revoked, not expired.
+pub fn authenticate(store: &Store, fingerprint: &str, now: i64) -> Result<Caller, Status> {
+    let mut record = store.cert(fingerprint).map_err(internal)?.ok_or_else(|| {
+        Status::unauthenticated(format!(
+            "the client certificate (sha256 {}) was not issued by this controller",
+            &fingerprint[..fingerprint.len().min(16)]
+        ))
     })?;
     if record.revoked {
         return Err(Status::unauthenticated(format!(
@@ -46,31 +47,20 @@ pub fn authorize<T>(
             record.subject
         )));
     }
-    if !roles.contains(&record.role) {
-        return Err(Status::permission_denied(format!(
-            "{} has the {:?} role; this call needs {}",
-            record.subject,
-            record.role,
-            roles
-                .iter()
-                .map(|r| format!("{r:?}"))
-                .collect::<Vec<_>>()
-                .join(" or ")
-        )));
-    }
     if let Some(old) = record.replaces.take() {
         // First use of a renewed certificate: the one it replaced is no longer needed.
         if let Some(mut previous) = store.cert(&old).map_err(internal)? {
             previous.revoked = true;
             store.put_cert(&old, &previous).map_err(internal)?;
         }
-        store.put_cert(&fingerprint, &record).map_err(internal)?;
+        store.put_cert(fingerprint, &record).map_err(internal)?;
     }
     Ok(Caller {
         renewal_due: record.renewal_due(now),
         subject: record.subject,
         role: record.role,
-        fingerprint,
+        fingerprint: fingerprint.to_owned(),
+        from: String::new(),
     })
 }
 

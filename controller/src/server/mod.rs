@@ -5,6 +5,8 @@ mod admin_api;
 mod admin_rollouts;
 mod agent_api;
 pub mod auth;
+mod conn;
+mod gate;
 mod wake;
 
 use std::future::Future;
@@ -35,8 +37,14 @@ use wake::Watchers;
 /// How long in-flight calls may take to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
-/// Largest admin message (a targets.json with many packages).
+/// Largest admin message (a targets.json with many packages); the gate holds every other method to less.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// Largest agent message (a check-in with a full inventory).
+const MAX_AGENT_MESSAGE: usize = 8 * 1024 * 1024;
+/// Calls open at once on one connection (an agent uses three: watch, check-in, fetch).
+const MAX_STREAMS: u32 = 32;
+/// Largest header block a client may send.
+const MAX_HEADERS: u32 = 16 * 1024;
 
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
@@ -64,6 +72,10 @@ pub(crate) struct Shared {
     pub engine_now: Notify,
     /// Agents holding a `Watch` stream, to wake when a change concerns them.
     pub watchers: Watchers,
+    /// Open connections, to close those of a revoked certificate.
+    pub connections: conn::Connections,
+    /// Calls without a valid certificate, per source.
+    pub limiter: gate::Limiter,
 }
 
 impl Shared {
@@ -83,17 +95,29 @@ impl Shared {
         action: &str,
         detail: String,
     ) -> Result<(), tonic::Status> {
-        info!(actor = %caller.subject, action, %detail, "Admin action.");
         self.store
-            .audit(&crate::store::AuditEntry {
-                at: now(),
-                actor: caller.subject.clone(),
-                action: action.into(),
-                detail,
-            })
+            .audit(&audit_entry(caller, action, detail))
             .map_err(auth::internal)
     }
+}
 
+/// The audit entry for an action of `caller` (also written to the controller's log).
+pub(crate) fn audit_entry(
+    caller: &auth::Caller,
+    action: &str,
+    detail: String,
+) -> crate::store::AuditEntry {
+    info!(actor = %caller.subject, from = %caller.from, action, %detail, "Admin action.");
+    crate::store::AuditEntry {
+        at: now(),
+        actor: caller.subject.clone(),
+        action: action.into(),
+        detail,
+        from: caller.from.clone(),
+    }
+}
+
+impl Shared {
     /// Wake the watching agents a change concerns.
     pub fn wake(&self, wake: &driver::Wake) {
         let n = self.watchers.wake(wake);
@@ -159,10 +183,12 @@ pub async fn serve(
         blobs,
         repo,
         ca,
+        limiter: gate::Limiter::new(config.anonymous_calls_per_second),
         config,
         engine_wake: Notify::new(),
         engine_now: Notify::new(),
         watchers: Watchers::default(),
+        connections: conn::Connections::default(),
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -170,7 +196,12 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let incoming = accept_loop(listener, TlsAcceptor::from(Arc::new(tls)), stop_rx.clone());
+    let incoming = accept_loop(
+        listener,
+        TlsAcceptor::from(Arc::new(tls)),
+        shared.clone(),
+        stop_rx.clone(),
+    );
     let engine = tokio::spawn(engine_loop(shared.clone(), stop_rx.clone()));
     let refresher = tokio::spawn(refresh_loop(shared.clone(), stop_rx.clone()));
 
@@ -179,9 +210,15 @@ pub async fn serve(
         // Agents hold a Watch stream open for hours: pings find connections a NAT or proxy dropped silently.
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .add_service(AgentServiceServer::new(agent_api::AgentApi::new(
-            shared.clone(),
-        )))
+        .max_concurrent_streams(MAX_STREAMS)
+        .http2_max_header_list_size(MAX_HEADERS)
+        .layer(gate::Gate {
+            shared: shared.clone(),
+        })
+        .add_service(
+            AgentServiceServer::new(agent_api::AgentApi::new(shared.clone()))
+                .max_decoding_message_size(MAX_AGENT_MESSAGE),
+        )
         .add_service(
             AdminServiceServer::new(admin_api::AdminApi::new(shared.clone()))
                 .max_decoding_message_size(MAX_MESSAGE)
@@ -228,15 +265,33 @@ fn client_url(addr: SocketAddr) -> String {
     format!("https://{ip}:{}", addr.port())
 }
 
-type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+/// A string a client sent, made safe for the log: control characters (newlines, ANSI escapes) escaped, and cut
+/// to 100 characters.
+pub(crate) fn untrusted(s: &str) -> String {
+    const MAX: usize = 100;
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX {
+            out.push_str(&format!("…({} bytes)", s.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// Accept TCP connections and run TLS handshakes concurrently; only finished handshakes reach tonic, so a slow
 /// or broken client never holds up others, and a failed handshake never ends the server.
 fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> ReceiverStream<std::io::Result<TlsStream>> {
+) -> ReceiverStream<std::io::Result<conn::Conn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     tokio::spawn(async move {
         loop {
@@ -254,10 +309,26 @@ fn accept_loop(
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let shared = shared.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
+                        let config = &shared.config;
+                        let certified = stream.get_ref().1.peer_certificates().is_some();
+                        let idle = if certified {
+                            config.idle_timeout
+                        } else {
+                            config.anonymous_idle_timeout
+                        };
+                        let conn = conn::Conn::new(stream, peer, idle);
+                        if !shared
+                            .connections
+                            .add(conn.state(), config.anonymous_connections_per_source)
+                        {
+                            debug!(%peer, "Too many connections without a certificate from this source; closed.");
+                            return;
+                        }
+                        let _ = tx.send(Ok(conn)).await;
                     }
                     Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed."),
                     Err(_) => debug!(%peer, "TLS handshake timed out."),

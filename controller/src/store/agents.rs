@@ -16,6 +16,16 @@ pub enum Role {
     Agent,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Tech => "tech",
+            Role::Agent => "agent",
+        }
+    }
+}
+
 /// One issued client certificate, keyed by the sha256 of its DER. Looked up on every call (revocation check).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CertRecord {
@@ -30,6 +40,9 @@ pub struct CertRecord {
     /// The certificate this one renewed; revoked when this one is first used.
     #[serde(default)]
     pub replaces: Option<String>,
+    /// The certificate that renewed this one: a certificate renews once.
+    #[serde(default)]
+    pub renewed_by: Option<String>,
 }
 
 impl CertRecord {
@@ -45,6 +58,33 @@ pub struct NewAgent {
     pub agent: AgentRecord,
     pub cert_fingerprint: String,
     pub cert: CertRecord,
+    /// Certificates of the record this enrollment replaces (same host enrolled again), revoked with it.
+    pub revoke: Vec<String>,
+}
+
+/// How an admin ends an agent's access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Its certificates are revoked; it may enroll again with a new token.
+    Revoke,
+    /// Revoked, and its hostname may not enroll again until unbanned.
+    Ban,
+    /// Revoked and decommissioned: moved out of the fleet, kept in history.
+    Retire,
+}
+
+/// A hostname that may not enroll.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BanRecord {
+    pub hostname: String,
+    /// The agent whose ban this was.
+    pub agent_id: String,
+    pub at: i64,
+    pub by: String,
+}
+
+fn ban_key(hostname: &str) -> Vec<u8> {
+    hostname.trim().to_lowercase().into_bytes()
 }
 
 /// What an enrollment attempt found.
@@ -82,6 +122,14 @@ impl Store {
                 let new = make_agent(&token);
                 agents.insert(new.agent.id.as_bytes(), encode(&new.agent))?;
                 certs.insert(new.cert_fingerprint.as_bytes(), encode(&new.cert))?;
+                for fp in &new.revoke {
+                    if let Some(bytes) = certs.get(fp.as_bytes())? {
+                        let mut old: CertRecord = decode("certs", fp.as_bytes(), &bytes)
+                            .map_err(ConflictableTransactionError::Abort)?;
+                        old.revoked = true;
+                        certs.insert(fp.as_bytes(), encode(&old))?;
+                    }
+                }
                 if sites.get(token.site.as_bytes())?.is_none() {
                     let site = SiteRecord::new(&token.site, now);
                     sites.insert(token.site.as_bytes(), encode(&site))?;
@@ -94,6 +142,145 @@ impl Store {
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
         }
+    }
+
+    /// Every certificate issued to `subject`, with its sha256.
+    pub fn certs_of(&self, subject: &str) -> Result<Vec<(String, CertRecord)>> {
+        self.certs
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                let record: CertRecord = decode("certs", &k, &v)?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), record))
+            })
+            .filter(|r| r.as_ref().map_or(true, |(_, c)| c.subject == subject))
+            .collect()
+    }
+
+    /// The agent in the fleet with this hostname (compared without case), if any: the record a new enrollment
+    /// of the same host replaces.
+    pub fn agent_by_hostname(&self, hostname: &str) -> Result<Option<AgentRecord>> {
+        let wanted = hostname.trim().to_lowercase();
+        Ok(self
+            .agents()?
+            .into_iter()
+            .filter(|a| a.hostname.to_lowercase() == wanted)
+            .max_by_key(|a| a.enrolled_at))
+    }
+
+    pub fn ban(&self, hostname: &str) -> Result<Option<BanRecord>> {
+        get(&self.bans, "bans", &ban_key(hostname))
+    }
+
+    /// Lift a ban with its audit entry; `false` if the host was not banned.
+    pub fn unban(&self, hostname: &str, audit: &super::AuditEntry) -> Result<bool> {
+        let id = self.next_id()?;
+        let outcome = (&self.bans, &self.audit).transaction(|(bans, log)| {
+            let was = bans.remove(ban_key(hostname))?.is_some();
+            if was {
+                log.insert(&id.to_be_bytes(), encode(audit))?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(was)
+        });
+        outcome.map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => StoreError::Sled(e),
+        })
+    }
+
+    /// End an agent's access (see [`Ending`]) with its audit entry, all or nothing: every certificate of the
+    /// agent revoked, the ban recorded, a retired agent moved out of the fleet. Returns the agent as it now is
+    /// and the certificates revoked, or `None` if the fleet has no such agent.
+    pub fn end_agent(
+        &self,
+        agent_id: &str,
+        how: Ending,
+        audit: &super::AuditEntry,
+        now: i64,
+    ) -> Result<Option<(AgentRecord, Vec<String>)>> {
+        let Some(agent) = self.agent(agent_id)? else {
+            return Ok(None);
+        };
+        let fingerprints: Vec<String> = self
+            .certs_of(agent_id)?
+            .into_iter()
+            .map(|(fp, _)| fp)
+            .collect();
+        let id = self.next_id()?;
+        let outcome = (
+            &self.agents,
+            &self.retired,
+            &self.certs,
+            &self.bans,
+            &self.audit,
+        )
+            .transaction(|(agents, retired, certs, bans, log)| {
+                let mut agent = agent.clone();
+                if agent.revoked_at == 0 {
+                    agent.revoked_at = now;
+                }
+                for fp in &fingerprints {
+                    if let Some(bytes) = certs.get(fp.as_bytes())? {
+                        let mut cert: CertRecord = decode("certs", fp.as_bytes(), &bytes)
+                            .map_err(ConflictableTransactionError::Abort)?;
+                        cert.revoked = true;
+                        certs.insert(fp.as_bytes(), encode(&cert))?;
+                    }
+                }
+                if how == Ending::Ban {
+                    let ban = BanRecord {
+                        hostname: agent.hostname.clone(),
+                        agent_id: agent.id.clone(),
+                        at: now,
+                        by: audit.actor.clone(),
+                    };
+                    bans.insert(ban_key(&agent.hostname), encode(&ban))?;
+                }
+                if how == Ending::Retire {
+                    agent.retired_at = now;
+                    agents.remove(agent.id.as_bytes())?;
+                    retired.insert(agent.id.as_bytes(), encode(&agent))?;
+                } else {
+                    agents.insert(agent.id.as_bytes(), encode(&agent))?;
+                }
+                log.insert(&id.to_be_bytes(), encode(audit))?;
+                Ok(agent)
+            });
+        match outcome {
+            Ok(agent) => Ok(Some((agent, fingerprints))),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+        }
+    }
+
+    pub fn retired_agents(&self) -> Result<Vec<AgentRecord>> {
+        scan(&self.retired, "retired", b"")
+    }
+
+    pub fn retired_agent(&self, id: &str) -> Result<Option<AgentRecord>> {
+        get(&self.retired, "retired", id.as_bytes())
+    }
+
+    /// Record `new` as the renewal of `old`, unless `old` was renewed or revoked meanwhile (`false`).
+    pub fn renew_cert(&self, old: &str, new: &str, record: &CertRecord) -> Result<bool> {
+        let outcome = self.certs.transaction(|certs| {
+            let Some(bytes) = certs.get(old.as_bytes())? else {
+                return Ok(false);
+            };
+            let mut previous: CertRecord = decode("certs", old.as_bytes(), &bytes)
+                .map_err(ConflictableTransactionError::Abort)?;
+            if previous.revoked || previous.renewed_by.is_some() {
+                return Ok(false);
+            }
+            previous.renewed_by = Some(new.to_owned());
+            certs.insert(old.as_bytes(), encode(&previous))?;
+            certs.insert(new.as_bytes(), encode(record))?;
+            Ok(true)
+        });
+        outcome.map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => StoreError::Sled(e),
+        })
     }
 
     pub fn cert(&self, fingerprint: &str) -> Result<Option<CertRecord>> {

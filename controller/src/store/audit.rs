@@ -10,6 +10,9 @@ pub struct AuditEntry {
     pub actor: String,
     pub action: String,
     pub detail: String,
+    /// The address the action came from.
+    #[serde(default)]
+    pub from: String,
 }
 
 impl Store {
@@ -41,6 +44,7 @@ mod tests {
                     actor: "admin".into(),
                     action: (*action).into(),
                     detail: String::new(),
+                    from: String::new(),
                 })
                 .unwrap();
         }

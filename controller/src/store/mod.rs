@@ -19,7 +19,7 @@ use serde::Serialize;
 #[cfg(test)]
 use sled::transaction::Transactional;
 
-pub use agents::{agents_installed, CertRecord, EnrollOutcome, NewAgent, Role};
+pub use agents::{agents_installed, BanRecord, CertRecord, Ending, EnrollOutcome, NewAgent, Role};
 pub use audit::AuditEntry;
 pub use packages::{TufFiles, TufState};
 pub use tokens::{TokenRecord, TokenRefusal};
@@ -64,6 +64,10 @@ pub struct Store {
     slots: sled::Tree,
     action_locks: Arc<[std::sync::Mutex<()>; 64]>,
     audit: sled::Tree,
+    /// Retired agents, by id: out of the fleet (targeting, counts), kept for history.
+    retired: sled::Tree,
+    /// Hostnames (lower case) that may not enroll.
+    bans: sled::Tree,
     flusher: Arc<Flusher>,
 }
 
@@ -114,6 +118,8 @@ impl Store {
             slots: tree("slots")?,
             action_locks: Arc::new(std::array::from_fn(|_| std::sync::Mutex::new(()))),
             audit: tree("audit")?,
+            retired: tree("retired")?,
+            bans: tree("bans")?,
             flusher: Arc::new(Flusher::default()),
             db,
         })

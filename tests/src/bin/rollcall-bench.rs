@@ -220,8 +220,13 @@ impl Fleet {
         let dir = tempfile::Builder::new()
             .prefix("rollcall-bench-")
             .tempdir()?;
-        let controller =
-            LocalController::start(&dir.path().join("controller"), checkin_interval).await?;
+        // Every simulated agent comes from 127.0.0.1: lift the per-source limits meant for a station's NAT.
+        let controller = LocalController::start(
+            &dir.path().join("controller"),
+            checkin_interval,
+            "anonymous_calls_per_second = 1000000\nanonymous_connections_per_source = 1000000\n",
+        )
+        .await?;
         let admin = controller.admin().await?;
         let keys = dir.path().join("keys");
         let repo = dir.path().join("repo");

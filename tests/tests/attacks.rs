@@ -1,0 +1,590 @@
+//! The attack suite: one test per attack, each against a real controller (and real agents where an agent is
+//! the target), asserting the refusal, what the caller is told, and that nothing changed.
+//!
+//! Transport probes use a raw HTTP/2 client (`rollcall_tests::h2probe`), not the gRPC client, so they can do what
+//! a well-behaved client never does.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rollcall_proto::v1;
+use rollcall_proto::v1::admin_service_client::AdminServiceClient;
+use rollcall_proto::v1::agent_service_client::AgentServiceClient;
+use rollcall_tests::h2probe::{call, grpc_frame, h2, tls};
+use rollcall_tests::{agent_channel, agent_id, agent_identity, Cluster};
+use tonic::Code;
+
+fn addr(c: &Cluster) -> SocketAddr {
+    c.controller().addr().parse().unwrap()
+}
+
+fn ca(c: &Cluster) -> std::path::PathBuf {
+    c.controller().admin_creds().join("ca.crt")
+}
+
+fn admin_identity(c: &Cluster) -> rollcall_proto::tls::ClientIdentity {
+    let creds = c.controller().admin_creds();
+    rollcall_proto::tls::ClientIdentity::from_pem_files(
+        &creds.join("client.crt"),
+        &creds.join("client.key"),
+    )
+    .unwrap()
+}
+
+/// The controller's resident memory, from /proc.
+fn rss_mib(c: &Cluster) -> u64 {
+    let pid = c.controller().pid().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .unwrap()
+        / 1024
+}
+
+fn log_of(c: &Cluster) -> String {
+    std::fs::read_to_string(&c.controller().log).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_without_a_certificate_are_refused_before_their_body_is_read() {
+    let c = Cluster::start().await.unwrap();
+    let before = rss_mib(&c);
+    let (send, _conn) = h2(addr(&c), &ca(&c), None).await.unwrap();
+    // Sixteen streams on one connection, each announcing a 64 MiB message and sending 4 MiB of it.
+    let mut calls = Vec::new();
+    for _ in 0..16 {
+        let mut send = send.clone();
+        calls.push(tokio::spawn(async move {
+            let mut frame = Vec::with_capacity(4 << 20);
+            frame.push(0);
+            frame.extend_from_slice(&(64u32 << 20).to_be_bytes());
+            frame.resize(4 << 20, 7);
+            call(
+                &mut send,
+                "/rollcall.v1.AdminService/PushMetadata",
+                Bytes::from(frame),
+                false,
+                Duration::from_secs(10),
+            )
+            .await
+        }));
+    }
+    for call in calls {
+        let (code, message) = call.await.unwrap().unwrap();
+        assert_eq!(code, Code::Unauthenticated as i32, "{message}");
+        assert!(
+            message.contains("PushMetadata needs a client certificate"),
+            "{message}"
+        );
+    }
+    let after = rss_mib(&c);
+    assert!(
+        after < before + 64,
+        "controller grew from {before} MiB to {after} MiB"
+    );
+    // Nothing was published.
+    let repo = c
+        .admin
+        .rpc
+        .clone()
+        .list_packages(v1::ListPackagesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(repo.packages.is_empty());
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_send_nothing_are_closed() {
+    let c = Cluster::start_with_config("idle_timeout = \"3s\"\nanonymous_idle_timeout = \"1s\"\n")
+        .await
+        .unwrap();
+    // Without a certificate: after the HTTP/2 handshake, nothing.
+    let started = Instant::now();
+    let (_send, conn) = h2(addr(&c), &ca(&c), None).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("an idle connection without a certificate stays open")
+        .unwrap()
+        .ok();
+    let anonymous = started.elapsed();
+    // With a valid certificate: closed too, later.
+    let started = Instant::now();
+    let (_send, conn) = h2(addr(&c), &ca(&c), Some(admin_identity(&c)))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(15), conn)
+        .await
+        .expect("an idle connection with a certificate stays open")
+        .unwrap()
+        .ok();
+    let certified = started.elapsed();
+    assert!(
+        anonymous < Duration::from_secs(5) && certified >= Duration::from_secs(3),
+        "closed after {anonymous:?} (anonymous) and {certified:?} (admin)"
+    );
+    // A connection with a call open (an agent's wake-up stream) is not idle.
+    let (mut send, conn) = h2(addr(&c), &ca(&c), Some(admin_identity(&c)))
+        .await
+        .unwrap();
+    let mut ready = send.clone().ready().await.unwrap();
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("https://127.0.0.1/rollcall.v1.AdminService/ListAgents")
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+    // The request body is never finished: the call stays open.
+    let (_resp, _stream) = ready.send_request(req, false).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        !conn.is_finished(),
+        "a connection with an open call was closed as idle"
+    );
+    let _ = &mut send;
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_cannot_hold_every_connection_and_admins_still_get_in() {
+    let c = Cluster::start_with_config("anonymous_connections_per_source = 8\n")
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..30 {
+        if let Ok(stream) = tls(addr(&c), &ca(&c), None).await {
+            held.push(stream);
+        }
+    }
+    // The controller closes every connection past the eighth: an HTTP/2 handshake on them fails.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut open = 0;
+    for stream in held.drain(..) {
+        if let Ok(Ok((send, conn))) =
+            tokio::time::timeout(Duration::from_secs(2), h2::client::handshake(stream)).await
+        {
+            let task = tokio::spawn(conn);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if !task.is_finished() {
+                open += 1;
+                std::mem::forget((send, task));
+            }
+        }
+    }
+    assert!(
+        open <= 8,
+        "{open} connections without a certificate held open"
+    );
+    let (code, out, err) = c.cli(&["agents", "list"]).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrollment_flood_is_rate_limited_and_cannot_forge_log_lines() {
+    let c = Cluster::start_with_config("anonymous_calls_per_second = 5\n")
+        .await
+        .unwrap();
+    let log_before = log_of(&c).len();
+    let mut client = AgentServiceClient::new(agent_channel(&c, None).await.unwrap());
+    let forged = format!(
+        "desk\n2026-11-23T00:00:00Z ERROR rollcall_controller: forged \u{1b}[31mred{}",
+        "x".repeat(40_000)
+    );
+    let (mut refused, mut limited) = (0, 0);
+    for _ in 0..300 {
+        let err = client
+            .enroll(v1::EnrollRequest {
+                token: "rollcall1.nope".into(),
+                hostname: forged.clone(),
+                platform: "linux-x86_64".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        match err.code() {
+            Code::Unauthenticated => refused += 1,
+            Code::ResourceExhausted => {
+                assert!(
+                    err.message().contains("too many calls"),
+                    "{}",
+                    err.message()
+                );
+                limited += 1
+            }
+            other => panic!("unexpected {other:?}: {}", err.message()),
+        }
+    }
+    assert!(
+        refused <= 60 && limited >= 240,
+        "{refused} refused, {limited} limited"
+    );
+    let log = log_of(&c);
+    let added = &log[log_before..];
+    assert!(added.len() < 64 * 1024, "{} bytes logged", added.len());
+    assert!(!added.contains('\u{1b}'), "an escape code reached the log");
+    assert!(
+        !added.lines().any(|l| l.starts_with("2026-11-23T00:00:00Z")),
+        "a forged line reached the log"
+    );
+    assert!(added.contains("over the rate limit"), "{added}");
+    // Nothing was enrolled.
+    let list = c
+        .admin
+        .rpc
+        .clone()
+        .list_agents(v1::ListAgentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.agents.is_empty());
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_invalid_and_oversized_ones_exhaust() {
+    let c = Cluster::start().await.unwrap();
+    let (mut send, _conn) = h2(addr(&c), &ca(&c), Some(admin_identity(&c)))
+        .await
+        .unwrap();
+    let garbage = grpc_frame(&[0xff, 0xff, 0xff, 0xff]);
+    let (code, message) = call(
+        &mut send,
+        "/rollcall.v1.AdminService/CreateToken",
+        garbage,
+        true,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, Code::InvalidArgument as i32, "{message}");
+    // CreateToken takes at most 64 KiB.
+    let big = grpc_frame(&vec![0u8; 2 << 20]);
+    let (code, message) = call(
+        &mut send,
+        "/rollcall.v1.AdminService/CreateToken",
+        big,
+        true,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, Code::ResourceExhausted as i32, "{message}");
+    // A method that does not exist.
+    let (code, _) = call(
+        &mut send,
+        "/rollcall.v1.AdminService/DropEverything",
+        grpc_frame(&[]),
+        true,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, Code::Unimplemented as i32);
+    // No token was made.
+    let (code, out, err) = c.cli(&["sites", "list"]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("north"), "{out}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_certificate_cannot_call_the_admin_service() {
+    let c = Cluster::start().await.unwrap();
+    let agent = c.enroll("north", "desk-1").await.unwrap();
+    let mut admin = AdminServiceClient::new(agent_channel(&c, Some(&agent.data)).await.unwrap());
+    let err = admin
+        .list_agents(v1::ListAgentsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message()
+            .contains("has the agent role; ListAgents needs admin or tech"),
+        "{}",
+        err.message()
+    );
+    let err = admin
+        .create_token(v1::CreateTokenRequest {
+            site: "north".into(),
+            uses: 1,
+            ttl_seconds: 60,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("CreateToken needs admin"),
+        "{}",
+        err.message()
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_agent_is_refused_at_once_and_its_stream_is_closed() {
+    let mut c = Cluster::start().await.unwrap();
+    let dirs = c.add_agents("north", 1).await.unwrap();
+    let id = agent_id(&dirs[0]).unwrap();
+    // Wait for its first check-in; its wake-up stream opens right after.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c
+        .admin
+        .rpc
+        .clone()
+        .list_agents(v1::ListAgentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .agents[0]
+        .last_checkin_unix
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the agent never checked in");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (code, out, err) = c.cli(&["agents", "revoke", &id]).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 certificate(s) revoked"), "{out}");
+    assert!(!out.contains(" 0 open connection(s) closed"), "{out}");
+    // Its own certificate is refused, naming why.
+    let mut client = AgentServiceClient::new(agent_channel(&c, Some(&dirs[0])).await.unwrap());
+    let err = client
+        .check_in(v1::CheckInRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("revoked"), "{}", err.message());
+    let (_, out, _) = c.cli(&["agents", "list", "--json"]).await.unwrap();
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        list["agents"][0]["revoked_at"].as_i64().unwrap() > 0,
+        "{out}"
+    );
+    // The audit log holds who did it.
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_host_cannot_enroll_again_until_unbanned() {
+    let c = Cluster::start().await.unwrap();
+    let agent = c.enroll("north", "mdc-7").await.unwrap();
+    let id = agent_id(&agent.data).unwrap();
+    let (code, out, err) = c.cli(&["agents", "ban", &id]).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("revoked and banned"), "{out}");
+    // The same host (in other case) with a fresh token is refused, and nothing is enrolled or spent.
+    let err = c.enroll("north", "MDC-7").await.unwrap_err().to_string();
+    assert!(
+        err.contains("host mdc-7 is banned") && err.contains("agents unban mdc-7"),
+        "{err}"
+    );
+    let (code, _, err) = c.cli(&["agents", "unban", "nobody"]).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("host nobody is not banned"), "{err}");
+    let (code, out, err) = c.cli(&["agents", "unban", "mdc-7"]).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let token = c.token("north", 1, 600).await.unwrap();
+    let again = rollcall_controller::cli::local::LocalAgent::enroll(
+        &c.path("agents/mdc-7-again"),
+        &c.controller().url,
+        &token,
+        "mdc-7",
+    )
+    .await
+    .unwrap();
+    // It takes over its old record: one agent, the same id.
+    assert_eq!(agent_id(&again.data).unwrap(), id);
+    let (_, out, _) = c.cli(&["agents", "list", "--json"]).await.unwrap();
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["agents"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(list["agents"][0]["revoked_at"], 0, "{out}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolling_a_host_again_replaces_its_record_and_revokes_the_old_certificate() {
+    let c = Cluster::start().await.unwrap();
+    let first = c.enroll("north", "desk-9").await.unwrap();
+    let old = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(old.path().join("identity")).unwrap();
+    std::fs::copy(
+        first.data.join("identity/client.pem"),
+        old.path().join("identity/client.pem"),
+    )
+    .unwrap();
+    // Reinstalled: enrolled again into a fresh data dir, at another site.
+    let token = c.token("south", 1, 600).await.unwrap();
+    let second = rollcall_controller::cli::local::LocalAgent::enroll(
+        &c.path("agents/desk-9-again"),
+        &c.controller().url,
+        &token,
+        "desk-9",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        agent_id(&second.data).unwrap(),
+        agent_id(&first.data).unwrap()
+    );
+    let (_, out, _) = c.cli(&["agents", "list", "--json"]).await.unwrap();
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["agents"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(list["agents"][0]["site"], "south", "{out}");
+    let mut ghost = AgentServiceClient::new(agent_channel(&c, Some(old.path())).await.unwrap());
+    let err = ghost
+        .check_in(v1::CheckInRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
+    assert!(err.message().contains("revoked"), "{}", err.message());
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_agent_leaves_the_fleet_its_counts_and_its_targeting() {
+    let mut c = Cluster::start().await.unwrap();
+    let dirs = c.add_agents("north", 2).await.unwrap();
+    let retired = agent_id(&dirs[1]).unwrap();
+    let (code, out, err) = c.cli(&["agents", "retire", &retired]).await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = c.cli(&["agents", "retire", &retired]).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("already retired"), "{err}");
+    let (_, out, _) = c.cli(&["agents", "list", "--json"]).await.unwrap();
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["agents"].as_array().unwrap().len(), 1, "{out}");
+    let (_, out, _) = c
+        .cli(&["agents", "list", "--retired", "--json"])
+        .await
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["agents"][0]["id"], retired.as_str(), "{out}");
+    assert!(list["agents"][0]["retired_at"].as_i64().unwrap() > 0);
+    // Still readable for history.
+    let (code, out, _) = c.cli(&["agents", "show", &retired]).await.unwrap();
+    assert_eq!(code, 0, "{out}");
+    // Out of the site's counts and of a new rollout's devices.
+    let (_, out, _) = c.cli(&["sites", "list", "--json"]).await.unwrap();
+    let sites: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(sites["sites"][0]["agents"], 1, "{out}");
+    c.publish(&rollcall_tests::PackageSpec::marker("tool", "1.0", 1))
+        .await
+        .unwrap();
+    let id = c.rollout("tool", "1.0", &[&["north"]]).await.unwrap();
+    let status = c.settle(&id).await.unwrap();
+    let devices: Vec<_> = status.devices.iter().map(|d| d.agent_id.clone()).collect();
+    assert_eq!(devices, [agent_id(&dirs[0]).unwrap()]);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_renewal_is_refused_and_a_certificate_renews_once() {
+    let c = Cluster::start_with_config("agent_cert_validity = \"4s\"\n")
+        .await
+        .unwrap();
+    let agent = c.enroll("north", "desk-2").await.unwrap();
+    let id = agent_id(&agent.data).unwrap();
+    let mut client = AgentServiceClient::new(agent_channel(&c, Some(&agent.data)).await.unwrap());
+    let renew = |client: &mut AgentServiceClient<tonic::transport::Channel>| {
+        let (_, csr_der) = rollcall_agent::enroll::key_and_csr(&id).unwrap();
+        let mut client = client.clone();
+        async move { client.renew(v1::RenewRequest { csr_der }).await }
+    };
+    let err = renew(&mut client).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("is not due until"),
+        "{}",
+        err.message()
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    renew(&mut client).await.unwrap();
+    let err = renew(&mut client).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("already renewed"),
+        "{}",
+        err.message()
+    );
+    let _ = agent_identity(&agent.data).unwrap();
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_offline_past_its_certificate_enrolls_again_and_keeps_its_record() {
+    let c = Cluster::start_with_config("agent_cert_validity = \"3s\"\n")
+        .await
+        .unwrap();
+    let mut agent = c.enroll("north", "mdc-3").await.unwrap();
+    let id = agent_id(&agent.data).unwrap();
+    // Offline past its certificate's expiry.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut client = AgentServiceClient::new(agent_channel(&c, Some(&agent.data)).await.unwrap());
+    // Refused at the TLS handshake, or by the gate if the handshake let it through.
+    client
+        .check_in(v1::CheckInRequest::default())
+        .await
+        .unwrap_err();
+    // Started as it is, it says what to do.
+    agent.start().unwrap();
+    let log = agent.data.with_extension("log");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("enroll it again")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never said to enroll again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    agent.stop().await;
+    // Enrolling again without --again is refused and names the way out.
+    let token = c.token("north", 1, 600).await.unwrap();
+    let err = rollcall_controller::cli::local::LocalAgent::enroll(
+        &agent.data,
+        &c.controller().url,
+        &token,
+        "mdc-3",
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--again"), "{err}");
+    agent
+        .enroll_again(&c.controller().url, &token)
+        .await
+        .unwrap();
+    assert_eq!(agent_id(&agent.data).unwrap(), id);
+    agent.start().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = c
+            .admin
+            .rpc
+            .clone()
+            .list_agents(v1::ListAgentsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(list.agents.len(), 1);
+        if list.agents[0].last_checkin_unix > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never checked in after enrolling again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    agent.stop().await;
+    c.stop().await;
+}
