@@ -152,6 +152,7 @@ async fn build(data: &DataDir, opts: &InitOptions) -> Result<InitReport> {
         action: "init".into(),
         detail: format!("CA {}", ca.fingerprint()),
         from: String::new(),
+        result: "ok".into(),
     })?;
     store.flush().await?;
     std::fs::create_dir_all(data.blobs()).map_err(|source| Error::Write {

@@ -161,7 +161,19 @@ impl Cluster {
         pkg::push(&self.admin, &self.repo).await
     }
 
+    /// A token for `site`, which is added first if it does not exist yet.
     pub async fn token(&self, site: &str, uses: u32, ttl_secs: u64) -> anyhow::Result<String> {
+        let added = self
+            .admin
+            .rpc
+            .clone()
+            .add_site(v1::AddSiteRequest { name: site.into() })
+            .await;
+        if let Err(e) = added {
+            if e.code() != tonic::Code::AlreadyExists {
+                return Err(e.into());
+            }
+        }
         Ok(self
             .admin
             .rpc

@@ -588,3 +588,77 @@ async fn an_agent_offline_past_its_certificate_enrolls_again_and_keeps_its_recor
     agent.stop().await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_a_site_that_does_not_exist_is_refused_with_the_known_names() {
+    let c = Cluster::start().await.unwrap();
+    let (code, _, err) = c.cli(&["sites", "add", "north"]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = c.cli(&["sites", "add", "north"]).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("site north exists"), "{err}");
+    let (code, out, err) = c
+        .cli(&["token", "create", "--site", "nroth"])
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("no site nroth; known sites: north")
+            && err.contains("rollcall sites add NAME"),
+        "{err}"
+    );
+    let (_, out, _) = c.cli(&["token", "list", "--json"]).await.unwrap();
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(list["tokens"].as_array().unwrap().is_empty(), "{out}");
+    let (_, out, _) = c.cli(&["sites", "list", "--json"]).await.unwrap();
+    assert!(!out.contains("nroth"), "{out}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_or_revoked_token_is_refused() {
+    let c = Cluster::start().await.unwrap();
+    let token = c.token("north", 1, 600).await.unwrap();
+    let enroll = |name: &str, token: String| {
+        let data = c.path(&format!("agents/{name}"));
+        let url = c.controller().url.clone();
+        let name = name.to_owned();
+        async move {
+            rollcall_controller::cli::local::LocalAgent::enroll(&data, &url, &token, &name)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    };
+    enroll("desk-1", token.clone()).await.unwrap();
+    let err = enroll("desk-2", token).await.unwrap_err();
+    assert!(err.contains("no uses left"), "{err}");
+
+    let (code, out, err) = c
+        .cli(&[
+            "token", "create", "--site", "north", "--uses", "5", "--json",
+        ])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = created["id"].as_str().unwrap();
+    assert!(!id.is_empty() && !created["token"].as_str().unwrap().contains(id));
+    let (code, out, err) = c.cli(&["token", "revoke", id]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("revoked"), "{out}");
+    let err = enroll("desk-3", created["token"].as_str().unwrap().to_owned())
+        .await
+        .unwrap_err();
+    assert!(err.contains("enrollment token was revoked"), "{err}");
+    let (code, _, err) = c.cli(&["token", "revoke", "zz"]).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("at least 8 hex digits"), "{err}");
+    let (_, out, _) = c.cli(&["token", "list"]).await.unwrap();
+    assert!(out.contains("revoked") && out.contains("used up"), "{out}");
+    // Only the first enrollment happened.
+    let (_, out, _) = c.cli(&["agents", "list", "--json"]).await.unwrap();
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["agents"].as_array().unwrap().len(), 1, "{out}");
+    c.stop().await;
+}

@@ -92,6 +92,8 @@ enum AgentsCmd {
 enum SitesCmd {
     /// Sites with their agents, how many are online, and their maintenance windows.
     List,
+    /// Create a site: enrollment tokens can only name a site that exists.
+    Add { name: String },
     /// Set a site's maintenance windows: installs start only inside one (downloads any time).
     Set {
         name: String,
@@ -118,6 +120,10 @@ enum TokenCmd {
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
+    /// Tokens with their site, uses left and expiry (never their secret).
+    List,
+    /// Refuse a token from now on (its id from `token list`).
+    Revoke { id: String },
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -226,6 +232,52 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Cmd::Token {
             cmd: TokenCmd::Create { site, uses, ttl },
         } => create_token(&connect().await?, &site, uses, ttl, args.json).await?,
+        Cmd::Token {
+            cmd: TokenCmd::List,
+        } => {
+            let resp = connect()
+                .await?
+                .rpc
+                .clone()
+                .list_tokens(v1::ListTokensRequest {})
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            print_tokens(&resp.tokens, resp.now_unix, args.json);
+        }
+        Cmd::Token {
+            cmd: TokenCmd::Revoke { id },
+        } => {
+            let token = connect()
+                .await?
+                .rpc
+                .clone()
+                .revoke_token(v1::RevokeTokenRequest { id })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            if args.json {
+                print_json(&token_json(&token));
+            } else {
+                println!(
+                    "Token {} for {} revoked; enrollments with it are refused.",
+                    token.id, token.site
+                );
+            }
+        }
+        Cmd::Sites {
+            cmd: SitesCmd::Add { name },
+        } => {
+            let site = connect()
+                .await?
+                .rpc
+                .clone()
+                .add_site(v1::AddSiteRequest { name })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            print_sites(&[site], args.json);
+        }
         Cmd::Status => {
             let client = connect().await?;
             let sites = client
@@ -278,12 +330,53 @@ pub async fn create_token(
         .into_inner();
     if json {
         print_json(
-            &json!({"token": resp.token, "site": resp.site, "uses": resp.uses, "expires_at": resp.expires_at_unix}),
+            &json!({"token": resp.token, "id": resp.id, "site": resp.site, "uses": resp.uses, "expires_at": resp.expires_at_unix}),
         );
     } else {
         println!("{}", resp.token);
     }
     Ok(())
+}
+
+fn token_json(t: &v1::TokenInfo) -> serde_json::Value {
+    json!({"id": t.id, "site": t.site, "uses_left": t.uses_left, "expires_at": t.expires_at_unix,
+           "created_at": t.created_at_unix, "created_by": t.created_by, "revoked_at": t.revoked_at_unix})
+}
+
+fn print_tokens(tokens: &[v1::TokenInfo], now: i64, json: bool) {
+    if json {
+        print_json(&json!({"tokens": tokens.iter().map(token_json).collect::<Vec<_>>()}));
+        return;
+    }
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            let state = if t.revoked_at_unix > 0 {
+                "revoked".to_owned()
+            } else if t.expires_at_unix <= now {
+                "expired".to_owned()
+            } else if t.uses_left == 0 {
+                "used up".to_owned()
+            } else {
+                format!("{} use(s) left", t.uses_left)
+            };
+            vec![
+                t.id.clone(),
+                t.site.clone(),
+                state,
+                super::output::when(t.expires_at_unix, now),
+                t.created_by.clone(),
+                ago(t.created_at_unix, now),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["TOKEN", "SITE", "STATE", "EXPIRES", "BY", "CREATED"],
+            &rows
+        )
+    );
 }
 
 async fn end_agent(

@@ -185,6 +185,12 @@ async fn drive(
     let per_site = args.agents.div_ceil(SITES.len());
     let mut tokens = Vec::new();
     for site in SITES {
+        client
+            .rpc
+            .clone()
+            .add_site(v1::AddSiteRequest { name: site.into() })
+            .await
+            .map_err(rpc)?;
         let resp = client
             .rpc
             .clone()

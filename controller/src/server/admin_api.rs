@@ -14,7 +14,7 @@ use super::{now, Shared};
 use crate::model::{ActionRecord, AgentRecord, SiteRecord};
 use crate::repo::PublishError;
 use crate::rollout::report::device_status;
-use crate::store::{Ending, TokenRecord};
+use crate::store::{token_id, Ending, Table, TokenRecord};
 
 /// Largest payload accepted.
 const MAX_PAYLOAD: u64 = 8 * 1024 * 1024 * 1024;
@@ -83,6 +83,18 @@ fn publish_status(e: PublishError) -> Status {
     }
 }
 
+fn token_info(hash: &str, t: &TokenRecord) -> v1::TokenInfo {
+    v1::TokenInfo {
+        id: token_id(hash).to_owned(),
+        site: t.site.clone(),
+        uses_left: t.uses_left,
+        expires_at_unix: t.expires_at,
+        created_at_unix: t.created_at,
+        created_by: t.created_by.clone(),
+        revoked_at_unix: t.revoked_at,
+    }
+}
+
 fn ending(how: i32) -> Result<(Ending, &'static str), Status> {
     match v1::AgentEnding::try_from(how).unwrap_or(v1::AgentEnding::Unspecified) {
         v1::AgentEnding::Revoke => Ok((Ending::Revoke, "agent revoke")),
@@ -130,6 +142,99 @@ impl AdminService for AdminApi {
             certificates_revoked: revoked.len() as u32,
             connections_closed: closed as u32,
         }))
+    }
+
+    async fn add_site(
+        &self,
+        req: Request<v1::AddSiteRequest>,
+    ) -> Result<Response<v1::SiteSummary>, Status> {
+        let caller = caller(&req)?;
+        let name = req.into_inner().name;
+        if !valid_site(&name) {
+            return Err(Status::invalid_argument(format!(
+                "{:?} is not a valid site name (1-64 of letters, digits, '-', '_', '.')",
+                super::untrusted(&name)
+            )));
+        }
+        let s = &self.shared;
+        if s.store.site(&name).map_err(internal)?.is_some() {
+            return Err(Status::already_exists(format!("site {name} exists")));
+        }
+        let now = now();
+        let site = SiteRecord::new(&name, now);
+        let entry = super::audit_entry(&caller, "site add", name.clone());
+        s.store
+            .audited(&entry, |tx| tx.put(Table::Sites, &name, &site))
+            .map_err(internal)?;
+        s.store.flush().await.map_err(internal)?;
+        let agents = s.store.agents().map_err(internal)?;
+        Ok(Response::new(site_summary(s, &site, &agents, now)?))
+    }
+
+    async fn list_tokens(
+        &self,
+        _req: Request<v1::ListTokensRequest>,
+    ) -> Result<Response<v1::ListTokensResponse>, Status> {
+        let mut tokens: Vec<v1::TokenInfo> = self
+            .shared
+            .store
+            .tokens()
+            .map_err(internal)?
+            .iter()
+            .map(|(hash, t)| token_info(hash, t))
+            .collect();
+        tokens.sort_by_key(|t| std::cmp::Reverse(t.created_at_unix));
+        Ok(Response::new(v1::ListTokensResponse {
+            tokens,
+            now_unix: now(),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<v1::RevokeTokenRequest>,
+    ) -> Result<Response<v1::TokenInfo>, Status> {
+        let caller = caller(&req)?;
+        let id = req.into_inner().id.trim().to_lowercase();
+        if id.len() < 8 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Status::invalid_argument(
+                "a token id is at least 8 hex digits, as `rollcall token list` shows it",
+            ));
+        }
+        let s = &self.shared;
+        let matches: Vec<(String, TokenRecord)> = s
+            .store
+            .tokens()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|(hash, _)| hash.starts_with(&id))
+            .collect();
+        if matches.len() > 1 {
+            return Err(Status::invalid_argument(format!(
+                "{} tokens start with {id}; give more digits",
+                matches.len()
+            )));
+        }
+        let Some((hash, mut token)) = matches.into_iter().next() else {
+            return Err(Status::not_found(format!("no token {id}")));
+        };
+        if token.revoked_at > 0 {
+            return Err(Status::failed_precondition(format!(
+                "token {} is already revoked",
+                token_id(&hash)
+            )));
+        }
+        token.revoked_at = now();
+        let entry = super::audit_entry(
+            &caller,
+            "token revoke",
+            format!("token {} site {}", token_id(&hash), token.site),
+        );
+        s.store
+            .audited(&entry, |tx| tx.put(Table::Tokens, &hash, &token))
+            .map_err(internal)?;
+        s.store.flush().await.map_err(internal)?;
+        Ok(Response::new(token_info(&hash, &token)))
     }
 
     async fn unban_host(
@@ -255,6 +360,23 @@ impl AdminService for AdminApi {
                 "token lifetime must be between 1 second and 90 days",
             ));
         }
+        if store.site(&req.site).map_err(internal)?.is_none() {
+            let known: Vec<String> = store
+                .sites()
+                .map_err(internal)?
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            return Err(Status::not_found(format!(
+                "no site {}; known sites: {} (add one with `rollcall sites add NAME`)",
+                req.site,
+                if known.is_empty() {
+                    "none yet".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
         let tuf = store.tuf_state().map_err(internal)?;
         if tuf.root_version == 0 {
             return Err(Status::failed_precondition(
@@ -273,25 +395,29 @@ impl AdminService for AdminApi {
             expires_at: now + req.ttl_seconds as i64,
             created_at: now,
             root_version: tuf.root_version,
+            created_by: caller.subject.clone(),
+            revoked_at: 0,
         };
-        store
-            .put_token(&Token::secret_hash(&token.secret), &record)
-            .map_err(internal)?;
-        store.ensure_site(&req.site, now).map_err(internal)?;
-        self.shared.audit(
+        let hash = Token::secret_hash(&token.secret);
+        let id = token_id(&hash).to_owned();
+        let entry = super::audit_entry(
             &caller,
             "token create",
             format!(
-                "site {} uses {} ttl {}s",
+                "token {id} site {} uses {} ttl {}s",
                 req.site, req.uses, req.ttl_seconds
             ),
-        )?;
+        );
+        store
+            .audited(&entry, |tx| tx.put(Table::Tokens, &hash, &record))
+            .map_err(internal)?;
         store.flush().await.map_err(internal)?;
         Ok(Response::new(v1::CreateTokenResponse {
             token: token.to_string(),
             site: req.site,
             uses: req.uses,
             expires_at_unix: record.expires_at,
+            id,
         }))
     }
 

@@ -114,6 +114,7 @@ pub(crate) fn audit_entry(
         action: action.into(),
         detail,
         from: caller.from.clone(),
+        result: "ok".into(),
     }
 }
 

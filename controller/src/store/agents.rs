@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use super::tokens::{check_token, TokenRecord, TokenRefusal};
-use super::{decode, encode, get, put, scan, Result, Store, StoreError};
+use super::{decode, encode, get, put, scan, Result, Store, StoreError, Table};
 use crate::model::{AgentRecord, InstalledRecord, SiteRecord};
 
 /// What a certificate lets its holder do.
@@ -174,18 +174,8 @@ impl Store {
 
     /// Lift a ban with its audit entry; `false` if the host was not banned.
     pub fn unban(&self, hostname: &str, audit: &super::AuditEntry) -> Result<bool> {
-        let id = self.next_id()?;
-        let outcome = (&self.bans, &self.audit).transaction(|(bans, log)| {
-            let was = bans.remove(ban_key(hostname))?.is_some();
-            if was {
-                log.insert(&id.to_be_bytes(), encode(audit))?;
-            }
-            Ok::<_, ConflictableTransactionError<StoreError>>(was)
-        });
-        outcome.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => StoreError::Sled(e),
-        })
+        let key = String::from_utf8_lossy(&ban_key(hostname)).into_owned();
+        self.audited(audit, |tx| tx.remove(Table::Bans, &key))
     }
 
     /// End an agent's access (see [`Ending`]) with its audit entry, all or nothing: every certificate of the
@@ -198,59 +188,44 @@ impl Store {
         audit: &super::AuditEntry,
         now: i64,
     ) -> Result<Option<(AgentRecord, Vec<String>)>> {
-        let Some(agent) = self.agent(agent_id)? else {
-            return Ok(None);
-        };
         let fingerprints: Vec<String> = self
             .certs_of(agent_id)?
             .into_iter()
             .map(|(fp, _)| fp)
             .collect();
-        let id = self.next_id()?;
-        let outcome = (
-            &self.agents,
-            &self.retired,
-            &self.certs,
-            &self.bans,
-            &self.audit,
-        )
-            .transaction(|(agents, retired, certs, bans, log)| {
-                let mut agent = agent.clone();
-                if agent.revoked_at == 0 {
-                    agent.revoked_at = now;
+        let agent = self.audited(audit, |tx| {
+            let Some(mut agent) = tx.get::<AgentRecord>(Table::Agents, agent_id)? else {
+                return Ok(None);
+            };
+            if agent.revoked_at == 0 {
+                agent.revoked_at = now;
+            }
+            for fp in &fingerprints {
+                if let Some(mut cert) = tx.get::<CertRecord>(Table::Certs, fp)? {
+                    cert.revoked = true;
+                    tx.put(Table::Certs, fp, &cert)?;
                 }
-                for fp in &fingerprints {
-                    if let Some(bytes) = certs.get(fp.as_bytes())? {
-                        let mut cert: CertRecord = decode("certs", fp.as_bytes(), &bytes)
-                            .map_err(ConflictableTransactionError::Abort)?;
-                        cert.revoked = true;
-                        certs.insert(fp.as_bytes(), encode(&cert))?;
-                    }
-                }
-                if how == Ending::Ban {
-                    let ban = BanRecord {
-                        hostname: agent.hostname.clone(),
-                        agent_id: agent.id.clone(),
-                        at: now,
-                        by: audit.actor.clone(),
-                    };
-                    bans.insert(ban_key(&agent.hostname), encode(&ban))?;
-                }
-                if how == Ending::Retire {
-                    agent.retired_at = now;
-                    agents.remove(agent.id.as_bytes())?;
-                    retired.insert(agent.id.as_bytes(), encode(&agent))?;
-                } else {
-                    agents.insert(agent.id.as_bytes(), encode(&agent))?;
-                }
-                log.insert(&id.to_be_bytes(), encode(audit))?;
-                Ok(agent)
-            });
-        match outcome {
-            Ok(agent) => Ok(Some((agent, fingerprints))),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
-        }
+            }
+            if how == Ending::Ban {
+                let ban = BanRecord {
+                    hostname: agent.hostname.clone(),
+                    agent_id: agent.id.clone(),
+                    at: now,
+                    by: audit.actor.clone(),
+                };
+                let key = String::from_utf8_lossy(&ban_key(&agent.hostname)).into_owned();
+                tx.put(Table::Bans, &key, &ban)?;
+            }
+            if how == Ending::Retire {
+                agent.retired_at = now;
+                tx.remove(Table::Agents, &agent.id)?;
+                tx.put(Table::Retired, &agent.id, &agent)?;
+            } else {
+                tx.put(Table::Agents, &agent.id, &agent)?;
+            }
+            Ok(Some(agent))
+        })?;
+        Ok(agent.map(|agent| (agent, fingerprints)))
     }
 
     pub fn retired_agents(&self) -> Result<Vec<AgentRecord>> {

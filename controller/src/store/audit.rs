@@ -1,8 +1,14 @@
-//! The audit log: every admin action, in order.
+//! The audit log: every admin and tech action, in order, written in the same transaction as the change it
+//! records ([`Store::audited`]); refusals are written on their own ([`Store::audit`]). Nothing here edits or
+//! deletes an entry.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
+};
 
-use super::{encode, scan, Result, Store};
+use super::{decode, encode, scan, Result, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -13,13 +19,103 @@ pub struct AuditEntry {
     /// The address the action came from.
     #[serde(default)]
     pub from: String,
+    /// "ok", or why the action was refused.
+    #[serde(default = "ok")]
+    pub result: String,
+}
+
+fn ok() -> String {
+    "ok".into()
+}
+
+/// The records an audited change may touch.
+#[derive(Debug, Clone, Copy)]
+pub enum Table {
+    Agents,
+    Retired,
+    Certs,
+    Bans,
+    Tokens,
+    Sites,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Agents => "agents",
+            Table::Retired => "retired",
+            Table::Certs => "certs",
+            Table::Bans => "bans",
+            Table::Tokens => "tokens",
+            Table::Sites => "sites",
+        }
+    }
+}
+
+/// The inside of an audited transaction: typed reads and writes of [`Table`]s. `abort` ends it without
+/// writing anything, the audit entry included.
+pub struct Tx<'a> {
+    trees: &'a [TransactionalTree],
+}
+
+pub type TxResult<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
+
+impl Tx<'_> {
+    fn tree(&self, table: Table) -> &TransactionalTree {
+        &self.trees[table as usize]
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> TxResult<Option<T>> {
+        match self.tree(table).get(key.as_bytes())? {
+            Some(bytes) => Ok(Some(
+                decode(table.name(), key.as_bytes(), &bytes)
+                    .map_err(ConflictableTransactionError::Abort)?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put<T: Serialize>(&self, table: Table, key: &str, value: &T) -> TxResult<()> {
+        self.tree(table).insert(key.as_bytes(), encode(value))?;
+        Ok(())
+    }
+
+    pub fn remove(&self, table: Table, key: &str) -> TxResult<bool> {
+        Ok(self.tree(table).remove(key.as_bytes())?.is_some())
+    }
 }
 
 impl Store {
+    /// Append an entry on its own: a refusal, or an action whose change is not in the store.
     pub fn audit(&self, entry: &AuditEntry) -> Result<()> {
         let seq = self.next_id()?;
         self.audit.insert(seq.to_be_bytes(), encode(entry))?;
         Ok(())
+    }
+
+    /// Run `change` and append `entry` in one transaction: both land or neither does. `change` may run more
+    /// than once (on a conflict), so it must not have effects outside the store.
+    pub fn audited<T>(&self, entry: &AuditEntry, change: impl Fn(&Tx) -> TxResult<T>) -> Result<T> {
+        let seq = self.next_id()?;
+        let trees: [&sled::Tree; 7] = [
+            &self.agents,
+            &self.retired,
+            &self.certs,
+            &self.bans,
+            &self.tokens,
+            &self.sites,
+            &self.audit,
+        ];
+        let outcome = trees[..].transaction(|trees| {
+            let value = change(&Tx { trees })?;
+            trees[6].insert(&seq.to_be_bytes(), encode(entry))?;
+            Ok(value)
+        });
+        match outcome {
+            Ok(v) => Ok(v),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+        }
     }
 
     pub fn audit_log(&self) -> Result<Vec<AuditEntry>> {
@@ -31,22 +127,22 @@ impl Store {
 mod tests {
     use super::*;
 
+    fn entry(action: &str) -> AuditEntry {
+        AuditEntry {
+            at: 1,
+            actor: "admin".into(),
+            action: action.into(),
+            detail: String::new(),
+            from: String::new(),
+            result: ok(),
+        }
+    }
+
     #[test]
     fn entries_read_back_in_the_order_they_were_written() {
         let (_dir, store) = crate::store::temp_store();
-        for (i, action) in ["token create", "metadata push", "rollout start"]
-            .iter()
-            .enumerate()
-        {
-            store
-                .audit(&AuditEntry {
-                    at: i as i64,
-                    actor: "admin".into(),
-                    action: (*action).into(),
-                    detail: String::new(),
-                    from: String::new(),
-                })
-                .unwrap();
+        for action in ["token create", "metadata push", "rollout start"] {
+            store.audit(&entry(action)).unwrap();
         }
         let actions: Vec<String> = store
             .audit_log()
@@ -55,5 +151,25 @@ mod tests {
             .map(|e| e.action)
             .collect();
         assert_eq!(actions, ["token create", "metadata push", "rollout start"]);
+    }
+
+    #[test]
+    fn an_aborted_change_writes_neither_the_change_nor_its_entry() {
+        let (_dir, store) = crate::store::temp_store();
+        store
+            .audited(&entry("site add"), |tx| tx.put(Table::Sites, "a", &1u32))
+            .unwrap();
+        let refused = store.audited(&entry("site add"), |tx| {
+            tx.put(Table::Sites, "b", &2u32)?;
+            Err::<(), _>(ConflictableTransactionError::Abort(StoreError::Corrupt {
+                tree: "sites",
+                key: "b".into(),
+                reason: "refused".into(),
+            }))
+        });
+        assert!(refused.is_err());
+        assert_eq!(store.audit_log().unwrap().len(), 1);
+        assert!(store.sites.get("b").unwrap().is_none());
+        assert!(store.sites.get("a").unwrap().is_some());
     }
 }

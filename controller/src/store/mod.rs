@@ -20,9 +20,9 @@ use serde::Serialize;
 use sled::transaction::Transactional;
 
 pub use agents::{agents_installed, BanRecord, CertRecord, Ending, EnrollOutcome, NewAgent, Role};
-pub use audit::AuditEntry;
+pub use audit::{AuditEntry, Table, Tx, TxResult};
 pub use packages::{TufFiles, TufState};
-pub use tokens::{TokenRecord, TokenRefusal};
+pub use tokens::{token_id, TokenRecord, TokenRefusal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

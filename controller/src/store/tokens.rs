@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{put, Result, Store};
+use super::{Result, Store};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenRecord {
@@ -12,6 +12,16 @@ pub struct TokenRecord {
     pub created_at: i64,
     /// The TUF root version the token pins; enrollment hands out exactly that root.
     pub root_version: u64,
+    #[serde(default)]
+    pub created_by: String,
+    /// 0 unless revoked.
+    #[serde(default)]
+    pub revoked_at: i64,
+}
+
+/// How `token list` names a token: the start of its secret's hash.
+pub fn token_id(secret_hash: &str) -> &str {
+    &secret_hash[..secret_hash.len().min(12)]
 }
 
 /// Why a token was refused.
@@ -20,6 +30,7 @@ pub enum TokenRefusal {
     Unknown,
     Expired { at: i64 },
     UsedUp,
+    Revoked { at: i64 },
 }
 
 impl std::fmt::Display for TokenRefusal {
@@ -34,6 +45,13 @@ impl std::fmt::Display for TokenRefusal {
                     .unwrap_or_else(|| at.to_string())
             ),
             TokenRefusal::UsedUp => write!(f, "enrollment token has no uses left"),
+            TokenRefusal::Revoked { at } => write!(
+                f,
+                "enrollment token was revoked at {}",
+                chrono::DateTime::from_timestamp(*at, 0)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| at.to_string())
+            ),
         }
     }
 }
@@ -44,6 +62,11 @@ pub(super) fn check_token(
     now: i64,
 ) -> Result<TokenRecord, TokenRefusal> {
     let token = token.ok_or(TokenRefusal::Unknown)?;
+    if token.revoked_at > 0 {
+        return Err(TokenRefusal::Revoked {
+            at: token.revoked_at,
+        });
+    }
     if now >= token.expires_at {
         return Err(TokenRefusal::Expired {
             at: token.expires_at,
@@ -56,8 +79,18 @@ pub(super) fn check_token(
 }
 
 impl Store {
-    pub fn put_token(&self, secret_hash: &str, token: &TokenRecord) -> Result<()> {
-        put(&self.tokens, secret_hash.as_bytes(), token)
+    /// Every token with the hash it is stored under.
+    pub fn tokens(&self) -> Result<Vec<(String, TokenRecord)>> {
+        self.tokens
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    super::decode("tokens", &k, &v)?,
+                ))
+            })
+            .collect()
     }
 }
 
@@ -84,6 +117,8 @@ mod tests {
             expires_at,
             created_at: 0,
             root_version: 1,
+            created_by: "admin".into(),
+            revoked_at: 0,
         }
     }
 
@@ -99,5 +134,13 @@ mod tests {
             TokenRefusal::UsedUp
         );
         assert_eq!(check_token(Some(token(2, 100)), 10).unwrap().uses_left, 2);
+        let revoked = TokenRecord {
+            revoked_at: 5,
+            ..token(2, 100)
+        };
+        assert_eq!(
+            check_token(Some(revoked), 10).unwrap_err(),
+            TokenRefusal::Revoked { at: 5 }
+        );
     }
 }

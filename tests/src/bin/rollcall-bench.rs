@@ -234,6 +234,13 @@ impl Fleet {
         let online = pkg::online_keys_of(&admin).await?;
         pkg::init_repo(&keys, &repo, &online, Duration::from_secs(3600)).await?;
         pkg::push(&admin, &repo).await?;
+        admin
+            .rpc
+            .clone()
+            .add_site(v1::AddSiteRequest {
+                name: "bench".into(),
+            })
+            .await?;
         let token = admin
             .rpc
             .clone()
