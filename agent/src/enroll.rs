@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
+use rcgen::KeyPair;
 use rollcall_proto::v1::{self, agent_service_client::AgentServiceClient};
 use rollcall_proto::{sha256_hex, ServerTrust, Token};
 
@@ -161,15 +161,7 @@ pub fn identity_pem(key: &KeyPair, certificate_der: &[u8]) -> String {
 
 /// A key pair and a CSR for it (subject: the agent's name).
 pub fn key_and_csr(subject: &str) -> Result<(KeyPair, Vec<u8>), EnrollError> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| EnrollError::Key(e.to_string()))?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, subject);
-    let csr = params
-        .serialize_request(&key)
-        .map_err(|e| EnrollError::Key(e.to_string()))?;
-    Ok((key, csr.der().to_vec()))
+    rollcall_proto::tls::key_and_csr(subject).map_err(|e| EnrollError::Key(e.to_string()))
 }
 
 fn pem(label: &str, der: &[u8]) -> String {

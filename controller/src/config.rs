@@ -21,6 +21,9 @@ version = 1
 # Lifetime of agent client certificates. Agents renew theirs at half-life; one offline for longer must re-enroll.
 # agent_cert_validity = "30d"
 
+# Lifetime of people's client certificates (`rollcall users add`).
+# user_cert_validity = "365d"
+
 # Lifetime of the snapshot and timestamp metadata the controller signs with its online keys. It bounds how long a
 # frozen (never-updated) repository is accepted by agents; the controller re-signs at half-life.
 # timestamp_validity = "7d"
@@ -57,6 +60,8 @@ pub struct ControllerConfig {
     pub checkin_jitter: Duration,
     #[serde(default = "default_agent_cert_validity", deserialize_with = "duration")]
     pub agent_cert_validity: Duration,
+    #[serde(default = "default_user_cert_validity", deserialize_with = "duration")]
+    pub user_cert_validity: Duration,
     #[serde(default = "default_timestamp_validity", deserialize_with = "duration")]
     pub timestamp_validity: Duration,
     #[serde(default = "default_engine_interval", deserialize_with = "duration")]
@@ -87,6 +92,9 @@ fn default_checkin_jitter() -> Duration {
 }
 fn default_agent_cert_validity() -> Duration {
     Duration::from_secs(30 * 86400)
+}
+fn default_user_cert_validity() -> Duration {
+    Duration::from_secs(365 * 86400)
 }
 fn default_timestamp_validity() -> Duration {
     Duration::from_secs(7 * 86400)
@@ -167,6 +175,7 @@ mod tests {
         assert_eq!(c.timestamp_validity, Duration::from_secs(7 * 86400));
         assert_eq!(c.membership_cutoff, Duration::from_secs(7 * 86400));
         assert_eq!(c.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.user_cert_validity, Duration::from_secs(365 * 86400));
         assert_eq!(c.anonymous_idle_timeout, Duration::from_secs(10));
         assert_eq!(c.anonymous_connections_per_source, 64);
         assert_eq!(c.anonymous_calls_per_second, 20);

@@ -21,6 +21,19 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub use rustls::pki_types;
 
 /// Lowercase hex sha256 of some bytes: certificate fingerprints, root pins, payload names.
+/// A new P-256 key pair and a certificate signing request for it with `subject` as its common name: what an agent
+/// sends to enroll or renew, and what `rollcall users add` sends for a person. The key never leaves the caller.
+pub fn key_and_csr(subject: &str) -> Result<(rcgen::KeyPair, Vec<u8>), rcgen::Error> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, subject);
+    let csr = params.serialize_request(&key)?;
+    Ok((key, csr.der().to_vec()))
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }

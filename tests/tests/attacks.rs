@@ -662,3 +662,164 @@ async fn a_replayed_or_revoked_token_is_refused() {
     assert_eq!(list["agents"].as_array().unwrap().len(), 1, "{out}");
     c.stop().await;
 }
+
+/// `rollcall` with another person's credentials folder.
+fn as_person(creds: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(rollcall_tests::bin("rollcall").unwrap())
+        .arg("--creds")
+        .arg(creds)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_technician_reads_but_cannot_create_rollouts_tokens_or_people() {
+    let mut c = Cluster::start().await.unwrap();
+    c.add_agents("north", 1).await.unwrap();
+    c.publish(&rollcall_tests::PackageSpec::marker("tool", "1.0", 1))
+        .await
+        .unwrap();
+    let creds = c.path("jdoe");
+    let (code, out, err) = c
+        .cli(&[
+            "users",
+            "add",
+            "jdoe",
+            "--role",
+            "tech",
+            "--out",
+            creds.to_str().unwrap(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(creds.join("client.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "the key is readable by others");
+    // Reads work.
+    let (code, out, err) = as_person(&creds, &["agents", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("north-01"), "{out}");
+    // Changes do not, and say which role is needed.
+    for (args, method) in [
+        (
+            &[
+                "rollout", "create", "tool@1.0", "--wave", "north", "--start",
+            ][..],
+            "CreateRollout",
+        ),
+        (&["token", "create", "--site", "north"][..], "CreateToken"),
+        (&["sites", "add", "south"][..], "AddSite"),
+    ] {
+        let (code, _, err) = as_person(&creds, args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("jdoe has the tech role; {method} needs admin")),
+            "{err}"
+        );
+    }
+    let out = c.path("mallory");
+    let (code, _, err) = as_person(
+        &creds,
+        &[
+            "users",
+            "add",
+            "mallory",
+            "--role",
+            "admin",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("AddUser needs admin"), "{err}");
+    // Nothing changed.
+    let list = c
+        .admin
+        .rpc
+        .clone()
+        .list_rollouts(v1::ListRolloutsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.rollouts.is_empty());
+    let (_, out, _) = c.cli(&["users", "list", "--json"]).await.unwrap();
+    let users: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin", "jdoe"], "{out}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_person_is_refused_and_the_last_admin_cannot_be_revoked() {
+    let c = Cluster::start().await.unwrap();
+    let creds = c.path("asmith");
+    let (code, _, err) = c
+        .cli(&[
+            "users",
+            "add",
+            "asmith",
+            "--role",
+            "admin",
+            "--out",
+            creds.to_str().unwrap(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = c
+        .cli(&[
+            "users",
+            "add",
+            "asmith",
+            "--role",
+            "tech",
+            "--out",
+            c.path("again").to_str().unwrap(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("user asmith exists (role admin)"), "{err}");
+    let (code, _, err) = c
+        .cli(&[
+            "users",
+            "add",
+            "ag-1",
+            "--role",
+            "tech",
+            "--out",
+            c.path("x").to_str().unwrap(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("not a valid user name"), "{err}");
+    let (code, _, err) = as_person(&creds, &["users", "revoke", "admin"]);
+    assert_eq!(code, 0, "{err}");
+    // The original admin is out.
+    let (code, _, err) = c.cli(&["agents", "list"]).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("revoked"), "{err}");
+    // asmith is the last admin.
+    let (code, _, err) = as_person(&creds, &["users", "revoke", "asmith"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("would leave no admin"), "{err}");
+    let (code, _, err) = as_person(&creds, &["agents", "list"]);
+    assert_eq!(code, 0, "{err}");
+    c.stop().await;
+}

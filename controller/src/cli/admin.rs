@@ -49,6 +49,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// People: personal credentials with a role (admin or tech).
+    Users {
+        #[command(subcommand)]
+        cmd: super::users::UsersCmd,
+    },
     /// Build, sign and push update packages.
     Pkg {
         #[command(subcommand)]
@@ -135,6 +140,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             return pkg::run(cmd, args.controller.as_deref(), &creds, args.json).await
         }
         Cmd::Rollout { cmd } => return rollout::run(cmd, &connect().await?, args.json).await,
+        Cmd::Users { cmd } => super::users::run(cmd, &connect().await?, args.json).await?,
         Cmd::Agents {
             cmd: AgentsCmd::List { site, retired },
         } => list_agents(&connect().await?, site, retired, args.json).await?,

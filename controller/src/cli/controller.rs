@@ -1,4 +1,4 @@
-//! `rollcall-controller init | serve | token create`.
+//! `rollcall-controller init | serve | token create | user add`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +54,31 @@ enum Cmd {
     Token {
         #[command(subcommand)]
         cmd: TokenCmd,
+    },
+    /// People (talks to the running controller with DATA/admin).
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCmd {
+    /// Issue personal credentials for the `rollcall` CLI with a role, into a new folder.
+    Add {
+        #[arg(long, value_name = "DIR", env = "ROLLCALL_CONTROLLER_DATA", default_value = DEFAULT_DATA)]
+        data: PathBuf,
+        /// Controller URL (default: the one the running controller wrote to DATA/admin/controller).
+        #[arg(long, value_name = "URL")]
+        controller: Option<String>,
+        name: String,
+        #[arg(long, value_enum)]
+        role: super::users::RoleArg,
+        /// Folder to write the credentials to.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -128,6 +153,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 AdminClient::connect(controller.as_deref(), &DataDir::new(&data).admin_creds())
                     .await?;
             create_token(&client, &site, uses, ttl, json).await?;
+        }
+        Cmd::User {
+            cmd:
+                UserCmd::Add {
+                    data,
+                    controller,
+                    name,
+                    role,
+                    out,
+                    json,
+                },
+        } => {
+            let client =
+                AdminClient::connect(controller.as_deref(), &DataDir::new(&data).admin_creds())
+                    .await?;
+            super::users::add(&client, &name, role, &out, json).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -10,6 +10,7 @@ mod output;
 pub mod pkg;
 pub mod rollout;
 mod spec;
+mod users;
 
 use std::process::ExitCode;
 

@@ -8,6 +8,7 @@ use rollcall_proto::v1::{self, admin_service_server::AdminService};
 use rollcall_proto::{sha256_hex, Token};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::admin_people::People;
 use super::admin_rollouts::Rollouts;
 use super::auth::{caller, internal};
 use super::{now, Shared};
@@ -23,12 +24,16 @@ const MAX_TOKEN_TTL: u64 = 90 * 86400;
 pub(crate) struct AdminApi {
     shared: Arc<Shared>,
     rollouts: Rollouts,
+    people: People,
 }
 
 impl AdminApi {
     pub fn new(shared: Arc<Shared>) -> AdminApi {
         AdminApi {
             rollouts: Rollouts {
+                shared: shared.clone(),
+            },
+            people: People {
                 shared: shared.clone(),
             },
             shared,
@@ -540,6 +545,27 @@ impl AdminService for AdminApi {
         Ok(Response::new(v1::ListPackagesResponse {
             packages: packages.iter().map(package_info).collect(),
         }))
+    }
+
+    async fn add_user(
+        &self,
+        req: Request<v1::AddUserRequest>,
+    ) -> Result<Response<v1::AddUserResponse>, Status> {
+        self.people.add(req).await
+    }
+
+    async fn list_users(
+        &self,
+        _req: Request<v1::ListUsersRequest>,
+    ) -> Result<Response<v1::ListUsersResponse>, Status> {
+        self.people.list().await
+    }
+
+    async fn revoke_user(
+        &self,
+        req: Request<v1::RevokeUserRequest>,
+    ) -> Result<Response<v1::RevokeUserResponse>, Status> {
+        self.people.revoke(req).await
     }
 
     async fn create_rollout(

@@ -90,6 +90,9 @@ pub(crate) const METHODS: &[(&str, Access, u64)] = &[
     ("/rollcall.v1.AdminService/AddSite", Access::Admin, 64 * KIB),
     ("/rollcall.v1.AdminService/ListTokens", Access::Staff, 64 * KIB),
     ("/rollcall.v1.AdminService/RevokeToken", Access::Admin, 64 * KIB),
+    ("/rollcall.v1.AdminService/AddUser", Access::Admin, 64 * KIB),
+    ("/rollcall.v1.AdminService/ListUsers", Access::Staff, 64 * KIB),
+    ("/rollcall.v1.AdminService/RevokeUser", Access::Admin, 64 * KIB),
 ];
 
 fn method(path: &str) -> Option<(&'static str, Access, u64)> {

@@ -2,6 +2,7 @@
 //! refresher, and the one shutdown path.
 
 mod admin_api;
+mod admin_people;
 mod admin_rollouts;
 mod agent_api;
 pub mod auth;

@@ -83,6 +83,16 @@ pub struct BanRecord {
     pub by: String,
 }
 
+fn revoke_in(tx: &super::Tx, fingerprints: &[String]) -> super::TxResult<()> {
+    for fp in fingerprints {
+        if let Some(mut cert) = tx.get::<CertRecord>(Table::Certs, fp)? {
+            cert.revoked = true;
+            tx.put(Table::Certs, fp, &cert)?;
+        }
+    }
+    Ok(())
+}
+
 fn ban_key(hostname: &str) -> Vec<u8> {
     hostname.trim().to_lowercase().into_bytes()
 }
@@ -146,15 +156,38 @@ impl Store {
 
     /// Every certificate issued to `subject`, with its sha256.
     pub fn certs_of(&self, subject: &str) -> Result<Vec<(String, CertRecord)>> {
+        Ok(self
+            .all_certs()?
+            .into_iter()
+            .filter(|(_, c)| c.subject == subject)
+            .collect())
+    }
+
+    /// Certificates of people (admins and techs), with their sha256.
+    pub fn people(&self) -> Result<Vec<(String, CertRecord)>> {
+        Ok(self
+            .all_certs()?
+            .into_iter()
+            .filter(|(_, c)| c.role != Role::Agent)
+            .collect())
+    }
+
+    fn all_certs(&self) -> Result<Vec<(String, CertRecord)>> {
         self.certs
             .iter()
             .map(|item| {
                 let (k, v) = item?;
-                let record: CertRecord = decode("certs", &k, &v)?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), record))
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    decode("certs", &k, &v)?,
+                ))
             })
-            .filter(|r| r.as_ref().map_or(true, |(_, c)| c.subject == subject))
             .collect()
+    }
+
+    /// Revoke certificates with their audit entry, all or nothing.
+    pub fn revoke_certs(&self, fingerprints: &[String], audit: &super::AuditEntry) -> Result<()> {
+        self.audited(audit, |tx| revoke_in(tx, fingerprints))
     }
 
     /// The agent in the fleet with this hostname (compared without case), if any: the record a new enrollment
@@ -200,12 +233,7 @@ impl Store {
             if agent.revoked_at == 0 {
                 agent.revoked_at = now;
             }
-            for fp in &fingerprints {
-                if let Some(mut cert) = tx.get::<CertRecord>(Table::Certs, fp)? {
-                    cert.revoked = true;
-                    tx.put(Table::Certs, fp, &cert)?;
-                }
-            }
+            revoke_in(tx, &fingerprints)?;
             if how == Ending::Ban {
                 let ban = BanRecord {
                     hostname: agent.hostname.clone(),
