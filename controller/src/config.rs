@@ -46,6 +46,12 @@ version = 1
 # minute per source. A station enrolling hundreds of desktops through one NAT address fits well within these.
 # anonymous_connections_per_source = 64
 # anonymous_calls_per_second = 20
+
+# The security log for a SIEM: every audit entry and security event (refused calls, enrollments and renewals,
+# failed package verifications reported by agents) as one JSON object per line, to a file and/or to syslog over
+# UDP in RFC 5424 form (facility authpriv). Neither is written unless set.
+# security_log = "/var/log/rollcall/security.jsonl"
+# security_syslog = "127.0.0.1:514"
 "#;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,6 +85,10 @@ pub struct ControllerConfig {
     pub anonymous_connections_per_source: usize,
     #[serde(default = "default_anonymous_calls")]
     pub anonymous_calls_per_second: u32,
+    #[serde(default)]
+    pub security_log: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub security_syslog: Option<std::net::SocketAddr>,
 }
 
 fn default_listen() -> String {

@@ -168,7 +168,7 @@ async fn build(data: &DataDir, opts: &InitOptions) -> Result<InitReport> {
     })
 }
 
-fn local_hostname() -> Option<String> {
+pub(crate) fn local_hostname() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("COMPUTERNAME").ok())?;

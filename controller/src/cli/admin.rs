@@ -64,6 +64,18 @@ enum Cmd {
         #[command(subcommand)]
         cmd: rollout::RolloutCmd,
     },
+    /// Who did what, when, from where, and whether it was refused (oldest first).
+    Audit {
+        /// Entries since this long ago ("2h", "7d") or this time (RFC 3339, e.g. 2026-11-23T08:00:00Z).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only this person's actions.
+        #[arg(long, value_name = "NAME")]
+        who: Option<String>,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
     /// Overview: sites and rollouts.
     Status,
     /// Run the whole story on this machine: controller, 12 agents in 3 sites, a signed package, a canary then one
@@ -141,6 +153,25 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Cmd::Rollout { cmd } => return rollout::run(cmd, &connect().await?, args.json).await,
         Cmd::Users { cmd } => super::users::run(cmd, &connect().await?, args.json).await?,
+        Cmd::Audit { since, who, limit } => {
+            let since_unix = match since.as_deref() {
+                None => 0,
+                Some(text) => parse_since(text, chrono::Utc::now().timestamp())?,
+            };
+            let resp = connect()
+                .await?
+                .rpc
+                .clone()
+                .list_audit(v1::ListAuditRequest {
+                    since_unix,
+                    who: who.unwrap_or_default(),
+                    limit,
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            print_audit(&resp.entries, args.json);
+        }
         Cmd::Agents {
             cmd: AgentsCmd::List { site, retired },
         } => list_agents(&connect().await?, site, retired, args.json).await?,
@@ -342,6 +373,59 @@ pub async fn create_token(
         println!("{}", resp.token);
     }
     Ok(())
+}
+
+/// `--since`: a span back from `now` ("2h") or a time (RFC 3339).
+fn parse_since(text: &str, now: i64) -> anyhow::Result<i64> {
+    if let Ok(span) = humantime::parse_duration(text) {
+        return Ok(now - span.as_secs() as i64);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp())
+        .map_err(|_| {
+            super::usage(format!(
+                "--since {text:?} is neither a span (\"2h\", \"7d\") nor a time (2026-11-23T08:00:00Z)"
+            ))
+        })
+}
+
+fn print_audit(entries: &[v1::AuditRecord], json: bool) {
+    let time = |at: i64| {
+        chrono::DateTime::from_timestamp(at, 0)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default()
+    };
+    if json {
+        let entries: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                json!({"at": e.at_unix, "time": time(e.at_unix), "actor": e.actor, "action": e.action,
+                       "detail": e.detail, "from": e.from, "result": e.result})
+            })
+            .collect();
+        print_json(&json!({ "entries": entries }));
+        return;
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                time(e.at_unix),
+                e.actor.clone(),
+                e.from.clone(),
+                e.action.clone(),
+                e.detail.clone(),
+                e.result.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["TIME", "WHO", "FROM", "ACTION", "DETAIL", "RESULT"],
+            &rows
+        )
+    );
 }
 
 fn token_json(t: &v1::TokenInfo) -> serde_json::Value {

@@ -547,6 +547,33 @@ impl AdminService for AdminApi {
         }))
     }
 
+    async fn list_audit(
+        &self,
+        req: Request<v1::ListAuditRequest>,
+    ) -> Result<Response<v1::ListAuditResponse>, Status> {
+        let req = req.into_inner();
+        let limit = match req.limit {
+            0 => 1000,
+            n => n.min(100_000) as usize,
+        };
+        let entries = self
+            .shared
+            .store
+            .audit_since(req.since_unix, req.who.trim(), limit)
+            .map_err(internal)?
+            .into_iter()
+            .map(|e| v1::AuditRecord {
+                at_unix: e.at,
+                actor: e.actor,
+                action: e.action,
+                detail: e.detail,
+                from: e.from,
+                result: e.result,
+            })
+            .collect();
+        Ok(Response::new(v1::ListAuditResponse { entries }))
+    }
+
     async fn add_user(
         &self,
         req: Request<v1::AddUserRequest>,

@@ -65,13 +65,11 @@ fn new_agent_id() -> String {
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<v1::FetchChunk, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl AgentService for AgentApi {
-    async fn enroll(
+impl AgentApi {
+    async fn enroll_checked(
         &self,
-        req: Request<v1::EnrollRequest>,
+        req: &v1::EnrollRequest,
     ) -> Result<Response<v1::EnrollResponse>, Status> {
-        let req = req.into_inner();
         let s = &self.shared;
         let now = now();
         let secret = match Token::parse(&req.token) {
@@ -178,7 +176,32 @@ impl AgentService for AgentApi {
             certificate_not_after_unix: issued.not_after,
         }))
     }
+}
 
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    async fn enroll(
+        &self,
+        req: Request<v1::EnrollRequest>,
+    ) -> Result<Response<v1::EnrollResponse>, Status> {
+        let from = req
+            .extensions()
+            .get::<super::conn::Peer>()
+            .map(|p| p.0.addr.to_string())
+            .unwrap_or_default();
+        let req = req.into_inner();
+        let result = self.enroll_checked(&req).await;
+        if let Err(status) = &result {
+            self.shared.seclog.event(
+                "enrollment refused",
+                req.hostname.trim(),
+                &from,
+                "",
+                status.message(),
+            );
+        }
+        result
+    }
     async fn check_in(
         &self,
         req: Request<v1::CheckInRequest>,
@@ -215,6 +238,18 @@ impl AgentService for AgentApi {
         let mut cancelled = Vec::new();
         let mut finished = false;
         for report in &req.reports {
+            if report.state == v1::ActionState::Failed as i32
+                && report.detail.starts_with("package failure")
+            {
+                // The agent refused what it was sent: a tampered or mis-signed package, worth a look.
+                s.seclog.event(
+                    "verification failed",
+                    &agent.id,
+                    &caller.from,
+                    &report.action_id,
+                    &report.detail,
+                );
+            }
             match driver::apply_report(&s.store, &agent.id, report, now).map_err(internal)? {
                 ReportOutcome::Recorded { terminal } => finished |= terminal,
                 ReportOutcome::Ignored => {}
@@ -282,22 +317,31 @@ impl AgentService for AgentApi {
             .cert(&caller.fingerprint)
             .map_err(internal)?
             .ok_or_else(|| internal("the caller's certificate vanished"))?;
+        let refuse = |message: String| {
+            warn!(agent = %caller.subject, reason = %message, "Renewal refused.");
+            s.seclog.event(
+                "renewal refused",
+                &caller.subject,
+                &caller.from,
+                "",
+                &message,
+            );
+            Err(Status::failed_precondition(message))
+        };
         if let Some(by) = &cert.renewed_by {
-            warn!(agent = %caller.subject, "Renewal refused: this certificate was already renewed.");
-            return Err(Status::failed_precondition(format!(
+            return refuse(format!(
                 "this certificate of {} was already renewed (new certificate sha256 {}); a certificate renews once",
                 caller.subject,
                 &by[..by.len().min(16)]
-            )));
+            ));
         }
         if !caller.renewal_due {
             let due = cert.issued_at + (cert.not_after - cert.issued_at) / 2;
-            warn!(agent = %caller.subject, due = %rfc3339(due), "Early renewal refused.");
-            return Err(Status::failed_precondition(format!(
+            return refuse(format!(
                 "renewal of {}'s certificate is not due until {} (half its life, by the controller's clock)",
                 caller.subject,
                 rfc3339(due)
-            )));
+            ));
         }
         let issued =
             s.ca.sign_csr(

@@ -58,45 +58,47 @@ const MIB: u64 = 1024 * 1024;
 /// handler.
 const STREAMED: u64 = u64::MAX;
 
-/// Every method: its path, who may call it, and the largest request body it accepts.
+/// Every method: its path, who may call it, the largest request body it accepts, and whether it changes anything
+/// (a person's refused change is written to the audit log).
 #[rustfmt::skip]
-pub(crate) const METHODS: &[(&str, Access, u64)] = &[
-    ("/rollcall.v1.AgentService/Enroll", Access::Anyone, 64 * KIB),
-    ("/rollcall.v1.AgentService/CheckIn", Access::Agent, 8 * MIB),
-    ("/rollcall.v1.AgentService/Fetch", Access::Issued, 4 * KIB),
-    ("/rollcall.v1.AgentService/Renew", Access::Agent, 64 * KIB),
-    ("/rollcall.v1.AgentService/Watch", Access::Agent, 4 * KIB),
-    ("/rollcall.v1.AdminService/ListAgents", Access::Staff, 64 * KIB),
-    ("/rollcall.v1.AdminService/GetAgent", Access::Staff, 64 * KIB),
-    ("/rollcall.v1.AdminService/ListSites", Access::Staff, 64 * KIB),
-    ("/rollcall.v1.AdminService/CreateToken", Access::Admin, 64 * KIB),
-    ("/rollcall.v1.AdminService/GetRepository", Access::Staff, 64 * KIB),
-    ("/rollcall.v1.AdminService/PushPayload", Access::Admin, STREAMED),
-    ("/rollcall.v1.AdminService/PushMetadata", Access::Admin, 64 * MIB),
-    ("/rollcall.v1.AdminService/ListPackages", Access::Staff, 64 * KIB),
-    ("/rollcall.v1.AdminService/CreateRollout", Access::Admin, MIB),
-    ("/rollcall.v1.AdminService/StartRollout", Access::Admin, 64 * KIB),
-    ("/rollcall.v1.AdminService/PauseRollout", Access::Admin, 64 * KIB),
-    ("/rollcall.v1.AdminService/ResumeRollout", Access::Admin, 64 * KIB),
-    ("/rollcall.v1.AdminService/CancelRollout", Access::Admin, 64 * KIB),
-    ("/rollcall.v1.AdminService/ApproveRollout", Access::Admin, 64 * KIB),
-    ("/rollcall.v1.AdminService/DeleteRollout", Access::Admin, 64 * KIB),
-    ("/rollcall.v1.AdminService/RetryRollout", Access::Staff, 64 * KIB),
-    ("/rollcall.v1.AdminService/GetRollout", Access::Staff, 64 * KIB),
-    ("/rollcall.v1.AdminService/ListRollouts", Access::Staff, 64 * KIB),
-    ("/rollcall.v1.AdminService/UpdateSite", Access::Admin, 64 * KIB),
-    ("/rollcall.v1.AdminService/EndAgent", Access::Admin, 64 * KIB),
-    ("/rollcall.v1.AdminService/UnbanHost", Access::Admin, 64 * KIB),
-    ("/rollcall.v1.AdminService/AddSite", Access::Admin, 64 * KIB),
-    ("/rollcall.v1.AdminService/ListTokens", Access::Staff, 64 * KIB),
-    ("/rollcall.v1.AdminService/RevokeToken", Access::Admin, 64 * KIB),
-    ("/rollcall.v1.AdminService/AddUser", Access::Admin, 64 * KIB),
-    ("/rollcall.v1.AdminService/ListUsers", Access::Staff, 64 * KIB),
-    ("/rollcall.v1.AdminService/RevokeUser", Access::Admin, 64 * KIB),
+pub(crate) const METHODS: &[(&str, Access, u64, bool)] = &[
+    ("/rollcall.v1.AgentService/Enroll", Access::Anyone, 64 * KIB, false),
+    ("/rollcall.v1.AgentService/CheckIn", Access::Agent, 8 * MIB, false),
+    ("/rollcall.v1.AgentService/Fetch", Access::Issued, 4 * KIB, false),
+    ("/rollcall.v1.AgentService/Renew", Access::Agent, 64 * KIB, false),
+    ("/rollcall.v1.AgentService/Watch", Access::Agent, 4 * KIB, false),
+    ("/rollcall.v1.AdminService/ListAgents", Access::Staff, 64 * KIB, false),
+    ("/rollcall.v1.AdminService/GetAgent", Access::Staff, 64 * KIB, false),
+    ("/rollcall.v1.AdminService/ListSites", Access::Staff, 64 * KIB, false),
+    ("/rollcall.v1.AdminService/CreateToken", Access::Admin, 64 * KIB, true),
+    ("/rollcall.v1.AdminService/GetRepository", Access::Staff, 64 * KIB, false),
+    ("/rollcall.v1.AdminService/PushPayload", Access::Admin, STREAMED, true),
+    ("/rollcall.v1.AdminService/PushMetadata", Access::Admin, 64 * MIB, true),
+    ("/rollcall.v1.AdminService/ListPackages", Access::Staff, 64 * KIB, false),
+    ("/rollcall.v1.AdminService/CreateRollout", Access::Admin, MIB, true),
+    ("/rollcall.v1.AdminService/StartRollout", Access::Admin, 64 * KIB, true),
+    ("/rollcall.v1.AdminService/PauseRollout", Access::Admin, 64 * KIB, true),
+    ("/rollcall.v1.AdminService/ResumeRollout", Access::Admin, 64 * KIB, true),
+    ("/rollcall.v1.AdminService/CancelRollout", Access::Admin, 64 * KIB, true),
+    ("/rollcall.v1.AdminService/ApproveRollout", Access::Admin, 64 * KIB, true),
+    ("/rollcall.v1.AdminService/DeleteRollout", Access::Admin, 64 * KIB, true),
+    ("/rollcall.v1.AdminService/RetryRollout", Access::Staff, 64 * KIB, true),
+    ("/rollcall.v1.AdminService/GetRollout", Access::Staff, 64 * KIB, false),
+    ("/rollcall.v1.AdminService/ListRollouts", Access::Staff, 64 * KIB, false),
+    ("/rollcall.v1.AdminService/UpdateSite", Access::Admin, 64 * KIB, true),
+    ("/rollcall.v1.AdminService/EndAgent", Access::Admin, 64 * KIB, true),
+    ("/rollcall.v1.AdminService/UnbanHost", Access::Admin, 64 * KIB, true),
+    ("/rollcall.v1.AdminService/AddSite", Access::Admin, 64 * KIB, true),
+    ("/rollcall.v1.AdminService/ListTokens", Access::Staff, 64 * KIB, false),
+    ("/rollcall.v1.AdminService/RevokeToken", Access::Admin, 64 * KIB, true),
+    ("/rollcall.v1.AdminService/AddUser", Access::Admin, 64 * KIB, true),
+    ("/rollcall.v1.AdminService/ListUsers", Access::Staff, 64 * KIB, false),
+    ("/rollcall.v1.AdminService/RevokeUser", Access::Admin, 64 * KIB, true),
+    ("/rollcall.v1.AdminService/ListAudit", Access::Staff, 64 * KIB, false),
 ];
 
-fn method(path: &str) -> Option<(&'static str, Access, u64)> {
-    METHODS.iter().find(|(p, _, _)| *p == path).copied()
+fn method(path: &str) -> Option<(&'static str, Access, u64, bool)> {
+    METHODS.iter().find(|(p, _, _, _)| *p == path).copied()
 }
 
 /// The method's short name (`CreateRollout`) for messages.
@@ -112,14 +114,18 @@ fn role_list(roles: &[Role]) -> String {
         .join(" or ")
 }
 
-/// Decide a call from its path and connection. `Ok(None)`: allowed without a certificate.
-fn admit(
-    shared: &Shared,
-    path: &str,
-    peer: Option<&Peer>,
-    now: i64,
-) -> Result<(Option<Caller>, u64), Status> {
-    let (name, access, limit) = method(path).ok_or_else(|| {
+/// What the gate decided to let through.
+struct Admitted {
+    /// `None`: allowed without a certificate.
+    caller: Option<Caller>,
+    limit: u64,
+    changes: bool,
+}
+
+/// Decide a call from its path and connection. A person refused for their role is written to the audit log;
+/// other refusals are security events (the caller logs them).
+fn admit(shared: &Shared, path: &str, peer: Option<&Peer>, now: i64) -> Result<Admitted, Status> {
+    let (name, access, limit, changes) = method(path).ok_or_else(|| {
         Status::unimplemented(format!(
             "{} is not a method of this controller",
             untrusted(path)
@@ -128,7 +134,11 @@ fn admit(
     let fingerprint = peer.and_then(|p| p.0.fingerprint.as_deref());
     if access == Access::Anyone {
         // A certificate, if presented, is not needed here and not looked at.
-        return Ok((None, limit));
+        return Ok(Admitted {
+            caller: None,
+            limit,
+            changes,
+        });
     }
     let fingerprint = fingerprint.ok_or_else(|| {
         Status::unauthenticated(format!(
@@ -136,17 +146,35 @@ fn admit(
             short(name)
         ))
     })?;
-    let caller = authenticate(&shared.store, fingerprint, now)?;
+    let mut caller = authenticate(&shared.store, fingerprint, now)?;
+    caller.from = peer.map(|p| p.0.addr.to_string()).unwrap_or_default();
     if !access.roles().contains(&caller.role) {
-        return Err(Status::permission_denied(format!(
+        let status = Status::permission_denied(format!(
             "{} has the {} role; {} needs {}",
             caller.subject,
             caller.role.as_str(),
             short(name),
             role_list(access.roles())
-        )));
+        ));
+        if caller.role != Role::Agent {
+            refused(shared, &caller, short(name), &status);
+        }
+        return Err(status);
     }
-    Ok((Some(caller), limit))
+    Ok(Admitted {
+        caller: Some(caller),
+        limit,
+        changes,
+    })
+}
+
+/// A person's refused action, in the audit log.
+fn refused(shared: &Shared, caller: &Caller, method: &str, status: &Status) {
+    let mut entry = super::audit_entry(caller, method, String::new());
+    entry.result = status.message().to_owned();
+    if let Err(e) = shared.store.audit(&entry) {
+        warn!(error = %e, "Writing a refusal to the audit log failed.");
+    }
 }
 
 /// Calls per second a source without a certificate may make (enrollment, and refused calls of any kind), with
@@ -277,34 +305,50 @@ where
             }
         };
         let admitted = admit(&self.shared, &path, peer.as_ref(), now());
-        let (caller, limit) = match admitted {
-            Ok((None, limit)) => {
+        let Admitted {
+            caller,
+            limit,
+            changes,
+        } = match admitted {
+            Ok(a) if a.caller.is_none() => {
                 if let Some(status) = limited(&self.shared) {
                     return Box::pin(async move { Ok(status.into_http()) });
                 }
-                (None, limit)
+                a
             }
-            Ok((Some(caller), limit)) => (Some(caller), limit),
+            Ok(a) => a,
             Err(status) => {
                 // A refusal costs the source as much as an anonymous call, so refusals cannot flood the log.
                 let status = limited(&self.shared).unwrap_or_else(|| {
+                    let from = peer
+                        .as_ref()
+                        .map(|p| p.0.addr.to_string())
+                        .unwrap_or_default();
                     info!(
-                        peer = %peer.as_ref().map(|p| p.0.addr.to_string()).unwrap_or_default(),
+                        peer = %from,
                         method = %untrusted(short(&path)),
                         code = ?status.code(),
                         reason = %status.message(),
                         "Call refused."
+                    );
+                    self.shared.seclog.event(
+                        "call refused",
+                        "",
+                        &from,
+                        short(&path),
+                        status.message(),
                     );
                     status
                 });
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         };
-        if let Some(mut caller) = caller {
-            caller.from = peer
-                .as_ref()
-                .map(|p| p.0.addr.to_string())
-                .unwrap_or_default();
+        // A person's change that the service refuses is audited with its reason.
+        let audit_refusal = caller
+            .as_ref()
+            .filter(|c| changes && c.role != Role::Agent)
+            .cloned();
+        if let Some(caller) = caller {
             req.extensions_mut().insert(caller);
         }
         let req = req.map(|body| {
@@ -322,9 +366,17 @@ where
         // The clone is ready only if `self.inner` was: take the ready one, leave the clone.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
         Box::pin(async move {
             let mut resp = inner.call(req).await?;
             normalise(resp.headers_mut());
+            if let Some(caller) = audit_refusal {
+                if let Some(status) = Status::from_header_map(resp.headers()) {
+                    if status.code() != Code::Ok {
+                        refused(&shared, &caller, short(&path), &status);
+                    }
+                }
+            }
             Ok(resp.map(|body| Body::new(Finishing { inner: body, open })))
         })
     }
@@ -474,7 +526,7 @@ mod tests {
                 }
             }
         }
-        let mut ruled: Vec<String> = METHODS.iter().map(|(p, _, _)| p.to_string()).collect();
+        let mut ruled: Vec<String> = METHODS.iter().map(|(p, _, _, _)| p.to_string()).collect();
         declared.sort();
         ruled.sort();
         assert_eq!(declared, ruled);

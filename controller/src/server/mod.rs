@@ -8,6 +8,7 @@ mod agent_api;
 pub mod auth;
 mod conn;
 mod gate;
+pub mod seclog;
 mod wake;
 
 use std::future::Future;
@@ -77,6 +78,8 @@ pub(crate) struct Shared {
     pub connections: conn::Connections,
     /// Calls without a valid certificate, per source.
     pub limiter: gate::Limiter,
+    /// Audit entries and security events for the SIEM.
+    pub seclog: seclog::SecurityLog,
 }
 
 impl Shared {
@@ -180,6 +183,15 @@ pub async fn serve(
     )?;
     info!(addr = %local, ca = %ca.fingerprint(), "Controller listening.");
 
+    let seclog = seclog::SecurityLog::start(
+        seclog::Sinks {
+            file: config.security_log.clone(),
+            syslog: config.security_syslog,
+        },
+        store.audit_feed(),
+    )
+    .await
+    .map_err(Error::Serve)?;
     let shared = Arc::new(Shared {
         store: store.clone(),
         blobs,
@@ -191,6 +203,7 @@ pub async fn serve(
         engine_now: Notify::new(),
         watchers: Watchers::default(),
         connections: conn::Connections::default(),
+        seclog,
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

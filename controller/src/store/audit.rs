@@ -90,7 +90,13 @@ impl Store {
     pub fn audit(&self, entry: &AuditEntry) -> Result<()> {
         let seq = self.next_id()?;
         self.audit.insert(seq.to_be_bytes(), encode(entry))?;
+        let _ = self.audit_tap.send(entry.clone());
         Ok(())
+    }
+
+    /// Entries as they are committed (for the security log stream).
+    pub fn audit_feed(&self) -> tokio::sync::broadcast::Receiver<AuditEntry> {
+        self.audit_tap.subscribe()
     }
 
     /// Run `change` and append `entry` in one transaction: both land or neither does. `change` may run more
@@ -112,7 +118,10 @@ impl Store {
             Ok(value)
         });
         match outcome {
-            Ok(v) => Ok(v),
+            Ok(v) => {
+                let _ = self.audit_tap.send(entry.clone());
+                Ok(v)
+            }
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
         }
@@ -120,6 +129,27 @@ impl Store {
 
     pub fn audit_log(&self) -> Result<Vec<AuditEntry>> {
         scan(&self.audit, "audit", b"")
+    }
+
+    /// The newest `limit` entries at or after `since` (unix seconds) by `who` (any actor when empty), oldest
+    /// first. Read from the end, so the cost follows the entries asked for, not the log's length.
+    pub fn audit_since(&self, since: i64, who: &str, limit: usize) -> Result<Vec<AuditEntry>> {
+        let mut out = Vec::new();
+        for item in self.audit.iter().rev() {
+            let (k, v) = item?;
+            let entry: AuditEntry = decode("audit", &k, &v)?;
+            if entry.at < since {
+                break;
+            }
+            if who.is_empty() || entry.actor == who {
+                out.push(entry);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        out.reverse();
+        Ok(out)
     }
 }
 

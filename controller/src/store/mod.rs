@@ -64,6 +64,8 @@ pub struct Store {
     slots: sled::Tree,
     action_locks: Arc<[std::sync::Mutex<()>; 64]>,
     audit: sled::Tree,
+    /// Every audit entry once it is committed, for the security log stream.
+    audit_tap: tokio::sync::broadcast::Sender<AuditEntry>,
     /// Retired agents, by id: out of the fleet (targeting, counts), kept for history.
     retired: sled::Tree,
     /// Hostnames (lower case) that may not enroll.
@@ -118,6 +120,7 @@ impl Store {
             slots: tree("slots")?,
             action_locks: Arc::new(std::array::from_fn(|_| std::sync::Mutex::new(()))),
             audit: tree("audit")?,
+            audit_tap: tokio::sync::broadcast::channel(4096).0,
             retired: tree("retired")?,
             bans: tree("bans")?,
             flusher: Arc::new(Flusher::default()),
