@@ -343,13 +343,27 @@ impl AgentState {
             .retain(|r| !report_ids.contains(&r.report_id));
     }
 
-    /// The anti-rollback rule: a release counter below the installed one is refused.
-    pub fn rollback_refusal(&self, package: &str, release_counter: u64) -> Option<String> {
+    /// The anti-rollback rule: a release counter must be higher than the installed one, unless it is the same
+    /// version again (a reinstall). A lower counter is a downgrade; an equal one with another version is a
+    /// second package claiming the same release.
+    pub fn rollback_refusal(
+        &self,
+        package: &str,
+        version: &str,
+        release_counter: u64,
+    ) -> Option<String> {
         let installed = self.installed.get(package)?;
-        (release_counter < installed.release_counter).then(|| {
-            format!(
+        if release_counter < installed.release_counter {
+            return Some(format!(
                 "release counter {release_counter} is lower than the installed {} ({}): refusing a downgrade",
                 installed.release_counter, installed.version
+            ));
+        }
+        (release_counter == installed.release_counter && version != installed.version).then(|| {
+            format!(
+                "version {version} has release counter {release_counter}, the same as the installed {}: a new \
+                 version needs a higher counter",
+                installed.version
             )
         })
     }
@@ -547,7 +561,7 @@ mod tests {
     #[test]
     fn refuses_lower_release_counters() {
         let mut s = AgentState::default();
-        assert_eq!(s.rollback_refusal("app", 1), None);
+        assert_eq!(s.rollback_refusal("app", "1.0", 1), None);
         s.installed.insert(
             "app".into(),
             Installed {
@@ -557,11 +571,16 @@ mod tests {
             },
         );
         assert!(s
-            .rollback_refusal("app", 4)
+            .rollback_refusal("app", "1.9", 4)
             .unwrap()
             .contains("lower than the installed 5"));
-        assert_eq!(s.rollback_refusal("app", 5), None);
-        assert_eq!(s.rollback_refusal("app", 6), None);
+        // The same version again is a reinstall; another version with the same counter is refused.
+        assert_eq!(s.rollback_refusal("app", "2.0", 5), None);
+        assert!(s
+            .rollback_refusal("app", "2.0-evil", 5)
+            .unwrap()
+            .contains("the same as the installed 2.0"));
+        assert_eq!(s.rollback_refusal("app", "2.1", 6), None);
     }
 
     #[test]

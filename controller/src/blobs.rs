@@ -101,6 +101,22 @@ impl Blobs {
     }
 
     /// Open a stored blob positioned at `offset`; returns the file and the blob's full length.
+    /// Move a blob whose bytes no longer hash to its name out of the way (`<sha256>.corrupt`, kept for a look),
+    /// so it is not served again and pushing the package again stores it afresh.
+    pub fn quarantine(&self, sha256: &str) -> Result<PathBuf, BlobError> {
+        let path = self.path(sha256)?;
+        let aside = path.with_extension("corrupt");
+        std::fs::rename(&path, &aside).map_err(io(&path))?;
+        Ok(aside)
+    }
+
+    /// Whether a blob was quarantined.
+    pub fn is_quarantined(&self, sha256: &str) -> bool {
+        self.path(sha256)
+            .map(|p| p.with_extension("corrupt").exists() && !p.exists())
+            .unwrap_or(false)
+    }
+
     pub async fn read_from(
         &self,
         sha256: &str,

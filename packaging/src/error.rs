@@ -154,12 +154,8 @@ pub enum Error {
     },
 
     /// Signatures on a metadata file do not reach the threshold root.json requires.
-    #[error("signature on {file} did not verify against root.json: {source}")]
-    SignatureInvalid {
-        file: String,
-        #[source]
-        source: Box<tough::schema::Error>,
-    },
+    #[error("signature on {file} did not verify against root.json: {reason}")]
+    SignatureInvalid { file: String, reason: String },
 
     /// A metadata file is past its expiry date.
     #[error("{file} expired at {expires}")]
@@ -289,6 +285,61 @@ impl Error {
             other => other,
         }
     }
+}
+
+/// tough's errors in words a person can act on: a hash mismatch says what it is (never "Transport 'other'
+/// error", which reads as a network problem), and key ids print as hex rather than as the `Debug` dump of tough's
+/// `Decoded` type.
+pub fn tough_words(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(tough::error::Error::HashMismatch {
+            context,
+            calculated,
+            expected,
+            ..
+        }) = err.downcast_ref::<tough::error::Error>()
+        {
+            return format!(
+                "{context} hashes to sha256 {calculated}, but the signed metadata says {expected}: the file was \
+                 altered or corrupted (this is not a network problem)"
+            );
+        }
+        cur = err.source();
+    }
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let next = err.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cur = err.source();
+    }
+    hex_not_debug(&text)
+}
+
+/// Replace each `Decoded { bytes: [..], original: "HEX", spooky: PhantomData<..> }` with its HEX.
+fn hex_not_debug(text: &str) -> String {
+    const START: &str = "Decoded { ";
+    const ORIGINAL: &str = "original: \"";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(START) {
+        let after = &rest[at..];
+        let Some(o) = after.find(ORIGINAL) else { break };
+        let hex_start = &after[o + ORIGINAL.len()..];
+        let Some(q) = hex_start.find('"') else { break };
+        let Some(close) = hex_start[q..].find("> }") else {
+            break;
+        };
+        out.push_str(&rest[..at]);
+        out.push_str(&hex_start[..q]);
+        rest = &hex_start[q + close + 3..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn at(path: Option<&Path>) -> String {

@@ -348,7 +348,7 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(file: &str, bytes: &[u8]) ->
 pub(crate) fn signature_invalid(file: &str, source: tough::schema::Error) -> Error {
     Error::SignatureInvalid {
         file: file.to_string(),
-        source: Box::new(source),
+        reason: crate::error::tough_words(&source),
     }
 }
 

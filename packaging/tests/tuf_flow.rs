@@ -583,3 +583,26 @@ async fn targets_whose_name_does_not_match_the_manifest_are_refused() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_signature_duplicated_to_fake_a_threshold_is_refused_in_words() {
+    let f = fixture().await;
+    f.repo
+        .add_package(&f.payload, &f.manifest, &f.targets_key, in_a_year())
+        .await
+        .expect("add");
+    let mut targets: serde_json::Value =
+        serde_json::from_slice(&f.repo.targets_bytes().expect("targets")).expect("json");
+    let sig = targets["signatures"][0].clone();
+    targets["signatures"].as_array_mut().unwrap().push(sig);
+    let bytes = serde_json::to_vec(&targets).unwrap();
+    let root = verify_root(&f.repo.root_bytes().expect("root")).expect("root");
+    let err = verify_targets(&root, &bytes).expect_err("duplicated signature");
+    let text = error_chain(&err);
+    assert!(
+        !text.contains("Decoded") && !text.contains("PhantomData"),
+        "{text}"
+    );
+    let key = targets["signatures"][0]["keyid"].as_str().unwrap();
+    assert!(text.contains(&format!("Duplicate key ID: {key}")), "{text}");
+}

@@ -823,3 +823,139 @@ async fn a_revoked_person_is_refused_and_the_last_admin_cannot_be_revoked() {
     assert_eq!(code, 0, "{err}");
     c.stop().await;
 }
+
+/// Copy a folder tree (the offline image repository) as it is now.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_with_a_published_release_counter_is_refused_at_push() {
+    let c = Cluster::start().await.unwrap();
+    // A second signer works from a copy of the offline repository taken before anything was signed.
+    let other = c.path("repo-copy");
+    copy_tree(&c.repo, &other);
+    c.publish(&rollcall_tests::PackageSpec::marker("app", "1.0", 1))
+        .await
+        .unwrap();
+    // In the copy, app 1.0 does not exist, so signing app 1.1 with counter 1 passes there.
+    let pkg = rollcall_controller::cli::pkg::sign;
+    let build = |name: &'static str, version: &'static str| {
+        c.build(&rollcall_tests::PackageSpec::marker(name, version, 1))
+            .unwrap()
+    };
+    pkg(
+        &other,
+        &c.keys,
+        &build("filler", "1.0"),
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    pkg(
+        &other,
+        &c.keys,
+        &build("app", "1.1"),
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let err = rollcall_controller::cli::pkg::push(&c.admin, &other)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("app 1.1 has release counter 1, the same as app 1.0"),
+        "{err}"
+    );
+    // Nothing was published.
+    let list = c
+        .admin
+        .rpc
+        .clone()
+        .list_packages(v1::ListPackagesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let published: Vec<String> = list
+        .packages
+        .iter()
+        .map(|p| format!("{}@{}", p.name, p.version))
+        .collect();
+    assert_eq!(published, ["app@1.0"]);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_corrupted_on_the_controller_is_caught_set_aside_and_restored_by_pushing_again() {
+    let mut c = Cluster::start().await.unwrap();
+    let pushed = c
+        .publish(&rollcall_tests::PackageSpec::marker("app", "1.0", 1))
+        .await
+        .unwrap();
+    let sha = pushed.new_packages[0].sha256.clone();
+    let blob = c.controller().data.join("blobs").join(&sha);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&blob, &bytes).unwrap();
+
+    let dirs = c.add_agents("north", 1).await.unwrap();
+    let id = c.rollout("app", "1.0", &[&["north"]]).await.unwrap();
+    let s = c.settle(&id).await.unwrap();
+    // The agent refused the bytes itself, as it would from a compromised controller…
+    assert!(
+        s.devices[0].detail.contains("failed verification")
+            && s.devices[0].detail.contains("not a network problem"),
+        "{}",
+        s.devices[0].detail
+    );
+    assert!(!dirs[0].join("app.marker").exists());
+    // …and the controller caught its own disk: reported, and the blob set aside.
+    let log = log_of(&c);
+    assert!(log.contains("no longer matches its sha256"), "{log}");
+    assert!(!blob.exists() && blob.with_extension("corrupt").exists());
+
+    // Resumed (a new attempt) before anyone pushed again: refused by the controller, saying what to do.
+    let (code, _, err) = c.cli(&["rollout", "resume", &id]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let s = c
+        .wait_for(&id, "the new attempt failed", |s| {
+            s.devices[0].detail.contains("corrupt on the controller")
+        })
+        .await
+        .unwrap();
+    assert!(
+        s.devices[0].detail.contains("rollcall pkg push"),
+        "{}",
+        s.devices[0].detail
+    );
+    // Pushing the same repository again restores the payload; the next retry installs.
+    rollcall_controller::cli::pkg::push(&c.admin, &c.repo)
+        .await
+        .unwrap();
+    assert!(blob.exists());
+    c.wait_for(&id, "paused again", |s| {
+        s.state == v1::RolloutState::Paused as i32
+    })
+    .await
+    .unwrap();
+    let (code, _, err) = c.cli(&["rollout", "resume", &id]).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    c.wait_for(&id, "the desk installed", |s| {
+        s.devices[0].state == v1::ActionState::Succeeded as i32
+    })
+    .await
+    .unwrap();
+    assert!(dirs[0].join("app.marker").exists());
+    c.stop().await;
+}

@@ -180,7 +180,7 @@ impl Agent {
             return Some((ActionState::Skipped, detail));
         }
         self.state
-            .rollback_refusal(&manifest.name, manifest.release_counter)
+            .rollback_refusal(&manifest.name, &manifest.version, manifest.release_counter)
             .map(|refusal| (ActionState::Failed, refusal))
     }
 }

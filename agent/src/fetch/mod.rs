@@ -144,8 +144,8 @@ pub struct Fetched {
     pub resumed_bytes: u64,
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    rollcall_proto::tls::error_chain(e)
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    rollcall_packaging::error::tough_words(e)
 }
 
 /// The signed facts about a target, read from freshly verified metadata.

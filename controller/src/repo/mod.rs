@@ -34,6 +34,13 @@ pub enum PublishError {
     MissingPayload { target: String, sha256: String },
     #[error("{package} is already published with a different payload (sha256 {published}); give it a new version")]
     Conflict { package: String, published: String },
+    #[error("{name} {version} has release counter {counter}, the same as {name} {other}; agents refuse a new version with an equal counter, so give it a higher one")]
+    CounterReused {
+        name: String,
+        version: String,
+        counter: u64,
+        other: String,
+    },
     #[error("signing snapshot/timestamp failed: {0}")]
     Sign(rollcall_packaging::Error),
     #[error(transparent)]
@@ -120,6 +127,16 @@ impl Repository {
         let targets =
             online::verify_targets(&root, targets_json).map_err(PublishError::BadTargets)?;
         let targets_version = u64::from(targets.signed.version);
+        let published = self
+            .store
+            .tuf_file(&format!("{}.targets.json", state.targets_version))?;
+        if targets_version == state.targets_version && published.as_deref() == Some(targets_json) {
+            // The same metadata again (a push repeated to restore a payload): nothing to publish.
+            return Ok(Published {
+                state,
+                new_packages: Vec::new(),
+            });
+        }
         if targets_version <= state.targets_version {
             return Err(PublishError::NotNewer {
                 pushed: targets_version,
@@ -127,7 +144,31 @@ impl Repository {
             });
         }
         let mut new_packages = Vec::new();
-        for entry in online::target_entries(&targets).map_err(PublishError::BadTargets)? {
+        let entries = online::target_entries(&targets).map_err(PublishError::BadTargets)?;
+        let mut counters: Vec<(String, String, u64)> = self
+            .store
+            .packages()?
+            .into_iter()
+            .map(|p| (p.name, p.version, p.release_counter))
+            .collect();
+        counters.extend(entries.iter().map(|e| {
+            let m = &e.manifest;
+            (m.name.clone(), m.version.clone(), m.release_counter)
+        }));
+        for entry in &entries {
+            let m = &entry.manifest;
+            if let Some((_, other, _)) = counters.iter().find(|(name, version, counter)| {
+                *name == m.name && *version != m.version && *counter == m.release_counter
+            }) {
+                return Err(PublishError::CounterReused {
+                    name: m.name.clone(),
+                    version: m.version.clone(),
+                    counter: m.release_counter,
+                    other: other.clone(),
+                });
+            }
+        }
+        for entry in entries {
             if !self.blobs.contains(&entry.sha256, entry.length) {
                 return Err(PublishError::MissingPayload {
                     target: entry.name.clone(),

@@ -83,6 +83,7 @@ fn publish_status(e: PublishError) -> Status {
         | PublishError::RootChanged { .. }
         | PublishError::NotNewer { .. }
         | PublishError::MissingPayload { .. }
+        | PublishError::CounterReused { .. }
         | PublishError::Conflict { .. } => Status::failed_precondition(e.to_string()),
         PublishError::Sign(_) | PublishError::Store(_) => internal(e),
     }

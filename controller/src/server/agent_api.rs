@@ -65,6 +65,62 @@ fn new_agent_id() -> String {
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<v1::FetchChunk, Status>> + Send>>;
 
+/// Stream a blob from `start`, hashing all of it. A blob that no longer hashes to its name (disk corruption, or
+/// someone writing to the blob folder) is reported and set aside once its bytes are sent: the agent refuses them
+/// on its own, and later fetches are refused here.
+async fn serve_blob(
+    shared: Arc<Shared>,
+    sha: String,
+    mut file: tokio::fs::File,
+    start: u64,
+    total: u64,
+    tx: tokio::sync::mpsc::Sender<Result<v1::FetchChunk, Status>>,
+) {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut offset = 0u64;
+    loop {
+        let n = match file.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx.send(Err(internal(e))).await;
+                return;
+            }
+        };
+        hasher.update(&buf[..n]);
+        let end = offset + n as u64;
+        if end > start {
+            let from = start.saturating_sub(offset) as usize;
+            let chunk = v1::FetchChunk {
+                data: buf[from..n].to_vec(),
+                offset: offset + from as u64,
+                total_size: total,
+            };
+            if tx.send(Ok(chunk)).await.is_err() {
+                return;
+            }
+        }
+        offset = end;
+    }
+    let actual = hex::encode(hasher.finalize());
+    if actual != sha {
+        let aside = match shared.blobs.quarantine(&sha) {
+            Ok(path) => path.display().to_string(),
+            Err(e) => format!("could not be set aside: {e}"),
+        };
+        tracing::error!(blob = %sha, actual = %actual, set_aside = %aside, "A stored payload no longer matches its sha256 (disk corruption or tampering); it is set aside and must be pushed again.");
+        shared.seclog.event(
+            "payload corrupt",
+            "",
+            "",
+            &sha,
+            &format!("the stored bytes hash to {actual}"),
+        );
+    }
+}
+
 impl AgentApi {
     async fn enroll_checked(
         &self,
@@ -428,33 +484,19 @@ impl AgentService for AgentApi {
                         req.path
                     )));
                 }
-                let (mut file, total) = s.blobs.read_from(sha, req.offset).await.map_err(|_| {
+                if s.blobs.is_quarantined(sha) {
+                    return Err(Status::data_loss(format!(
+                        "the payload {sha} is corrupt on the controller and was set aside; push the package again (`rollcall pkg push`)"
+                    )));
+                }
+                // Read from the start: the bytes before the offset are hashed, not sent, so every serve checks
+                // the whole blob against its name.
+                let (file, total) = s.blobs.read_from(sha, 0).await.map_err(|_| {
                     Status::not_found(format!("target {} does not exist", req.path))
                 })?;
-                let mut offset = req.offset.min(total);
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; CHUNK];
-                    loop {
-                        match file.read(&mut buf).await {
-                            Ok(0) => return,
-                            Ok(n) => {
-                                let chunk = v1::FetchChunk {
-                                    data: buf[..n].to_vec(),
-                                    offset,
-                                    total_size: total,
-                                };
-                                offset += n as u64;
-                                if tx.send(Ok(chunk)).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Err(e) => {
-                                let _ = tx.send(Err(internal(e))).await;
-                                return;
-                            }
-                        }
-                    }
-                });
+                let shared = self.shared.clone();
+                let (sha, start) = (sha.to_owned(), req.offset.min(total));
+                tokio::spawn(serve_blob(shared, sha, file, start, total, tx));
             }
             v1::FetchKind::Unspecified => {
                 return Err(Status::invalid_argument("fetch kind is missing"))
