@@ -293,17 +293,29 @@ impl Error {
 pub fn tough_words(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if let Some(tough::error::Error::HashMismatch {
-            context,
-            calculated,
-            expected,
-            ..
-        }) = err.downcast_ref::<tough::error::Error>()
-        {
-            return format!(
-                "{context} hashes to sha256 {calculated}, but the signed metadata says {expected}: the file was \
-                 altered or corrupted (this is not a network problem)"
-            );
+        match err.downcast_ref::<tough::error::Error>() {
+            Some(tough::error::Error::HashMismatch {
+                context,
+                calculated,
+                expected,
+                ..
+            }) => {
+                return format!(
+                    "{context} hashes to sha256 {calculated}, but the signed metadata says {expected}: the file \
+                     was altered or corrupted (this is not a network problem)"
+                )
+            }
+            Some(tough::error::Error::MaxSizeExceeded {
+                max_size,
+                specifier,
+                ..
+            }) => {
+                return format!(
+                    "more than the {max_size} bytes {specifier} signs for were served: the file was altered or \
+                     replaced (this is not a network problem)"
+                )
+            }
+            _ => {}
         }
         cur = err.source();
     }

@@ -959,3 +959,191 @@ async fn a_payload_corrupted_on_the_controller_is_caught_set_aside_and_restored_
     assert!(dirs[0].join("app.marker").exists());
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_swapped_for_another_signed_payload_is_refused() {
+    let mut c = Cluster::start().await.unwrap();
+    let a = c
+        .publish(&rollcall_tests::PackageSpec::marker("app", "1.0", 1))
+        .await
+        .unwrap();
+    let mut evil = rollcall_tests::PackageSpec::marker("tool", "1.0", 1);
+    evil.install = "touch \"$ROLLCALL_DATA_DIR/swapped\"";
+    let b = c.publish(&evil).await.unwrap();
+    // Whoever holds the controller's disk serves tool's (validly signed) payload under app's name.
+    let blobs = c.controller().data.join("blobs");
+    std::fs::copy(
+        blobs.join(&b.new_packages[0].sha256),
+        blobs.join(&a.new_packages[0].sha256),
+    )
+    .unwrap();
+    let dirs = c.add_agents("north", 1).await.unwrap();
+    let id = c.rollout("app", "1.0", &[&["north"]]).await.unwrap();
+    let s = c.settle(&id).await.unwrap();
+    assert_eq!(s.devices[0].state, v1::ActionState::Failed as i32);
+    assert!(
+        s.devices[0].detail.contains("package failure")
+            && s.devices[0].detail.contains("altered or replaced"),
+        "{}",
+        s.devices[0].detail
+    );
+    assert!(!dirs[0].join("swapped").exists() && !dirs[0].join("app.marker").exists());
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_duplicated_to_fake_a_threshold_is_refused_at_push() {
+    let c = Cluster::start().await.unwrap();
+    let package = c
+        .build(&rollcall_tests::PackageSpec::marker("app", "1.0", 1))
+        .unwrap();
+    rollcall_controller::cli::pkg::sign(&c.repo, &c.keys, &package, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let file = c.repo.join("metadata/targets.json");
+    let file = if file.exists() {
+        file
+    } else {
+        c.repo.join("targets.json")
+    };
+    let mut targets: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let sig = targets["signatures"][0].clone();
+    let keyid = sig["keyid"].as_str().unwrap().to_owned();
+    targets["signatures"].as_array_mut().unwrap().push(sig);
+    std::fs::write(&file, serde_json::to_vec(&targets).unwrap()).unwrap();
+    let err = rollcall_controller::cli::pkg::push(&c.admin, &c.repo)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("Duplicate key ID: {keyid}")) && !err.contains("Decoded"),
+        "{err}"
+    );
+    let list = c
+        .admin
+        .rpc
+        .clone()
+        .list_packages(v1::ListPackagesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.packages.is_empty());
+    c.stop().await;
+}
+
+/// A payload archive written byte by byte, holding what `pkg build` never would.
+fn raw_payload(path: &std::path::Path, name: &str, kind: tar::EntryType) {
+    let gz = flate2::GzBuilder::new().write(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut builder = tar::Builder::new(gz);
+    let mut add = |name: &str, kind: tar::EntryType, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_entry_type(kind);
+        header.set_mode(0o755);
+        header.set_size(data.len() as u64);
+        if kind == tar::EntryType::Symlink {
+            header.set_link_name("/etc").unwrap();
+        }
+        header.set_cksum();
+        builder.append(&header, data).unwrap();
+    };
+    add("install.sh", tar::EntryType::Regular, b"true\n");
+    add("verify.sh", tar::EntryType::Regular, b"true\n");
+    add(name, kind, b"escaped\n");
+    builder.into_inner().unwrap().finish().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_entries_escaping_the_package_folder_are_refused_and_nothing_is_written() {
+    let mut c = Cluster::start().await.unwrap();
+    let dirs = c.add_agents("north", 1).await.unwrap();
+    let outside = c.path("outside");
+    let absolute = format!("{}/abs", outside.display());
+    let cases = [
+        ("dots", "../../../escaped", tar::EntryType::Regular),
+        ("abs", absolute.as_str(), tar::EntryType::Regular),
+        ("link", "etc", tar::EntryType::Symlink),
+    ];
+    for (i, (name, entry, kind)) in cases.into_iter().enumerate() {
+        // A real package's manifest, beside a crafted payload, signed with the real targets key.
+        let real = c
+            .build(&rollcall_tests::PackageSpec::marker(name, "1.0", 1))
+            .unwrap();
+        raw_payload(&real, entry, kind);
+        rollcall_controller::cli::pkg::sign(&c.repo, &c.keys, &real, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        rollcall_controller::cli::pkg::push(&c.admin, &c.repo)
+            .await
+            .unwrap();
+        let id = c.rollout(name, "1.0", &[&["north"]]).await.unwrap();
+        let s = c.settle(&id).await.unwrap();
+        assert_eq!(s.devices[0].state, v1::ActionState::Failed as i32, "{i}");
+        assert!(
+            s.devices[0].detail.contains("refusing archive entry"),
+            "{}",
+            s.devices[0].detail
+        );
+        let cancelled = c.cli(&["rollout", "cancel", &id]).await.unwrap();
+        assert_eq!(cancelled.0, 0);
+    }
+    assert!(!outside.exists(), "an absolute path was written");
+    let found = std::process::Command::new("find")
+        .arg(c.dir.path())
+        .args(["-name", "escaped", "-o", "-name", "abs"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&found.stdout).trim().is_empty(),
+        "written outside: {}",
+        String::from_utf8_lossy(&found.stdout)
+    );
+    assert!(rollcall_tests::files_in(&dirs[0].join("work")).is_empty());
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_text_in_rpc_fields_never_reaches_a_command() {
+    let c = Cluster::start().await.unwrap();
+    let pwned = c.path("pwned");
+    let p = pwned.display().to_string();
+    // Whatever the controller sends (names, hostnames) is data; only the signed manifest says what runs.
+    let token = c.token("north", 1, 600).await.unwrap();
+    let mut agent = rollcall_controller::cli::local::LocalAgent::enroll(
+        &c.path("agents/desk"),
+        &c.controller().url,
+        &token,
+        &format!("desk;touch {p};$(touch {p})`touch {p}`"),
+    )
+    .await
+    .unwrap();
+    agent.start().unwrap();
+    let mut spec = rollcall_tests::PackageSpec::marker("app", "1.0", 1);
+    spec.install = "env > \"$ROLLCALL_DATA_DIR/install.env\"\necho \"$ROLLCALL_VERSION\" > \"$ROLLCALL_DATA_DIR/$ROLLCALL_PACKAGE.marker\"";
+    c.publish(&spec).await.unwrap();
+    let id = c
+        .rollout_with(v1::CreateRolloutRequest {
+            package: "app".into(),
+            version: "1.0".into(),
+            name: format!("$(touch {p}); touch {p}"),
+            waves: vec![rollcall_tests::sites_wave(&["north"])],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let s = c.settle(&id).await.unwrap();
+    assert_eq!(
+        s.devices[0].state,
+        v1::ActionState::Succeeded as i32,
+        "{s:?}"
+    );
+    assert!(!pwned.exists(), "a command ran from an RPC field");
+    let env = std::fs::read_to_string(agent.data.join("install.env")).unwrap();
+    assert!(!env.contains("touch"), "{env}");
+    agent.stop().await;
+    c.stop().await;
+}

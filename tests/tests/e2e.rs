@@ -651,3 +651,23 @@ async fn a_controller_killed_mid_rollout_resumes_where_it_was() {
     assert!(first[0].join("slow.marker").exists() && second[0].join("slow.marker").exists());
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_timestamps_are_renewed_before_they_lapse() {
+    // Timestamp and snapshot valid for 4 s: agents refuse expired metadata, so only renewal keeps this working.
+    let mut c = Cluster::start_with_config("timestamp_validity = \"4s\"\n")
+        .await
+        .unwrap();
+    let agents = c.add_agents("north", 1).await.unwrap();
+    c.publish(&PackageSpec::marker("app", "1.0", 1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let id = c.rollout("app", "1.0", &[&["north"]]).await.unwrap();
+    let s = c.settle(&id).await.unwrap();
+    assert_eq!(state_of(&s), v1::RolloutState::Completed, "{s:?}");
+    assert!(agents[0].join("app.marker").exists());
+    let log = std::fs::read_to_string(&c.controller().log).unwrap();
+    assert!(log.contains("Snapshot and timestamp re-signed."), "{log}");
+    c.stop().await;
+}

@@ -382,14 +382,17 @@ async fn engine_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver
     }
 }
 
-/// Keeps snapshot and timestamp fresh while the controller runs.
+/// Keeps snapshot and timestamp fresh while the controller runs: it looks every quarter of their validity (at
+/// most hourly) and re-signs past half-life, so short-lived metadata never lapses.
 async fn refresh_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let every = (shared.config.timestamp_validity / 4)
+        .clamp(Duration::from_secs(1), Duration::from_secs(3600));
     loop {
         if let Err(e) = shared.repo.refresh(chrono::Utc::now()).await {
             warn!(error = %e, "Re-signing repository metadata failed.");
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stopped(&mut stop) => return,
         }
     }
