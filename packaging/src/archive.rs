@@ -87,7 +87,7 @@ pub fn extract_payload(archive: &Path, dest: &Path) -> Result<()> {
     extract_payload_capped(archive, dest, MAX_EXTRACTED_BYTES)
 }
 
-pub(crate) fn extract_payload_capped(archive: &Path, dest: &Path, cap: u64) -> Result<()> {
+pub fn extract_payload_capped(archive: &Path, dest: &Path, cap: u64) -> Result<()> {
     if fs::symlink_metadata(dest).is_ok() {
         return Err(Error::DestinationExists {
             path: dest.to_path_buf(),

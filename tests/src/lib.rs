@@ -17,6 +17,7 @@ use rollcall_proto::v1;
 pub use rollcall_controller::cli::local::bin;
 
 pub mod footprint;
+pub mod fuzz;
 pub mod h2probe;
 pub mod netns;
 pub mod proxy;

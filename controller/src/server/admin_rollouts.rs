@@ -440,7 +440,7 @@ impl Rollouts {
         let store = &self.shared.store;
         let mut site = store.site(&req.name).map_err(internal)?.ok_or_else(|| {
             Status::not_found(format!(
-                "unknown site {:?}; `rollcall sites list` shows them (a site is created with its first enrollment token)",
+                "unknown site {:?}; `rollcall sites list` shows them (`rollcall sites add NAME` creates one)",
                 req.name
             ))
         })?;
