@@ -134,6 +134,33 @@ pub fn verify_root_at(root_json: &[u8], now: DateTime<Utc>) -> Result<Signed<Roo
     Ok(root)
 }
 
+/// Checks `next_json` as the root that follows `current`, as a TUF client does: version N+1, signed to the
+/// threshold of the current root and to its own, and valid by itself ([`verify_root`]).
+pub fn verify_root_update(current: &Signed<Root>, next_json: &[u8]) -> Result<Signed<Root>> {
+    let next = verify_root(next_json)?;
+    let want = current.signed.version.get() + 1;
+    if next.signed.version.get() != want {
+        return Err(Error::RootInvalid {
+            reason: format!(
+                "root.json version {} does not follow version {} (expected {want})",
+                next.signed.version, current.signed.version
+            ),
+        });
+    }
+    current
+        .signed
+        .verify_role(&next)
+        .map_err(|e| Error::SignatureInvalid {
+            file: format!("{want}.root.json"),
+            reason: format!(
+                "not signed by the keys of root version {}: {}",
+                current.signed.version,
+                crate::error::tough_words(&e)
+            ),
+        })?;
+    Ok(next)
+}
+
 /// Refuses a root.json that does not delegate snapshot and timestamp to exactly this
 /// controller's online keys.
 pub fn check_root_online_keys(root: &Signed<Root>, online: &OnlineKeys) -> Result<()> {

@@ -1,8 +1,9 @@
 //! The admin's offline image repository: a folder holding root.json, targets.json and a copy of
 //! every signed payload, edited only with the offline root and targets keys.
 //!
-//! Layout: `DIR/root.json`, `DIR/targets.json`, `DIR/targets/<sha256>.<target_name>`. Files hold
-//! exactly tough's `SignedRole::buffer()` bytes and are replaced atomically.
+//! Layout: `DIR/root.json` (the current root), `DIR/roots/<N>.root.json` (every root version, for the chain
+//! agents walk), `DIR/targets.json`, `DIR/targets/<sha256>.<target_name>`. Files hold exactly tough's
+//! `SignedRole::buffer()` bytes and are replaced atomically.
 
 use crate::archive;
 use crate::atomic;
@@ -28,6 +29,8 @@ pub const ROOT_FILE: &str = "root.json";
 pub const TARGETS_FILE: &str = "targets.json";
 /// Folder holding the payload copies, named `<sha256>.<target_name>`.
 pub const TARGETS_DIR: &str = "targets";
+/// Folder holding every root version, named `<N>.root.json`.
+pub const ROOTS_DIR: &str = "roots";
 
 /// The admin's image repository folder.
 #[derive(Debug, Clone)]
@@ -46,6 +49,26 @@ impl ImageRepo {
         online: &OnlineKeys,
         root_expires: DateTime<Utc>,
     ) -> Result<ImageRepo> {
+        Self::create_with(
+            dir,
+            &[root_key.to_path_buf()],
+            1,
+            targets_key,
+            online,
+            root_expires,
+        )
+        .await
+    }
+
+    /// [`ImageRepo::create`] with several root keys, `threshold` of which must sign every later root.
+    pub async fn create_with(
+        dir: &Path,
+        root_keys: &[PathBuf],
+        threshold: u64,
+        targets_key: &Path,
+        online: &OnlineKeys,
+        root_expires: DateTime<Utc>,
+    ) -> Result<ImageRepo> {
         let repo = ImageRepo {
             dir: dir.to_path_buf(),
         };
@@ -53,12 +76,19 @@ impl ImageRepo {
         if std::fs::symlink_metadata(&root_path).is_ok() {
             return Err(Error::RepoExists { path: root_path });
         }
-        let root_public = keys::public_key(root_key).await?;
+        let threshold = check_threshold(root_keys.len(), threshold)?;
+        let mut root_publics = Vec::new();
+        for key in root_keys {
+            root_publics.push(keys::public_key(key).await?);
+        }
         let targets_public = keys::public_key(targets_key).await?;
-        for (role, key) in [("root", &root_public), ("targets", &targets_public)] {
+        for key in &root_publics {
             if *key == online.snapshot || *key == online.timestamp {
-                return Err(Error::KeyReuse { role });
+                return Err(Error::KeyReuse { role: "root" });
             }
+        }
+        if targets_public == online.snapshot || targets_public == online.timestamp {
+            return Err(Error::KeyReuse { role: "targets" });
         }
 
         let mut root = Root {
@@ -70,28 +100,17 @@ impl ImageRepo {
             roles: HashMap::new(),
             _extra: HashMap::new(),
         };
+        set_role(&mut root, RoleType::Root, root_publics, threshold)?;
         for (role, key) in [
-            (RoleType::Root, root_public),
             (RoleType::Targets, targets_public),
             (RoleType::Snapshot, online.snapshot.clone()),
             (RoleType::Timestamp, online.timestamp.clone()),
         ] {
-            let id = key
-                .key_id()
-                .map_err(|e| Error::schema(format!("cannot compute the {role} key id"), e))?;
-            root.keys.insert(id.clone(), key);
-            root.roles.insert(
-                role,
-                RoleKeys {
-                    keyids: vec![id],
-                    threshold: NonZeroU64::MIN,
-                    _extra: HashMap::new(),
-                },
-            );
+            set_role(&mut root, role, vec![key], NonZeroU64::MIN)?;
         }
 
         let holder = KeyHolder::Root(root.clone());
-        let signed_root = sign_role(root, &holder, root_key, "root.json").await?;
+        let signed_root = sign_with(root, &holder, root_keys, "root.json").await?;
         // tough does not enforce the threshold when signing root; verifying does.
         verify_root(signed_root.buffer())?;
         let targets = Targets::new(
@@ -105,9 +124,118 @@ impl ImageRepo {
         std::fs::create_dir_all(&payloads)
             .map_err(|e| Error::io("create directory", &payloads, e))?;
         atomic::write_file(&repo.targets_path(), signed_targets.buffer())?;
+        repo.keep_root(1, signed_root.buffer())?;
         // root.json last: its presence marks a complete repository.
         atomic::write_file(&root_path, signed_root.buffer())?;
         Ok(repo)
+    }
+
+    /// Rotate root: root.json version N+1 lists `new_root_keys` (with `threshold`) for root and, when given,
+    /// `new_targets_key` for targets; it is signed by the current root keys (`old_root_keys`, to the current
+    /// threshold) and by the new ones (to the new threshold), so an agent trusting version N accepts N+1. When the
+    /// targets key changes, targets.json is signed again with the new key (its version goes up). Returns the new
+    /// root version.
+    pub async fn rotate_root(
+        &self,
+        old_root_keys: &[PathBuf],
+        new_root_keys: &[PathBuf],
+        threshold: u64,
+        new_targets_key: Option<&Path>,
+        root_expires: DateTime<Utc>,
+    ) -> Result<u64> {
+        let current = verify_root(&self.root_bytes()?)?;
+        let threshold = check_threshold(new_root_keys.len(), threshold)?;
+        let mut root = current.signed.clone();
+        root.version = root
+            .version
+            .checked_add(1)
+            .ok_or_else(|| Error::RootInvalid {
+                reason: "the root version counter is exhausted".into(),
+            })?;
+        root.expires = expiry::to_tuf(root_expires)?;
+        let mut publics = Vec::new();
+        for key in new_root_keys {
+            publics.push(keys::public_key(key).await?);
+        }
+        set_role(&mut root, RoleType::Root, publics, threshold)?;
+        if let Some(key) = new_targets_key {
+            let public = keys::public_key(key).await?;
+            set_role(&mut root, RoleType::Targets, vec![public], NonZeroU64::MIN)?;
+        }
+        // Keys no role lists any more leave root.json.
+        let listed: Vec<_> = root
+            .roles
+            .values()
+            .flat_map(|r| r.keyids.iter().cloned())
+            .collect();
+        root.keys.retain(|id, _| listed.contains(id));
+
+        let by_new = sign_with(
+            root.clone(),
+            &KeyHolder::Root(root.clone()),
+            new_root_keys,
+            "root.json",
+        )
+        .await?;
+        let by_old = sign_with(
+            root.clone(),
+            &KeyHolder::Root(current.signed.clone()),
+            old_root_keys,
+            "root.json",
+        )
+        .await?;
+        let signed = by_new
+            .add_old_signatures(by_old.signed().signatures.clone())
+            .map_err(|e| Error::tuf("cannot cross-sign root.json", e))?;
+        // Exactly what an agent checks: the old root's threshold and the new one's.
+        let version = online::verify_root_update(&current, signed.buffer())?
+            .signed
+            .version
+            .get();
+
+        if let Some(key) = new_targets_key {
+            let targets: Signed<Targets> = online::parse(TARGETS_FILE, &self.targets_bytes()?)?;
+            let mut targets = targets.signed;
+            targets.version =
+                targets
+                    .version
+                    .checked_add(1)
+                    .ok_or_else(|| Error::TargetsVersion {
+                        file: "targets.json",
+                        reason: "the version counter is exhausted".into(),
+                    })?;
+            let resigned = sign_role(targets, &KeyHolder::Root(root), key, "targets.json").await?;
+            self.keep_root(version, signed.buffer())?;
+            atomic::write_file(&self.targets_path(), resigned.buffer())?;
+        } else {
+            self.keep_root(version, signed.buffer())?;
+        }
+        atomic::write_file(&self.root_path(), signed.buffer())?;
+        Ok(version)
+    }
+
+    /// Every root version after `published`, oldest first: what the controller needs to serve the chain.
+    pub fn roots_after(&self, published: u64) -> Result<Vec<Vec<u8>>> {
+        let current = verify_root(&self.root_bytes()?)?.signed.version.get();
+        let mut out = Vec::new();
+        for version in published + 1..=current {
+            let path = self
+                .dir
+                .join(ROOTS_DIR)
+                .join(format!("{version}.root.json"));
+            out.push(if version == current {
+                self.root_bytes()?
+            } else {
+                read(&path)?
+            });
+        }
+        Ok(out)
+    }
+
+    fn keep_root(&self, version: u64, bytes: &[u8]) -> Result<()> {
+        let dir = self.dir.join(ROOTS_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        atomic::write_file(&dir.join(format!("{version}.root.json")), bytes)
     }
 
     /// Opens an existing repository folder.
@@ -280,10 +408,75 @@ async fn sign_role<T>(role: T, holder: &KeyHolder, key: &Path, file: &str) -> Re
 where
     T: tough::schema::Role + serde::Serialize,
 {
-    let sources: Vec<Box<dyn KeySource>> = vec![Box::new(keys::key_source(key))];
+    sign_with(role, holder, &[key.to_path_buf()], file).await
+}
+
+/// Sign with every key in `keys` that the holder lists for the role.
+async fn sign_with<T>(
+    role: T,
+    holder: &KeyHolder,
+    keys: &[PathBuf],
+    file: &str,
+) -> Result<SignedRole<T>>
+where
+    T: tough::schema::Role + serde::Serialize,
+{
+    let sources: Vec<Box<dyn KeySource>> = keys
+        .iter()
+        .map(|k| Box::new(keys::key_source(k)) as Box<dyn KeySource>)
+        .collect();
+    let names = keys
+        .iter()
+        .map(|k| k.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     SignedRole::new(role, holder, &sources, &SystemRandom::new())
         .await
-        .map_err(|e| Error::tuf(format!("cannot sign {file} with key {}", key.display()), e))
+        .map_err(|e| Error::tuf(format!("cannot sign {file} with key(s) {names}"), e))
+}
+
+/// A threshold of 1..=`keys`.
+fn check_threshold(keys: usize, threshold: u64) -> Result<NonZeroU64> {
+    if keys == 0 {
+        return Err(Error::RootInvalid {
+            reason: "no root key given".into(),
+        });
+    }
+    NonZeroU64::new(threshold)
+        .filter(|t| t.get() <= keys as u64)
+        .ok_or_else(|| Error::RootInvalid {
+            reason: format!(
+                "a threshold of {threshold} needs between 1 and {keys} root keys signing"
+            ),
+        })
+}
+
+/// List `keys` (and only them) for `role` with `threshold`.
+fn set_role(
+    root: &mut Root,
+    role: RoleType,
+    keys: Vec<tough::schema::key::Key>,
+    threshold: NonZeroU64,
+) -> Result<()> {
+    let mut ids = Vec::new();
+    for key in keys {
+        let id = key
+            .key_id()
+            .map_err(|e| Error::schema(format!("cannot compute the {role} key id"), e))?;
+        if !ids.contains(&id) {
+            ids.push(id.clone());
+        }
+        root.keys.insert(id, key);
+    }
+    root.roles.insert(
+        role,
+        RoleKeys {
+            keyids: ids,
+            threshold,
+            _extra: HashMap::new(),
+        },
+    );
+    Ok(())
 }
 
 fn copy_payload(from: &Path, to: &Path) -> Result<()> {

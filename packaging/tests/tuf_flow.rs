@@ -606,3 +606,72 @@ async fn a_signature_duplicated_to_fake_a_threshold_is_refused_in_words() {
     let key = targets["signatures"][0]["keyid"].as_str().unwrap();
     assert!(text.contains(&format!("Duplicate key ID: {key}")), "{text}");
 }
+
+#[tokio::test]
+async fn a_root_threshold_holds_and_a_rotation_needs_both_thresholds() {
+    let f = fixture().await;
+    let dir = f.tmp.path();
+    let keepers: Vec<PathBuf> = (1..=3)
+        .map(|i| key(dir, &format!("root-{i}.pk8")))
+        .collect();
+    let repo = ImageRepo::create_with(
+        &dir.join("repo2"),
+        &keepers,
+        2,
+        &f.targets_key,
+        &f.online,
+        in_a_year(),
+    )
+    .await
+    .expect("2 of 3");
+    let root = verify_root(&repo.root_bytes().unwrap()).expect("signed by all three");
+    assert_eq!(
+        root.signed.roles[&tough::schema::RoleType::Root]
+            .threshold
+            .get(),
+        2
+    );
+    // A threshold beyond the keys is refused.
+    let err = ImageRepo::create_with(
+        &dir.join("repo3"),
+        &keepers[..1],
+        2,
+        &f.targets_key,
+        &f.online,
+        in_a_year(),
+    )
+    .await
+    .expect_err("2 of 1");
+    assert!(err.to_string().contains("threshold of 2"), "{err}");
+
+    // Rotating with one of the three current keys does not reach the current threshold.
+    let fresh = vec![key(dir, "fresh.pk8")];
+    let err = repo
+        .rotate_root(&keepers[..1], &fresh, 1, None, in_a_year())
+        .await
+        .expect_err("one keeper");
+    assert!(
+        err.to_string()
+            .contains("not signed by the keys of root version 1"),
+        "{err}"
+    );
+    assert_eq!(
+        verify_root(&repo.root_bytes().unwrap())
+            .unwrap()
+            .signed
+            .version
+            .get(),
+        1,
+        "nothing written"
+    );
+    // Two of them do; the new root follows the old one and the chain is kept.
+    let v = repo
+        .rotate_root(&keepers[..2], &fresh, 1, None, in_a_year())
+        .await
+        .expect("two keepers");
+    assert_eq!(v, 2);
+    let old = verify_root(&repo.roots_after(0).unwrap()[0]).unwrap();
+    rollcall_packaging::online::verify_root_update(&old, &repo.root_bytes().unwrap())
+        .expect("v2 follows v1");
+    assert_eq!(repo.roots_after(1).unwrap().len(), 1);
+}

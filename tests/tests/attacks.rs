@@ -1147,3 +1147,55 @@ async fn shell_text_in_rpc_fields_never_reaches_a_command() {
     agent.stop().await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_not_signed_by_the_previous_root_keys_is_refused_at_push() {
+    let c = Cluster::start().await.unwrap();
+    let stranger = c.path("stranger-keys");
+    rollcall_controller::cli::pkg::keygen_n(&stranger, 1).unwrap();
+    // A legitimate rotation, then its old-key signatures removed: a root only the new keys vouch for.
+    rollcall_controller::cli::pkg::rotate_root(
+        &c.repo,
+        &c.keys,
+        &stranger,
+        1,
+        true,
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let path = c.repo.join("root.json");
+    let mut root: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let new_ids: Vec<String> = root["signed"]["roles"]["root"]["keyids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    root["signatures"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|s| new_ids.contains(&s["keyid"].as_str().unwrap().to_owned()));
+    let bytes = serde_json::to_vec_pretty(&root).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::write(c.repo.join("roots/2.root.json"), &bytes).unwrap();
+    let err = rollcall_controller::cli::pkg::push(&c.admin, &c.repo)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not signed by the keys of root version 1"),
+        "{err}"
+    );
+    let info = c
+        .admin
+        .rpc
+        .clone()
+        .get_repository(v1::GetRepositoryRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.root_version, 1, "the published root did not change");
+    c.stop().await;
+}

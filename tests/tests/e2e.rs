@@ -671,3 +671,114 @@ async fn short_lived_timestamps_are_renewed_before_they_lapse() {
     assert!(log.contains("Snapshot and timestamp re-signed."), "{log}");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_root_and_targets_key_reach_agents_through_the_chain() {
+    let mut c = Cluster::start().await.unwrap();
+    let agents = c.add_agents("north", 1).await.unwrap();
+    c.publish(&PackageSpec::marker("app", "1.0", 1))
+        .await
+        .unwrap();
+    let id = c.rollout("app", "1.0", &[&["north"]]).await.unwrap();
+    assert_eq!(
+        state_of(&c.settle(&id).await.unwrap()),
+        v1::RolloutState::Completed
+    );
+
+    // New keepers: three root keys, any two of which sign later roots, and a new targets key.
+    let creds = c.controller().admin_creds();
+    let pkg = |args: &[&str]| {
+        let out = std::process::Command::new(rollcall_tests::bin("rollcall").unwrap())
+            .args(["--creds", creds.to_str().unwrap(), "pkg"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let new_keys = c.path("new-keys");
+    let (repo, old_keys) = (
+        c.repo.to_str().unwrap().to_owned(),
+        c.keys.to_str().unwrap().to_owned(),
+    );
+    let (code, out) = pkg(&[
+        "keygen",
+        "--keys",
+        new_keys.to_str().unwrap(),
+        "--root-keys",
+        "3",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = pkg(&[
+        "rotate-root",
+        "--repo",
+        &repo,
+        "--keys",
+        &old_keys,
+        "--new-keys",
+        new_keys.to_str().unwrap(),
+        "--root-threshold",
+        "2",
+        "--targets",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("root.json version 2"), "{out}");
+    let (code, out) = pkg(&["push", "--repo", &repo]);
+    assert_eq!(code, 0, "{out}");
+
+    // The old targets key no longer signs anything.
+    let next = c.build(&PackageSpec::marker("app", "2.0", 2)).unwrap();
+    let err =
+        rollcall_controller::cli::pkg::sign(&c.repo, &c.keys, &next, Duration::from_secs(3600))
+            .await
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("targets"), "{err}");
+    // The new one does, and the agent, which trusted root v1, walks to v2 and installs.
+    rollcall_controller::cli::pkg::sign(&c.repo, &new_keys, &next, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    rollcall_controller::cli::pkg::push(&c.admin, &c.repo)
+        .await
+        .unwrap();
+    let id = c.rollout("app", "2.0", &[&["north"]]).await.unwrap();
+    let s = c.settle(&id).await.unwrap();
+    assert_eq!(state_of(&s), v1::RolloutState::Completed, "{s:?}");
+    assert_eq!(
+        std::fs::read_to_string(agents[0].join("app.marker"))
+            .unwrap()
+            .trim(),
+        "2.0"
+    );
+    // A device enrolled now is pinned to root v2 and installs too.
+    let later = c.add_agents("south", 1).await.unwrap();
+    let id = c.rollout("app", "2.0", &[&["south"]]).await.unwrap();
+    assert_eq!(
+        state_of(&c.settle(&id).await.unwrap()),
+        v1::RolloutState::Completed
+    );
+    assert!(later[0].join("app.marker").exists());
+
+    // One keeper alone cannot rotate again (the threshold is two).
+    let one = c.path("one-keeper");
+    std::fs::create_dir_all(&one).unwrap();
+    std::fs::copy(new_keys.join("root-1.pk8"), one.join("root-1.pk8")).unwrap();
+    let (code, out) = pkg(&[
+        "rotate-root",
+        "--repo",
+        &repo,
+        "--keys",
+        one.to_str().unwrap(),
+        "--new-keys",
+        one.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("not signed by the keys of root version 2"),
+        "{out}"
+    );
+    c.stop().await;
+}

@@ -25,8 +25,11 @@ pub enum PkgCmd {
     Keygen {
         #[arg(long, value_name = "DIR")]
         keys: PathBuf,
+        /// Root keys to make (root.pk8 for one; root-1.pk8 … root-N.pk8 for several, each for one keeper).
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        root_keys: u32,
     },
-    /// Create the image repository folder: root.json signed with the root key, an empty targets.json.
+    /// Create the image repository folder: root.json signed with the root key(s), an empty targets.json.
     Init {
         #[arg(long, value_name = "DIR")]
         keys: PathBuf,
@@ -35,7 +38,32 @@ pub enum PkgCmd {
         /// The controller's online-keys.json; without it the keys are fetched from the controller.
         #[arg(long, value_name = "FILE")]
         online_keys: Option<PathBuf>,
+        /// How many of the root keys in --keys must sign every later root (e.g. 2 of 3).
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        root_threshold: u64,
         /// How long root.json stays valid.
+        #[arg(long, default_value = "365days", value_parser = humantime::parse_duration)]
+        expires: Duration,
+    },
+    /// Rotate root: a new root.json version listing the root keys in --new-keys (and their targets key with
+    /// --targets), signed by the current root keys (--keys) and the new ones. Agents walk to it on their own after
+    /// `pkg push`.
+    RotateRoot {
+        #[arg(long, value_name = "DIR")]
+        repo: PathBuf,
+        /// Folder with the current root keys (at least the current threshold of them).
+        #[arg(long, value_name = "DIR")]
+        keys: PathBuf,
+        /// Folder with the new root keys (and targets.pk8 with --targets).
+        #[arg(long, value_name = "DIR")]
+        new_keys: PathBuf,
+        /// How many of the new root keys must sign every later root.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        root_threshold: u64,
+        /// Also move the targets role to --new-keys/targets.pk8 (targets.json is signed again with it).
+        #[arg(long)]
+        targets: bool,
+        /// How long the new root.json stays valid.
         #[arg(long, default_value = "365days", value_parser = humantime::parse_duration)]
         expires: Duration,
     },
@@ -76,6 +104,31 @@ fn root_key(keys: &Path) -> PathBuf {
     keys.join("root.pk8")
 }
 
+/// The root keys in a folder: `root.pk8` and `root-N.pk8`, in name order.
+fn root_keys(keys: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(keys)
+        .map_err(|e| {
+            usage(format!(
+                "cannot read the keys folder {}: {e}",
+                keys.display()
+            ))
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name == "root.pk8" || (name.starts_with("root-") && name.ends_with(".pk8"))
+        })
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        return Err(usage(format!(
+            "no root key (root.pk8 or root-N.pk8) in {}",
+            keys.display()
+        )));
+    }
+    Ok(found)
+}
+
 fn targets_key(keys: &Path) -> PathBuf {
     keys.join("targets.pk8")
 }
@@ -101,18 +154,46 @@ pub async fn run(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
-        PkgCmd::Keygen { keys } => {
-            keygen(&keys)?;
+        PkgCmd::Keygen { keys, root_keys: n } => {
+            if n == 0 {
+                return Err(usage("--root-keys must be at least 1"));
+            }
+            let written = keygen_n(&keys, n)?;
             println!(
-                "Wrote {} and {}",
-                root_key(&keys).display(),
-                targets_key(&keys).display()
+                "Wrote {}",
+                written
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        PkgCmd::RotateRoot {
+            repo,
+            keys,
+            new_keys,
+            root_threshold,
+            targets,
+            expires,
+        } => {
+            let version =
+                rotate_root(&repo, &keys, &new_keys, root_threshold, targets, expires).await?;
+            println!(
+                "Wrote root.json version {version} into {}{}; publish it with `rollcall pkg push --repo {}`",
+                repo.display(),
+                if targets {
+                    " (targets.json signed again with the new targets key)"
+                } else {
+                    ""
+                },
+                repo.display()
             );
         }
         PkgCmd::Init {
             keys,
             repo,
             online_keys,
+            root_threshold,
             expires,
         } => {
             let online = match online_keys {
@@ -126,7 +207,15 @@ pub async fn run(
                     online_keys_of(&client).await?
                 }
             };
-            init_repo(&keys, &repo, &online, expires).await?;
+            ImageRepo::create_with(
+                &repo,
+                &root_keys(&keys)?,
+                root_threshold,
+                &targets_key(&keys),
+                &online,
+                expires_in(expires),
+            )
+            .await?;
             println!(
                 "Created image repository {} (root.json v1, empty targets.json)",
                 repo.display()
@@ -236,9 +325,44 @@ pub async fn run(
 }
 
 pub fn keygen(keys: &Path) -> anyhow::Result<()> {
-    rollcall_packaging::generate_key(&root_key(keys))?;
-    rollcall_packaging::generate_key(&targets_key(keys))?;
-    Ok(())
+    keygen_n(keys, 1).map(|_| ())
+}
+
+/// `n` root keys (root.pk8 for one, root-1.pk8 … otherwise) and targets.pk8; returns what it wrote.
+pub fn keygen_n(keys: &Path, n: u32) -> anyhow::Result<Vec<PathBuf>> {
+    let mut written: Vec<PathBuf> = if n == 1 {
+        vec![root_key(keys)]
+    } else {
+        (1..=n)
+            .map(|i| keys.join(format!("root-{i}.pk8")))
+            .collect()
+    };
+    written.push(targets_key(keys));
+    for path in &written {
+        rollcall_packaging::generate_key(path)?;
+    }
+    Ok(written)
+}
+
+/// `pkg rotate-root`.
+pub async fn rotate_root(
+    repo: &Path,
+    keys: &Path,
+    new_keys: &Path,
+    threshold: u64,
+    targets: bool,
+    expires: Duration,
+) -> anyhow::Result<u64> {
+    let new_targets = targets.then(|| targets_key(new_keys));
+    Ok(ImageRepo::open(repo)?
+        .rotate_root(
+            &root_keys(keys)?,
+            &root_keys(new_keys)?,
+            threshold,
+            new_targets.as_deref(),
+            expires_in(expires),
+        )
+        .await?)
 }
 
 async fn repository_info(client: &AdminClient) -> anyhow::Result<v1::RepositoryInfo> {
@@ -263,9 +387,10 @@ pub async fn init_repo(
     online: &OnlineKeys,
     expires: Duration,
 ) -> anyhow::Result<ImageRepo> {
-    Ok(ImageRepo::create(
+    Ok(ImageRepo::create_with(
         repo,
-        &root_key(keys),
+        &root_keys(keys)?,
+        1,
         &targets_key(keys),
         online,
         expires_in(expires),
@@ -319,10 +444,10 @@ pub async fn push(
         )
         .await?;
     }
-    let root_json = if info.root_version == 0 {
-        repo.root_bytes()?
+    let (root_json, newer_roots) = if info.root_version == 0 {
+        (repo.root_bytes()?, Vec::new())
     } else {
-        Vec::new()
+        (Vec::new(), repo.roots_after(info.root_version)?)
     };
     let resp = client
         .rpc
@@ -330,6 +455,7 @@ pub async fn push(
         .push_metadata(v1::PushMetadataRequest {
             root_json,
             targets_json: repo.targets_bytes()?,
+            newer_roots,
         })
         .await
         .map_err(rpc)?

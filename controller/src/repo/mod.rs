@@ -22,7 +22,7 @@ pub enum PublishError {
         "the controller has no TUF root yet: push root.json together with the first targets.json"
     )]
     NoRoot,
-    #[error("the pushed root.json differs from the published root (version {published}); root rotation is not supported yet")]
+    #[error("the pushed root.json differs from the published root (version {published}); a new root is pushed as the next version of the chain (`rollcall pkg rotate-root`, then `rollcall pkg push`)")]
     RootChanged { published: u64 },
     #[error("root.json refused: {0}")]
     BadRoot(rollcall_packaging::Error),
@@ -94,6 +94,7 @@ impl Repository {
     pub async fn publish(
         &self,
         root_json: Option<&[u8]>,
+        newer_roots: &[Vec<u8>],
         targets_json: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Published, PublishError> {
@@ -115,13 +116,27 @@ impl Repository {
         } else {
             let published = self.root_bytes(state.root_version)?;
             if let Some(pushed) = root_json.filter(|b| !b.is_empty()) {
-                if pushed != published.as_slice() {
+                if pushed != published.as_slice() && newer_roots.is_empty() {
                     return Err(PublishError::RootChanged {
                         published: state.root_version,
                     });
                 }
             }
-            online::verify_root(&published).map_err(PublishError::BadRoot)?
+            let mut root = online::verify_root(&published).map_err(PublishError::BadRoot)?;
+            // A rotated root: each version must be signed by the keys of the one before it (and its own), as
+            // agents check when they walk the chain; snapshot and timestamp stay this controller's keys.
+            for bytes in newer_roots {
+                let next =
+                    online::verify_root_update(&root, bytes).map_err(PublishError::BadRoot)?;
+                online::check_root_online_keys(&next, &self.online)
+                    .map_err(PublishError::BadRoot)?;
+                state.root_version = next.signed.version.get();
+                files
+                    .files
+                    .push((format!("{}.root.json", state.root_version), bytes.clone()));
+                root = next;
+            }
+            root
         };
 
         let targets =
@@ -131,7 +146,13 @@ impl Repository {
             .store
             .tuf_file(&format!("{}.targets.json", state.targets_version))?;
         if targets_version == state.targets_version && published.as_deref() == Some(targets_json) {
-            // The same metadata again (a push repeated to restore a payload): nothing to publish.
+            // The same targets again (a push repeated to restore a payload, or one that only brings a rotated
+            // root): nothing else to publish.
+            if !files.files.is_empty() {
+                self.store.publish_tuf(&files, &state, &[])?;
+                self.store.flush().await?;
+                info!(root_version = state.root_version, "Rotated root published.");
+            }
             return Ok(Published {
                 state,
                 new_packages: Vec::new(),

@@ -513,7 +513,12 @@ impl AdminService for AdminApi {
         let published = self
             .shared
             .repo
-            .publish(root, &req.targets_json, chrono::Utc::now())
+            .publish(
+                root,
+                &req.newer_roots,
+                &req.targets_json,
+                chrono::Utc::now(),
+            )
             .await
             .map_err(publish_status)?;
         let names: Vec<String> = published
