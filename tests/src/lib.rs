@@ -258,6 +258,32 @@ impl Cluster {
         Ok(())
     }
 
+    /// Stop the controller cleanly, run `between` on its data directory (a backup, a restore), and start it again
+    /// on the same address.
+    pub async fn restart_controller_with(
+        &mut self,
+        between: impl FnOnce(&Path),
+    ) -> anyhow::Result<()> {
+        let controller = self.controller.take().context("no controller running")?;
+        let (data, addr) = (controller.data.clone(), controller.addr().to_owned());
+        controller.stop().await;
+        between(&data);
+        // sled may hold the store's lock for a moment after the process exits.
+        let mut last = None;
+        for _ in 0..20 {
+            match LocalController::serve_at(&data, &addr, "1s").await {
+                Ok(restarted) => {
+                    self.admin = restarted.admin().await?;
+                    self.controller = Some(restarted);
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(last.context("controller did not restart")?)
+    }
+
     /// Run the `rollcall` CLI as this cluster's admin; returns (exit code, stdout, stderr).
     pub async fn cli(&self, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
         let out = tokio::process::Command::new(bin("rollcall")?)

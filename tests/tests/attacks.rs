@@ -1199,3 +1199,71 @@ async fn a_root_not_signed_by_the_previous_root_keys_is_refused_at_push() {
     assert_eq!(info.root_version, 1, "the published root did not change");
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_restored_from_an_old_backup_cannot_roll_agents_back() {
+    let mut c = Cluster::start().await.unwrap();
+    let dirs = c.add_agents("north", 1).await.unwrap();
+    c.publish(&rollcall_tests::PackageSpec::marker("app", "1.0", 1))
+        .await
+        .unwrap();
+    c.publish(&rollcall_tests::PackageSpec::marker("tool", "1.0", 1))
+        .await
+        .unwrap();
+    // A backup taken now holds older metadata (and app 1.0 only)…
+    let backup = c.path("store-backup");
+    c.restart_controller_with(|data| copy_tree(&data.join("store"), &backup))
+        .await
+        .unwrap();
+    // …then app 2.0 is published and installed: the agent has seen the newer metadata.
+    c.publish(&rollcall_tests::PackageSpec::marker("app", "2.0", 2))
+        .await
+        .unwrap();
+    let id = c.rollout("app", "2.0", &[&["north"]]).await.unwrap();
+    c.settle(&id).await.unwrap();
+    // The old store comes back (a careless restore, or an attacker replaying old metadata).
+    c.restart_controller_with(|data| {
+        std::fs::remove_dir_all(data.join("store")).unwrap();
+        copy_tree(&backup, &data.join("store"));
+    })
+    .await
+    .unwrap();
+    // The controller itself skips app 1.0 (the agent reports 2.0 installed); a package the agent does not have
+    // reaches its own check. (A draft first, so the restored controller's next rollout id is new to the agent.)
+    let draft = v1::CreateRolloutRequest {
+        package: "tool".into(),
+        version: "1.0".into(),
+        waves: vec![rollcall_tests::sites_wave(&["north"])],
+        retries: Some(0),
+        ..Default::default()
+    };
+    c.admin
+        .rpc
+        .clone()
+        .create_rollout(draft.clone())
+        .await
+        .unwrap();
+    let id = c.rollout_with(draft).await.unwrap();
+    let s = c
+        .wait_for(&id, "the device failed", |s| {
+            s.devices[0].state == v1::ActionState::Failed as i32
+        })
+        .await
+        .unwrap();
+    let detail = &s.devices[0].detail;
+    assert!(
+        detail.contains("package failure: TUF metadata refused")
+            && detail.contains("of timestamp metadata when we had previously fetched version"),
+        "{}",
+        s.devices[0].detail
+    );
+    assert!(!dirs[0].join("tool.marker").exists());
+    assert_eq!(
+        std::fs::read_to_string(dirs[0].join("app.marker"))
+            .unwrap()
+            .trim(),
+        "2.0",
+        "still the newer version"
+    );
+    c.stop().await;
+}
