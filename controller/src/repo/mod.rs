@@ -14,7 +14,7 @@ use crate::blobs::Blobs;
 use crate::datadir::DataDir;
 use crate::error::Error;
 use crate::model::PackageRecord;
-use crate::store::{Store, StoreError, TufFiles, TufState};
+use crate::store::{AuditEntry, Store, StoreError, TufFiles, TufState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -91,12 +91,15 @@ impl Repository {
     }
 
     /// Verify and publish pushed metadata. Nothing is written unless everything verifies.
+    /// `audit` is the pusher's entry; its detail is filled in here with what was published, and it is written in
+    /// the same transaction.
     pub async fn publish(
         &self,
         root_json: Option<&[u8]>,
         newer_roots: &[Vec<u8>],
         targets_json: &[u8],
         now: DateTime<Utc>,
+        mut audit: AuditEntry,
     ) -> Result<Published, PublishError> {
         let _guard = self.lock.lock().await;
         let mut state = self.store.tuf_state()?;
@@ -149,7 +152,8 @@ impl Repository {
             // The same targets again (a push repeated to restore a payload, or one that only brings a rotated
             // root): nothing else to publish.
             if !files.files.is_empty() {
-                self.store.publish_tuf(&files, &state, &[])?;
+                audit.detail = format!("root v{}", state.root_version);
+                self.store.publish_tuf(&files, &state, &[], Some(&audit))?;
                 self.store.flush().await?;
                 info!(root_version = state.root_version, "Rotated root published.");
             }
@@ -225,7 +229,18 @@ impl Repository {
         ));
         self.sign_snapshot_and_timestamp(&root, targets_json, &mut state, &mut files, now)
             .await?;
-        self.store.publish_tuf(&files, &state, &new_packages)?;
+        audit.detail = format!(
+            "root v{} targets v{} new packages [{}]",
+            state.root_version,
+            state.targets_version,
+            new_packages
+                .iter()
+                .map(|p| format!("{}@{}", p.name, p.version))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.store
+            .publish_tuf(&files, &state, &new_packages, Some(&audit))?;
         self.store.flush().await?;
         info!(
             targets_version = state.targets_version,
@@ -260,7 +275,7 @@ impl Repository {
         let mut files = TufFiles::default();
         self.sign_snapshot_and_timestamp(&root, &targets, &mut state, &mut files, now)
             .await?;
-        self.store.publish_tuf(&files, &state, &[])?;
+        self.store.publish_tuf(&files, &state, &[], None)?;
         self.store.flush().await?;
         info!(
             snapshot_version = state.snapshot_version,

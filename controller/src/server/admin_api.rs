@@ -518,23 +518,10 @@ impl AdminService for AdminApi {
                 &req.newer_roots,
                 &req.targets_json,
                 chrono::Utc::now(),
+                super::audit_entry(&caller, "metadata push", String::new()),
             )
             .await
             .map_err(publish_status)?;
-        let names: Vec<String> = published
-            .new_packages
-            .iter()
-            .map(|p| format!("{}@{}", p.name, p.version))
-            .collect();
-        self.shared.audit(
-            &caller,
-            "metadata push",
-            format!(
-                "targets v{} new packages [{}]",
-                published.state.targets_version,
-                names.join(", ")
-            ),
-        )?;
         Ok(Response::new(v1::PushMetadataResponse {
             targets_version: published.state.targets_version,
             snapshot_version: published.state.snapshot_version,

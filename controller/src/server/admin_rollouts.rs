@@ -15,7 +15,7 @@ use crate::rollout::commands::{self, CommandError, RetrySelection};
 use crate::rollout::driver::Wake;
 use crate::rollout::plan::{plan, PlanError, PlanRequest, WaveRequest, WaveTargets};
 use crate::rollout::report::rollout_status;
-use crate::store::Store;
+use crate::store::{Store, Table};
 
 fn command_status(e: CommandError) -> Status {
     match e {
@@ -446,9 +446,8 @@ impl Rollouts {
         })?;
         site.set_windows(&req.windows, &req.time_zone, req.clear_windows)
             .map_err(Status::invalid_argument)?;
-        store.put_site(&site).map_err(internal)?;
         let shown: Vec<String> = site.windows.iter().map(|w| w.to_string()).collect();
-        self.shared.audit(
+        let entry = super::audit_entry(
             &caller,
             "site set",
             format!(
@@ -457,7 +456,10 @@ impl Rollouts {
                 shown.join("; "),
                 site.time_zone
             ),
-        )?;
+        );
+        store
+            .audited(&entry, |tx| tx.put(Table::Sites, &site.name, &site))
+            .map_err(internal)?;
         self.shared.store.flush().await.map_err(internal)?;
         // Agents holding work there get the new windows at once.
         self.shared.wake(&Wake::site(

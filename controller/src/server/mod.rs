@@ -105,13 +105,12 @@ impl Shared {
     }
 }
 
-/// The audit entry for an action of `caller` (also written to the controller's log).
+/// The audit entry for an action of `caller` (written to the controller's log once committed, by `log_audit`).
 pub(crate) fn audit_entry(
     caller: &auth::Caller,
     action: &str,
     detail: String,
 ) -> crate::store::AuditEntry {
-    info!(actor = %caller.subject, from = %caller.from, action, %detail, "Admin action.");
     crate::store::AuditEntry {
         at: now(),
         actor: caller.subject.clone(),
@@ -218,6 +217,7 @@ pub async fn serve(
         stop_rx.clone(),
     );
     let engine = tokio::spawn(engine_loop(shared.clone(), stop_rx.clone()));
+    tokio::spawn(log_audit(store.audit_feed()));
     let refresher = tokio::spawn(refresh_loop(shared.clone(), stop_rx.clone()));
 
     let mut stop_serve = stop_rx.clone();
@@ -378,6 +378,24 @@ async fn engine_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver
             }
             _ = shared.engine_now.notified() => {}
             _ = stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Every committed audit entry, in the controller's log too.
+async fn log_audit(mut feed: tokio::sync::broadcast::Receiver<crate::store::AuditEntry>) {
+    loop {
+        match feed.recv().await {
+            Ok(e) => {
+                info!(actor = %e.actor, from = %e.from, action = %e.action, detail = %e.detail, result = %e.result, "Audited.")
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                warn!(
+                    missed = n,
+                    "The log fell behind the audit log; the entries are in `rollcall audit`."
+                )
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }
 }

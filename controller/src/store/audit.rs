@@ -37,6 +37,9 @@ pub enum Table {
     Bans,
     Tokens,
     Sites,
+    Tuf,
+    Meta,
+    Packages,
 }
 
 impl Table {
@@ -48,6 +51,9 @@ impl Table {
             Table::Bans => "bans",
             Table::Tokens => "tokens",
             Table::Sites => "sites",
+            Table::Tuf => "tuf",
+            Table::Meta => "meta",
+            Table::Packages => "packages",
         }
     }
 }
@@ -76,7 +82,12 @@ impl Tx<'_> {
     }
 
     pub fn put<T: Serialize>(&self, table: Table, key: &str, value: &T) -> TxResult<()> {
-        self.tree(table).insert(key.as_bytes(), encode(value))?;
+        self.put_bytes(table, key.as_bytes(), &encode(value))
+    }
+
+    /// A record that is not JSON (a served metadata file).
+    pub fn put_bytes(&self, table: Table, key: &[u8], value: &[u8]) -> TxResult<()> {
+        self.tree(table).insert(key, value)?;
         Ok(())
     }
 
@@ -102,24 +113,42 @@ impl Store {
     /// Run `change` and append `entry` in one transaction: both land or neither does. `change` may run more
     /// than once (on a conflict), so it must not have effects outside the store.
     pub fn audited<T>(&self, entry: &AuditEntry, change: impl Fn(&Tx) -> TxResult<T>) -> Result<T> {
+        self.transact(Some(entry), change)
+    }
+
+    /// Run `change` in one transaction over the [`Table`]s, with `entry` appended to the audit log when given
+    /// (changes no person made, like the controller re-signing its metadata, have none).
+    pub fn transact<T>(
+        &self,
+        entry: Option<&AuditEntry>,
+        change: impl Fn(&Tx) -> TxResult<T>,
+    ) -> Result<T> {
         let seq = self.next_id()?;
-        let trees: [&sled::Tree; 7] = [
+        // In the order of `Table`, then the audit log.
+        let trees: [&sled::Tree; 10] = [
             &self.agents,
             &self.retired,
             &self.certs,
             &self.bans,
             &self.tokens,
             &self.sites,
+            &self.tuf,
+            &self.meta,
+            &self.packages,
             &self.audit,
         ];
         let outcome = trees[..].transaction(|trees| {
             let value = change(&Tx { trees })?;
-            trees[6].insert(&seq.to_be_bytes(), encode(entry))?;
+            if let Some(entry) = entry {
+                trees[9].insert(&seq.to_be_bytes(), encode(entry))?;
+            }
             Ok(value)
         });
         match outcome {
             Ok(v) => {
-                let _ = self.audit_tap.send(entry.clone());
+                if let Some(entry) = entry {
+                    let _ = self.audit_tap.send(entry.clone());
+                }
                 Ok(v)
             }
             Err(TransactionError::Abort(e)) => Err(e),

@@ -1,11 +1,9 @@
 //! Published packages and the TUF repository files the controller serves, written together when metadata is
 //! published so an agent never sees a snapshot without its targets.
 
-use serde::{Deserialize, Serialize};
-use sled::transaction::{TransactionError, Transactional};
-
-use super::{encode, get, scan, Result, Store, StoreError};
+use super::{encode, get, scan, Result, Store, Table};
 use crate::model::PackageRecord;
+use serde::{Deserialize, Serialize};
 
 /// Versions of the published TUF roles; all zero before the first push.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -37,30 +35,25 @@ impl Store {
     }
 
     /// Write new repository files, the new role versions and new packages in one transaction.
+    /// Publish served files, the new repository state and new packages in one transaction, with the audit
+    /// entry of the person who pushed (none when the controller re-signs on its own).
     pub fn publish_tuf(
         &self,
         files: &TufFiles,
         state: &TufState,
         packages: &[PackageRecord],
+        audit: Option<&super::AuditEntry>,
     ) -> Result<()> {
-        let result = (&self.tuf, &self.meta, &self.packages).transaction(|(tuf, meta, pkgs)| {
+        self.transact(audit, |tx| {
             for (name, bytes) in &files.files {
-                tuf.insert(name.as_bytes(), bytes.as_slice())?;
+                tx.put_bytes(Table::Tuf, name.as_bytes(), bytes)?;
             }
-            meta.insert(STATE_KEY, encode(state))?;
+            tx.put_bytes(Table::Meta, STATE_KEY, &encode(state))?;
             for p in packages {
-                pkgs.insert(
-                    PackageRecord::key(&p.name, &p.version).as_bytes(),
-                    encode(p),
-                )?;
+                tx.put(Table::Packages, &PackageRecord::key(&p.name, &p.version), p)?;
             }
-            Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
-        });
-        match result {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
-        }
+            Ok(())
+        })
     }
 
     pub fn package(&self, name: &str, version: &str) -> Result<Option<PackageRecord>> {
