@@ -171,3 +171,131 @@ fn commands_without_credentials_say_what_is_missing() {
         "missing --wave is a usage error"
     );
 }
+
+#[test]
+fn offline_keys_encrypted_with_a_passphrase_sign_only_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |rel: &str| dir.path().join(rel);
+    let out = controller()
+        .args(["init", "--data"])
+        .arg(p("data"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(p("pass"), "correct horse battery staple\n").unwrap();
+    std::fs::write(p("wrong"), "incorrect horse battery staple\n").unwrap();
+    std::fs::write(p("short"), "short\n").unwrap();
+    let run = |pass: Option<&str>, args: &[&str]| {
+        let mut cmd = rollcall();
+        cmd.current_dir(dir.path())
+            .env_remove("ROLLCALL_KEY_PASSPHRASE_FILE")
+            .stdin(std::process::Stdio::null());
+        if let Some(pass) = pass {
+            cmd.env("ROLLCALL_KEY_PASSPHRASE_FILE", p(pass));
+        }
+        cmd.args(args).output().unwrap()
+    };
+
+    let out = run(
+        Some("short"),
+        &["pkg", "keygen", "--keys", "k", "--encrypt"],
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("at least 12 characters"));
+    assert!(!p("k").exists() || std::fs::read_dir(p("k")).unwrap().next().is_none());
+
+    let out = run(
+        Some("pass"),
+        &["pkg", "keygen", "--keys", "keys", "--encrypt"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for key in ["root.pk8", "targets.pk8"] {
+        let bytes = std::fs::read(p("keys").join(key)).unwrap();
+        assert!(bytes.starts_with(b"rollcall-encrypted-key-v1\n"), "{key}");
+    }
+    let online = p("data/tuf/online-keys.json");
+    let init = |pass| {
+        run(
+            pass,
+            &[
+                "pkg",
+                "init",
+                "--keys",
+                "keys",
+                "--repo",
+                "repo",
+                "--online-keys",
+                online.to_str().unwrap(),
+            ],
+        )
+    };
+    // Without the passphrase (no terminal here) the refusal says where it is looked for; nothing is written.
+    let out = init(None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is encrypted")
+            && stderr(&out).contains("ROLLCALL_KEY_PASSPHRASE_FILE"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!p("repo/root.json").exists());
+    let out = init(Some("wrong"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("wrong passphrase"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!p("repo/root.json").exists());
+    let out = init(Some("pass"));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Signing a package needs the targets key's passphrase too.
+    std::fs::create_dir_all(p("payload")).unwrap();
+    std::fs::write(p("payload/install.sh"), "true\n").unwrap();
+    std::fs::write(
+        p("manifest.toml"),
+        "name = \"app\"\nversion = \"1.0\"\nrelease_counter = 1\nplatforms = [\"linux\"]\n[install]\ncommand = [\"sh\", \"install.sh\"]\n[verify]\ncommand = [\"true\"]\n",
+    )
+    .unwrap();
+    let out = run(
+        None,
+        &[
+            "pkg",
+            "build",
+            "--manifest",
+            "manifest.toml",
+            "--payload",
+            "payload",
+            "--out",
+            "out",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = std::fs::read(p("repo/targets.json")).unwrap();
+    let sign = |pass| {
+        run(
+            pass,
+            &[
+                "pkg",
+                "sign",
+                "--repo",
+                "repo",
+                "--keys",
+                "keys",
+                "out/app_1.0.tar.gz",
+            ],
+        )
+    };
+    let out = sign(Some("wrong"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("wrong passphrase"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(p("repo/targets.json")).unwrap(), before);
+    let out = sign(Some("pass"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ne!(std::fs::read(p("repo/targets.json")).unwrap(), before);
+}

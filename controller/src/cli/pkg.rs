@@ -28,6 +28,10 @@ pub enum PkgCmd {
         /// Root keys to make (root.pk8 for one; root-1.pk8 … root-N.pk8 for several, each for one keeper).
         #[arg(long, default_value_t = 1, value_name = "N")]
         root_keys: u32,
+        /// Encrypt the keys with a passphrase (asked on the terminal, or read from the file named by
+        /// ROLLCALL_KEY_PASSPHRASE_FILE); every command that signs asks for it again.
+        #[arg(long)]
+        encrypt: bool,
     },
     /// Create the image repository folder: root.json signed with the root key(s), an empty targets.json.
     Init {
@@ -154,11 +158,20 @@ pub async fn run(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
-        PkgCmd::Keygen { keys, root_keys: n } => {
+        PkgCmd::Keygen {
+            keys,
+            root_keys: n,
+            encrypt,
+        } => {
             if n == 0 {
                 return Err(usage("--root-keys must be at least 1"));
             }
-            let written = keygen_n(&keys, n)?;
+            let passphrase = if encrypt {
+                Some(new_passphrase(&keys)?)
+            } else {
+                None
+            };
+            let written = keygen_with(&keys, n, passphrase.as_deref())?;
             println!(
                 "Wrote {}",
                 written
@@ -330,6 +343,11 @@ pub fn keygen(keys: &Path) -> anyhow::Result<()> {
 
 /// `n` root keys (root.pk8 for one, root-1.pk8 … otherwise) and targets.pk8; returns what it wrote.
 pub fn keygen_n(keys: &Path, n: u32) -> anyhow::Result<Vec<PathBuf>> {
+    keygen_with(keys, n, None)
+}
+
+/// [`keygen_n`], encrypted with `passphrase` when given.
+pub fn keygen_with(keys: &Path, n: u32, passphrase: Option<&str>) -> anyhow::Result<Vec<PathBuf>> {
     let mut written: Vec<PathBuf> = if n == 1 {
         vec![root_key(keys)]
     } else {
@@ -339,9 +357,32 @@ pub fn keygen_n(keys: &Path, n: u32) -> anyhow::Result<Vec<PathBuf>> {
     };
     written.push(targets_key(keys));
     for path in &written {
-        rollcall_packaging::generate_key(path)?;
+        rollcall_packaging::keys::generate_key_with(path, passphrase)?;
     }
     Ok(written)
+}
+
+/// A new passphrase: from ROLLCALL_KEY_PASSPHRASE_FILE, or asked twice on the terminal.
+fn new_passphrase(keys: &Path) -> anyhow::Result<String> {
+    let passphrase = if std::env::var_os("ROLLCALL_KEY_PASSPHRASE_FILE").is_some() {
+        rollcall_packaging::keys::passphrase_for(keys).map_err(usage)?
+    } else {
+        let first = rollcall_packaging::keys::ask_secret("New passphrase for the keys: ")
+            .ok_or_else(|| {
+                usage("--encrypt needs a terminal, or a file holding the passphrase in ROLLCALL_KEY_PASSPHRASE_FILE")
+            })?;
+        let again = rollcall_packaging::keys::ask_secret("Again: ").unwrap_or_default();
+        if first != again {
+            return Err(usage("the passphrases differ"));
+        }
+        first
+    };
+    if passphrase.chars().count() < 12 {
+        return Err(usage(
+            "a passphrase for offline keys needs at least 12 characters",
+        ));
+    }
+    Ok(passphrase)
 }
 
 /// `pkg rotate-root`.

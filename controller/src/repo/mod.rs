@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rollcall_packaging::keys::FileKey;
 use rollcall_packaging::online::{self, OnlineKeys, SignedFile};
 use tokio::sync::Mutex;
-use tough::key_source::LocalKeySource;
 use tracing::info;
 
 use crate::blobs::Blobs;
@@ -58,8 +58,8 @@ pub struct Published {
 pub struct Repository {
     store: Store,
     blobs: Blobs,
-    snapshot_key: LocalKeySource,
-    timestamp_key: LocalKeySource,
+    snapshot_key: FileKey,
+    timestamp_key: FileKey,
     online: OnlineKeys,
     validity: Duration,
     /// Publications (pushes and re-signing) happen one at a time.
