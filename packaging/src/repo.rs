@@ -196,14 +196,7 @@ impl ImageRepo {
         if let Some(key) = new_targets_key {
             let targets: Signed<Targets> = online::parse(TARGETS_FILE, &self.targets_bytes()?)?;
             let mut targets = targets.signed;
-            targets.version =
-                targets
-                    .version
-                    .checked_add(1)
-                    .ok_or_else(|| Error::TargetsVersion {
-                        file: "targets.json",
-                        reason: "the version counter is exhausted".into(),
-                    })?;
+            targets.version = next_targets_version(targets.version)?;
             let resigned = sign_role(targets, &KeyHolder::Root(root), key, "targets.json").await?;
             self.keep_root(version, signed.buffer())?;
             atomic::write_file(&self.targets_path(), resigned.buffer())?;
@@ -303,13 +296,7 @@ impl ImageRepo {
         target.custom = manifest.to_custom();
 
         let mut targets = current.signed;
-        targets.version = targets
-            .version
-            .checked_add(1)
-            .ok_or_else(|| Error::TargetsVersion {
-                file: "targets.json",
-                reason: "the version counter is exhausted".into(),
-            })?;
+        targets.version = next_targets_version(targets.version)?;
         targets.expires = expiry::to_tuf(expires)?;
         let target_name = TargetName::new(name.as_str())
             .map_err(|e| Error::tuf(format!("invalid target name `{name}`"), e))?;
@@ -433,6 +420,13 @@ where
     SignedRole::new(role, holder, &sources, &SystemRandom::new())
         .await
         .map_err(|e| Error::tuf(format!("cannot sign {file} with key(s) {names}"), e))
+}
+
+fn next_targets_version(version: NonZeroU64) -> Result<NonZeroU64> {
+    version.checked_add(1).ok_or_else(|| Error::TargetsVersion {
+        file: "targets.json",
+        reason: "the version counter is exhausted".into(),
+    })
 }
 
 /// A threshold of 1..=`keys`.

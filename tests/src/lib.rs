@@ -258,6 +258,33 @@ impl Cluster {
         Ok(())
     }
 
+    /// The fleet, as `rollcall agents list` sees it.
+    pub async fn agents(&self) -> anyhow::Result<Vec<v1::AgentSummary>> {
+        Ok(self
+            .admin
+            .rpc
+            .clone()
+            .list_agents(v1::ListAgentsRequest::default())
+            .await?
+            .into_inner()
+            .agents)
+    }
+
+    /// The packages the controller has published, as `name@version`.
+    pub async fn published(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .admin
+            .rpc
+            .clone()
+            .list_packages(v1::ListPackagesRequest {})
+            .await?
+            .into_inner()
+            .packages
+            .iter()
+            .map(|p| format!("{}@{}", p.name, p.version))
+            .collect())
+    }
+
     /// Stop the controller cleanly, run `between` on its data directory (a backup, a restore), and start it again
     /// on the same address.
     pub async fn restart_controller_with(

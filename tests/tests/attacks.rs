@@ -87,15 +87,7 @@ async fn calls_without_a_certificate_are_refused_before_their_body_is_read() {
         "controller grew from {before} MiB to {after} MiB"
     );
     // Nothing was published.
-    let repo = c
-        .admin
-        .rpc
-        .clone()
-        .list_packages(v1::ListPackagesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(repo.packages.is_empty());
+    assert!(c.published().await.unwrap().is_empty());
     c.stop().await;
 }
 
@@ -234,15 +226,8 @@ async fn an_enrollment_flood_is_rate_limited_and_cannot_forge_log_lines() {
     );
     assert!(added.contains("over the rate limit"), "{added}");
     // Nothing was enrolled.
-    let list = c
-        .admin
-        .rpc
-        .clone()
-        .list_agents(v1::ListAgentsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(list.agents.is_empty());
+    let agents = c.agents().await.unwrap();
+    assert!(agents.is_empty());
     c.stop().await;
 }
 
@@ -333,18 +318,7 @@ async fn a_revoked_agent_is_refused_at_once_and_its_stream_is_closed() {
     let id = agent_id(&dirs[0]).unwrap();
     // Wait for its first check-in; its wake-up stream opens right after.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while c
-        .admin
-        .rpc
-        .clone()
-        .list_agents(v1::ListAgentsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .agents[0]
-        .last_checkin_unix
-        == 0
-    {
+    while c.agents().await.unwrap()[0].last_checkin_unix == 0 {
         assert!(Instant::now() < deadline, "the agent never checked in");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -567,16 +541,9 @@ async fn an_agent_offline_past_its_certificate_enrolls_again_and_keeps_its_recor
     agent.start().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let list = c
-            .admin
-            .rpc
-            .clone()
-            .list_agents(v1::ListAgentsRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(list.agents.len(), 1);
-        if list.agents[0].last_checkin_unix > 0 {
+        let agents = c.agents().await.unwrap();
+        assert_eq!(agents.len(), 1);
+        if agents[0].last_checkin_unix > 0 {
             break;
         }
         assert!(
@@ -878,20 +845,7 @@ async fn a_new_version_with_a_published_release_counter_is_refused_at_push() {
         "{err}"
     );
     // Nothing was published.
-    let list = c
-        .admin
-        .rpc
-        .clone()
-        .list_packages(v1::ListPackagesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let published: Vec<String> = list
-        .packages
-        .iter()
-        .map(|p| format!("{}@{}", p.name, p.version))
-        .collect();
-    assert_eq!(published, ["app@1.0"]);
+    assert_eq!(c.published().await.unwrap(), ["app@1.0"]);
     c.stop().await;
 }
 
@@ -1020,15 +974,7 @@ async fn a_signature_duplicated_to_fake_a_threshold_is_refused_at_push() {
         err.contains(&format!("Duplicate key ID: {keyid}")) && !err.contains("Decoded"),
         "{err}"
     );
-    let list = c
-        .admin
-        .rpc
-        .clone()
-        .list_packages(v1::ListPackagesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(list.packages.is_empty());
+    assert!(c.published().await.unwrap().is_empty());
     c.stop().await;
 }
 
