@@ -311,8 +311,8 @@ pub fn tough_words(e: &(dyn std::error::Error + 'static)) -> String {
                 ..
             }) => {
                 return format!(
-                    "more than the {max_size} bytes {specifier} signs for were served: the file was altered or \
-                     replaced (this is not a network problem)"
+                    "more than {max_size} bytes were served where {specifier} allows no more: the file was \
+                     altered or replaced (this is not a network problem)"
                 )
             }
             _ => {}

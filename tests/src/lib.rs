@@ -285,16 +285,19 @@ impl Cluster {
             .collect())
     }
 
-    /// Stop the controller cleanly, run `between` on its data directory (a backup, a restore), and start it again
-    /// on the same address.
-    pub async fn restart_controller_with(
+    /// Stop the controller cleanly, run `between` on its data directory (a backup, a restore, a forgery), and
+    /// start it again on the same address.
+    pub async fn restart_controller_with<F>(
         &mut self,
-        between: impl FnOnce(&Path),
-    ) -> anyhow::Result<()> {
+        between: impl FnOnce(PathBuf) -> F,
+    ) -> anyhow::Result<()>
+    where
+        F: std::future::Future<Output = ()>,
+    {
         let controller = self.controller.take().context("no controller running")?;
         let (data, addr) = (controller.data.clone(), controller.addr().to_owned());
         controller.stop().await;
-        between(&data);
+        between(data.clone()).await;
         // sled may hold the store's lock for a moment after the process exits.
         let mut last = None;
         for _ in 0..20 {

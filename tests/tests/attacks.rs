@@ -32,17 +32,26 @@ fn admin_identity(c: &Cluster) -> rollcall_proto::tls::ClientIdentity {
     .unwrap()
 }
 
-/// The controller's resident memory, from /proc.
-fn rss_mib(c: &Cluster) -> u64 {
-    let pid = c.controller().pid().unwrap();
+/// A `/proc/PID/status` memory figure (VmRSS, VmHWM), in MiB.
+fn proc_mib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim_start_matches(':').split_whitespace().next())
         .and_then(|kb| kb.parse::<u64>().ok())
         .unwrap()
         / 1024
+}
+
+/// The controller's resident memory now.
+fn rss_mib(c: &Cluster) -> u64 {
+    proc_mib(c.controller().pid().unwrap(), "VmRSS")
+}
+
+/// A process's peak resident memory.
+fn peak_rss_mib(pid: u32) -> u64 {
+    proc_mib(pid, "VmHWM")
 }
 
 fn log_of(c: &Cluster) -> String {
@@ -1158,7 +1167,8 @@ async fn a_controller_restored_from_an_old_backup_cannot_roll_agents_back() {
         .unwrap();
     // A backup taken now holds older metadata (and app 1.0 only)…
     let backup = c.path("store-backup");
-    c.restart_controller_with(|data| copy_tree(&data.join("store"), &backup))
+    let to = backup.clone();
+    c.restart_controller_with(|data| async move { copy_tree(&data.join("store"), &to) })
         .await
         .unwrap();
     // …then app 2.0 is published and installed: the agent has seen the newer metadata.
@@ -1168,7 +1178,7 @@ async fn a_controller_restored_from_an_old_backup_cannot_roll_agents_back() {
     let id = c.rollout("app", "2.0", &[&["north"]]).await.unwrap();
     c.settle(&id).await.unwrap();
     // The old store comes back (a careless restore, or an attacker replaying old metadata).
-    c.restart_controller_with(|data| {
+    c.restart_controller_with(|data| async move {
         std::fs::remove_dir_all(data.join("store")).unwrap();
         copy_tree(&backup, &data.join("store"));
     })
@@ -1211,5 +1221,195 @@ async fn a_controller_restored_from_an_old_backup_cannot_roll_agents_back() {
         "2.0",
         "still the newer version"
     );
+    c.stop().await;
+}
+
+/// What a compromised controller can serve: it holds the online snapshot and timestamp keys. Stop it, replace
+/// served files in its store with what `forge` returns (it gets the store, the published root and the timestamp
+/// key), and start it again. The published state is left as it was, so the controller does not re-sign.
+async fn serve_forged<F, Fut>(c: &mut Cluster, forge: F)
+where
+    F: FnOnce(
+        rollcall_controller::store::Store,
+        tough::schema::Signed<tough::schema::Root>,
+        rollcall_packaging::keys::FileKey,
+    ) -> Fut,
+    Fut: std::future::Future<Output = Vec<(String, Vec<u8>)>>,
+{
+    c.restart_controller_with(|data| async move {
+        let dir = rollcall_controller::datadir::DataDir::new(&data);
+        let store = rollcall_controller::store::Store::open(&dir.store()).unwrap();
+        let state = store.tuf_state().unwrap();
+        let root = store
+            .tuf_file(&format!("{}.root.json", state.root_version))
+            .unwrap()
+            .unwrap();
+        let root = rollcall_packaging::online::verify_root(&root).unwrap();
+        let key = rollcall_packaging::keys::key_source(&dir.timestamp_key());
+        let files = forge(store.clone(), root, key).await;
+        store
+            .publish_tuf(
+                &rollcall_controller::store::TufFiles { files },
+                &state,
+                &[],
+                None,
+            )
+            .unwrap();
+        store.flush().await.unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+/// The served snapshot of `version`, as signed.
+fn snapshot_of(
+    store: &rollcall_controller::store::Store,
+    version: u64,
+) -> rollcall_packaging::online::SignedFile {
+    let bytes = store
+        .tuf_file(&format!("{version}.snapshot.json"))
+        .unwrap()
+        .unwrap();
+    rollcall_packaging::online::SignedFile::from_bytes(bytes, version)
+}
+
+/// A rollout of a package the agent does not have, failing at once (no retries); the device's detail.
+async fn refused_detail(c: &Cluster, package: &str) -> String {
+    let id = c
+        .rollout_with(v1::CreateRolloutRequest {
+            package: package.into(),
+            version: "1.0".into(),
+            waves: vec![rollcall_tests::sites_wave(&["north"])],
+            retries: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let s = c
+        .wait_for(&id, "the device failed", |s| {
+            s.devices[0].state == v1::ActionState::Failed as i32
+        })
+        .await
+        .unwrap();
+    s.devices[0].detail.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_timestamp_is_refused() {
+    let mut c = Cluster::start().await.unwrap();
+    let dirs = c.add_agents("north", 1).await.unwrap();
+    c.publish(&rollcall_tests::PackageSpec::marker("tool", "1.0", 1))
+        .await
+        .unwrap();
+    // A frozen (or compromised) controller serves a correctly signed timestamp that has expired.
+    serve_forged(&mut c, |store, root, key| async move {
+        let state = store.tuf_state().unwrap();
+        let expired = rollcall_packaging::online::sign_timestamp(
+            &root,
+            &snapshot_of(&store, state.snapshot_version),
+            state.timestamp_version + 1,
+            &key,
+            chrono::Utc::now() - chrono::Duration::minutes(5),
+        )
+        .await
+        .unwrap();
+        vec![("timestamp.json".into(), expired.bytes)]
+    })
+    .await;
+    let detail = refused_detail(&c, "tool").await;
+    assert!(
+        detail.contains("package failure: TUF metadata refused") && detail.contains("expired"),
+        "{detail}"
+    );
+    assert!(!dirs[0].join("tool.marker").exists());
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timestamp_pointing_at_an_older_snapshot_is_refused() {
+    let mut c = Cluster::start().await.unwrap();
+    let dirs = c.add_agents("north", 1).await.unwrap();
+    c.publish(&rollcall_tests::PackageSpec::marker("tool", "1.0", 1))
+        .await
+        .unwrap();
+    c.publish(&rollcall_tests::PackageSpec::marker("app", "1.0", 1))
+        .await
+        .unwrap();
+    let id = c.rollout("app", "1.0", &[&["north"]]).await.unwrap();
+    c.settle(&id).await.unwrap();
+    // Mix and match: a fresh, validly signed timestamp that names the snapshot of an earlier publication.
+    serve_forged(&mut c, |store, root, key| async move {
+        let state = store.tuf_state().unwrap();
+        let mixed = rollcall_packaging::online::sign_timestamp(
+            &root,
+            &snapshot_of(&store, state.snapshot_version - 1),
+            state.timestamp_version + 1,
+            &key,
+            chrono::Utc::now() + chrono::Duration::days(1),
+        )
+        .await
+        .unwrap();
+        vec![("timestamp.json".into(), mixed.bytes)]
+    })
+    .await;
+    let detail = refused_detail(&c, "tool").await;
+    assert!(
+        detail.contains("package failure: TUF metadata refused"),
+        "{detail}"
+    );
+    assert!(!dirs[0].join("tool.marker").exists());
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_metadata_is_cut_off_with_bounded_memory() {
+    let mut c = Cluster::start().await.unwrap();
+    let dirs = c.add_agents("north", 1).await.unwrap();
+    c.publish(&rollcall_tests::PackageSpec::marker("tool", "1.0", 1))
+        .await
+        .unwrap();
+    // 48 MiB where a timestamp of a few hundred bytes belongs.
+    serve_forged(&mut c, |_, _, _| async move {
+        vec![("timestamp.json".into(), vec![b' '; 48 << 20])]
+    })
+    .await;
+    let detail = refused_detail(&c, "tool").await;
+    assert!(
+        detail.contains("package failure") && detail.contains("not a network problem"),
+        "{detail}"
+    );
+    assert!(!dirs[0].join("tool.marker").exists());
+    // The agent never held the whole file.
+    let peak = peak_rss_mib(c.agents[0].pid().unwrap());
+    assert!(peak < 40, "agent peak RSS {peak} MiB");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_payload_is_cut_off_at_its_signed_length_with_bounded_memory() {
+    let mut c = Cluster::start().await.unwrap();
+    let pushed = c
+        .publish(&rollcall_tests::PackageSpec::marker("app", "1.0", 1))
+        .await
+        .unwrap();
+    // 64 MiB where a payload of a few hundred bytes was signed.
+    let blob = c
+        .controller()
+        .data
+        .join("blobs")
+        .join(&pushed.new_packages[0].sha256);
+    std::fs::write(&blob, vec![0u8; 64 << 20]).unwrap();
+    let dirs = c.add_agents("north", 1).await.unwrap();
+    let id = c.rollout("app", "1.0", &[&["north"]]).await.unwrap();
+    let s = c.settle(&id).await.unwrap();
+    let detail = &s.devices[0].detail;
+    assert!(
+        detail.contains("package failure") && detail.contains("were served where"),
+        "{detail}"
+    );
+    assert!(!dirs[0].join("app.marker").exists());
+    assert!(rollcall_tests::files_in(&dirs[0].join("downloads")).is_empty());
+    let peak = peak_rss_mib(c.agents[0].pid().unwrap());
+    assert!(peak < 40, "agent peak RSS {peak} MiB");
     c.stop().await;
 }
