@@ -4,7 +4,21 @@
 
 use super::driver::supersede_older;
 use crate::model::{ActionRecord, ActionState, RolloutEvent, RolloutRecord, RolloutState};
-use crate::store::{Store, StoreError};
+use crate::store::{AuditEntry, Store, StoreError};
+
+/// Who gives a command: the name recorded on the rollout, and for a person the audit entry, written in the same
+/// transaction as the rollout's change.
+#[derive(Debug, Clone, Copy)]
+pub struct By<'a> {
+    pub name: &'a str,
+    pub audit: Option<&'a AuditEntry>,
+}
+
+impl<'a> From<&'a str> for By<'a> {
+    fn from(name: &'a str) -> By<'a> {
+        By { name, audit: None }
+    }
+}
 
 /// Why an admin command does not apply.
 #[derive(Debug, thiserror::Error)]
@@ -29,20 +43,26 @@ fn refused(r: &RolloutRecord, what: impl Into<String>) -> CommandError {
     }
 }
 
-/// Apply `change` to the rollout; `Err(what)` from it refuses the command with that explanation.
+/// Apply `change` to the rollout (with `audit`, when given, in the same transaction); `Err(what)` from it refuses
+/// the command with that explanation.
 fn command(
     store: &Store,
     id: &str,
+    audit: Option<&AuditEntry>,
     mut change: impl FnMut(&mut RolloutRecord) -> Result<(), String>,
 ) -> Result<RolloutRecord, CommandError> {
     let mut why = None;
-    let updated = store.update_rollout(id, |mut r| match change(&mut r) {
-        Ok(()) => Some(r),
-        Err(what) => {
-            why = Some(refused(&r, what));
-            None
-        }
-    })?;
+    let updated = store.update_rollout_audited(
+        id,
+        |mut r| match change(&mut r) {
+            Ok(()) => Some(r),
+            Err(what) => {
+                why = Some(refused(&r, what));
+                None
+            }
+        },
+        audit,
+    )?;
     match (updated, why) {
         (Some(r), _) => Ok(r),
         (None, Some(e)) => Err(e),
@@ -52,7 +72,17 @@ fn command(
 
 /// Start a draft: now, or at its start time (state `scheduled`). Starting a scheduled rollout starts it now.
 pub fn start(store: &Store, id: &str, now: i64) -> Result<RolloutRecord, CommandError> {
-    let r = command(store, id, |r| {
+    start_audited(store, id, None, now)
+}
+
+/// [`start`], with a person's audit entry.
+pub fn start_audited(
+    store: &Store,
+    id: &str,
+    audit: Option<&AuditEntry>,
+    now: i64,
+) -> Result<RolloutRecord, CommandError> {
+    let r = command(store, id, audit, |r| {
         let event = if r.state == RolloutState::Draft && r.start_at > now {
             RolloutEvent::Schedule
         } else {
@@ -74,8 +104,14 @@ pub fn start(store: &Store, id: &str, now: i64) -> Result<RolloutRecord, Command
     Ok(r)
 }
 
-pub fn pause(store: &Store, id: &str, by: &str, now: i64) -> Result<RolloutRecord, CommandError> {
-    command(store, id, |r| {
+pub fn pause<'a>(
+    store: &Store,
+    id: &str,
+    by: impl Into<By<'a>>,
+    now: i64,
+) -> Result<RolloutRecord, CommandError> {
+    let By { name: by, audit } = by.into();
+    command(store, id, audit, |r| {
         r.state = r
             .state
             .on(RolloutEvent::Pause)
@@ -89,12 +125,13 @@ pub fn pause(store: &Store, id: &str, by: &str, now: i64) -> Result<RolloutRecor
 /// Resume a paused rollout. Its failed devices get a new attempt (with fresh automatic retries) *before* it
 /// runs again, so the engine never sees the old failures in a running rollout and pauses it at once. Returns the
 /// rollout and the agents retried.
-pub fn resume(
+pub fn resume<'a>(
     store: &Store,
     id: &str,
-    by: &str,
+    by: impl Into<By<'a>>,
     now: i64,
 ) -> Result<(RolloutRecord, Vec<String>), CommandError> {
+    let By { name: by, audit } = by.into();
     let current = store
         .rollout(id)?
         .ok_or_else(|| CommandError::NoRollout(id.to_owned()))?;
@@ -108,7 +145,7 @@ pub fn resume(
         &format!("new attempt: rollout resumed by {by}"),
         now,
     )?;
-    let r = command(store, id, |r| {
+    let r = command(store, id, audit, |r| {
         r.state = r
             .state
             .on(RolloutEvent::Resume)
@@ -126,14 +163,15 @@ pub fn resume(
 }
 
 /// Approve the wave a rollout waits for; the engine opens it.
-pub fn approve(
+pub fn approve<'a>(
     store: &Store,
     id: &str,
-    by: &str,
+    by: impl Into<By<'a>>,
     now: i64,
 ) -> Result<(RolloutRecord, u32), CommandError> {
+    let By { name: by, audit } = by.into();
     let mut wave = 0;
-    let r = command(store, id, |r| {
+    let r = command(store, id, audit, |r| {
         let next = r
             .state
             .on(RolloutEvent::Approve)
@@ -157,13 +195,14 @@ pub fn approve(
 /// Cancel: no new offers from this moment; devices that have not started installing are cancelled (agents
 /// holding them are told at their next check-in and drop them); an install already running finishes and its
 /// report is still recorded. Returns the rollout and the agents to tell.
-pub fn cancel(
+pub fn cancel<'a>(
     store: &Store,
     id: &str,
-    by: &str,
+    by: impl Into<By<'a>>,
     now: i64,
 ) -> Result<(RolloutRecord, Vec<String>), CommandError> {
-    let r = command(store, id, |r| {
+    let By { name: by, audit } = by.into();
+    let r = command(store, id, audit, |r| {
         r.state = r
             .state
             .on(RolloutEvent::Cancel)
@@ -276,8 +315,13 @@ fn new_attempts(
     Ok(done)
 }
 
-/// Delete a draft rollout (nothing was ever offered).
-pub fn delete_draft(store: &Store, id: &str) -> Result<(), CommandError> {
+/// Delete a draft rollout (nothing was ever offered), with a person's audit entry in the same transaction when
+/// given.
+pub fn delete_draft(
+    store: &Store,
+    id: &str,
+    audit: Option<&AuditEntry>,
+) -> Result<(), CommandError> {
     let r = store
         .rollout(id)?
         .ok_or_else(|| CommandError::NoRollout(id.to_owned()))?;
@@ -287,7 +331,7 @@ pub fn delete_draft(store: &Store, id: &str) -> Result<(), CommandError> {
             "only a draft can be deleted; cancel it instead",
         ));
     }
-    if !store.delete_rollout_if(id, |r| r.state == RolloutState::Draft)? {
+    if !store.delete_rollout_if_audited(id, |r| r.state == RolloutState::Draft, audit)? {
         return Err(refused(&r, "it changed while deleting; look again"));
     }
     Ok(())

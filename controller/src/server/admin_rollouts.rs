@@ -11,7 +11,7 @@ use super::auth::{caller, internal};
 use super::{now, Shared};
 use crate::model::rollout::GateOverrides;
 use crate::model::{ActionRecord, RolloutRecord};
-use crate::rollout::commands::{self, CommandError, RetrySelection};
+use crate::rollout::commands::{self, By, CommandError, RetrySelection};
 use crate::rollout::driver::Wake;
 use crate::rollout::plan::{plan, PlanError, PlanRequest, WaveRequest, WaveTargets};
 use crate::rollout::report::rollout_status;
@@ -190,37 +190,41 @@ impl Rollouts {
             &caller.subject,
         )
         .map_err(plan_status)?;
-        store.put_rollout(&rollout).map_err(internal)?;
-        self.shared.audit(
+        let created = super::audit_entry(
             &caller,
             "rollout create",
             format!("{id} {}@{}", package.name, package.version),
-        )?;
+        );
+        store
+            .put_rollout_audited(&rollout, Some(&created))
+            .map_err(internal)?;
         if req.start {
-            rollout = commands::start(store, &id, now).map_err(command_status)?;
-            self.shared.audit(&caller, "rollout start", id.clone())?;
+            let started = super::audit_entry(&caller, "rollout start", id.clone());
+            rollout =
+                commands::start_audited(store, &id, Some(&started), now).map_err(command_status)?;
         }
         self.done(None).await?;
         self.status(&rollout, false)
     }
 
-    /// The shape every rollout command shares: check the caller, apply one driver command, audit it, make it
-    /// durable, wake the agents it concerns, answer with the rollout's status.
+    /// The shape every rollout command shares: check the caller, apply one driver command with its audit entry
+    /// (written in the same transaction as the rollout's change), make it durable, wake the agents it concerns,
+    /// answer with the rollout's status.
     async fn command(
         &self,
         req: Request<v1::RolloutRef>,
         action: &str,
-        apply: impl FnOnce(&Store, &str, &str, i64) -> Result<Done, CommandError>,
+        apply: impl FnOnce(&Store, &str, By<'_>, i64) -> Result<Done, CommandError>,
     ) -> Result<Response<v1::RolloutStatus>, Status> {
         let caller = caller(&req)?;
-        let done = apply(
-            &self.shared.store,
-            &req.get_ref().id,
-            &caller.subject,
-            now(),
-        )
-        .map_err(command_status)?;
-        self.shared.audit(&caller, action, done.detail)?;
+        let id = &req.get_ref().id;
+        let entry = super::audit_entry(&caller, action, id.clone());
+        let by = By {
+            name: &caller.subject,
+            audit: Some(&entry),
+        };
+        let done = apply(&self.shared.store, id, by, now()).map_err(command_status)?;
+        tracing::info!(action, detail = %done.detail, "Rollout command applied.");
         let wake = Wake::agents(done.wake, format!("{action} {}", done.rollout.id));
         self.done(wake).await?;
         self.status(&done.rollout, false)
@@ -240,8 +244,8 @@ impl Rollouts {
         if paused {
             return self.resume(req).await;
         }
-        self.command(req, "rollout start", |store, id, _by, now| {
-            commands::start(store, id, now).map(Done::of)
+        self.command(req, "rollout start", |store, id, by, now| {
+            commands::start_audited(store, id, by.audit, now).map(Done::of)
         })
         .await
     }
@@ -300,8 +304,8 @@ impl Rollouts {
     ) -> Result<Response<v1::DeleteRolloutResponse>, Status> {
         let caller = caller(&req)?;
         let id = req.get_ref().id.clone();
-        commands::delete_draft(&self.shared.store, &id).map_err(command_status)?;
-        self.shared.audit(&caller, "rollout delete", id.clone())?;
+        let entry = super::audit_entry(&caller, "rollout delete", id.clone());
+        commands::delete_draft(&self.shared.store, &id, Some(&entry)).map_err(command_status)?;
         self.done(None).await?;
         Ok(Response::new(v1::DeleteRolloutResponse { id }))
     }

@@ -105,6 +105,11 @@ impl Store {
         Ok(())
     }
 
+    /// Tell the feed about an entry committed by another transaction of the store.
+    pub(super) fn audit_tapped(&self, entry: &AuditEntry) {
+        let _ = self.audit_tap.send(entry.clone());
+    }
+
     /// Entries as they are committed (for the security log stream).
     pub fn audit_feed(&self) -> tokio::sync::broadcast::Receiver<AuditEntry> {
         self.audit_tap.subscribe()

@@ -11,24 +11,100 @@ impl Store {
     }
 
     pub fn put_rollout(&self, rollout: &RolloutRecord) -> Result<()> {
+        self.put_rollout_audited(rollout, None)
+    }
+
+    /// [`Store::put_rollout`], with a person's audit entry written in the same transaction when given.
+    pub fn put_rollout_audited(
+        &self,
+        rollout: &RolloutRecord,
+        audit: Option<&super::AuditEntry>,
+    ) -> Result<()> {
         let _writes = self
             .rollout_writes
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        put(&self.rollouts, rollout.id.as_bytes(), rollout)?;
-        self.index_active(rollout)
+        let Some(entry) = audit else {
+            put(&self.rollouts, rollout.id.as_bytes(), rollout)?;
+            return self.index_active(rollout);
+        };
+        self.rollout_transaction(entry, |_| Ok(Some(rollout.clone())), &rollout.id)
+            .map(|_| ())
+    }
+
+    /// Under the rollout write lock: read rollout `id`, let `change` decide its new record (`None`: leave it),
+    /// and write the record, its index entry and `entry` in one transaction.
+    fn rollout_transaction(
+        &self,
+        entry: &super::AuditEntry,
+        change: impl Fn(Option<RolloutRecord>) -> Result<Option<RolloutRecord>>,
+        id: &str,
+    ) -> Result<Option<RolloutRecord>> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+        let seq = self.next_id()?;
+        let outcome =
+            (&self.rollouts, &self.active, &self.audit).transaction(|(rollouts, active, log)| {
+                let current = match rollouts.get(id.as_bytes())? {
+                    Some(bytes) => Some(
+                        super::decode("rollouts", id.as_bytes(), &bytes)
+                            .map_err(ConflictableTransactionError::Abort)?,
+                    ),
+                    None => None,
+                };
+                let Some(new) = change(current).map_err(ConflictableTransactionError::Abort)?
+                else {
+                    return Ok(None);
+                };
+                rollouts.insert(id.as_bytes(), super::encode(&new))?;
+                if is_active(&new) {
+                    active.insert(id.as_bytes(), b"".as_slice())?;
+                } else {
+                    active.remove(id.as_bytes())?;
+                }
+                log.insert(&seq.to_be_bytes(), super::encode(entry))?;
+                Ok(Some(new))
+            });
+        match outcome {
+            Ok(new) => {
+                if new.is_some() {
+                    self.audit_tapped(entry);
+                }
+                Ok(new)
+            }
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(super::StoreError::Sled(e)),
+        }
     }
 
     /// Change a rollout atomically with respect to other writers (the engine and admins).
     pub fn update_rollout(
         &self,
         id: &str,
+        change: impl FnMut(RolloutRecord) -> Option<RolloutRecord>,
+    ) -> Result<Option<RolloutRecord>> {
+        self.update_rollout_audited(id, change, None)
+    }
+
+    /// [`Store::update_rollout`], with a person's audit entry written in the same transaction as the change when
+    /// given (and only if the rollout changed).
+    pub fn update_rollout_audited(
+        &self,
+        id: &str,
         mut change: impl FnMut(RolloutRecord) -> Option<RolloutRecord>,
+        audit: Option<&super::AuditEntry>,
     ) -> Result<Option<RolloutRecord>> {
         let _writes = self
             .rollout_writes
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = audit {
+            let change = std::cell::RefCell::new(change);
+            return self.rollout_transaction(
+                entry,
+                |cur| Ok(cur.and_then(|r| (change.borrow_mut())(r))),
+                id,
+            );
+        }
         let updated = update(&self.rollouts, "rollouts", id.as_bytes(), |cur| {
             cur.and_then(&mut change)
         })?;
@@ -44,10 +120,52 @@ impl Store {
         id: &str,
         allowed: impl Fn(&RolloutRecord) -> bool,
     ) -> Result<bool> {
+        self.delete_rollout_if_audited(id, allowed, None)
+    }
+
+    /// [`Store::delete_rollout_if`], with a person's audit entry written in the same transaction when given.
+    pub fn delete_rollout_if_audited(
+        &self,
+        id: &str,
+        allowed: impl Fn(&RolloutRecord) -> bool,
+        audit: Option<&super::AuditEntry>,
+    ) -> Result<bool> {
         let _writes = self
             .rollout_writes
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = audit {
+            use sled::transaction::{
+                ConflictableTransactionError, TransactionError, Transactional,
+            };
+            let seq = self.next_id()?;
+            let outcome = (&self.rollouts, &self.active, &self.audit).transaction(
+                |(rollouts, active, log)| {
+                    let Some(bytes) = rollouts.get(id.as_bytes())? else {
+                        return Ok(false);
+                    };
+                    let record: RolloutRecord = super::decode("rollouts", id.as_bytes(), &bytes)
+                        .map_err(ConflictableTransactionError::Abort)?;
+                    if !allowed(&record) {
+                        return Ok(false);
+                    }
+                    rollouts.remove(id.as_bytes())?;
+                    active.remove(id.as_bytes())?;
+                    log.insert(&seq.to_be_bytes(), super::encode(entry))?;
+                    Ok(true)
+                },
+            );
+            return match outcome {
+                Ok(gone) => {
+                    if gone {
+                        self.audit_tapped(entry);
+                    }
+                    Ok(gone)
+                }
+                Err(TransactionError::Abort(e)) => Err(e),
+                Err(TransactionError::Storage(e)) => Err(super::StoreError::Sled(e)),
+            };
+        }
         let Some(old) = self.rollouts.get(id.as_bytes())? else {
             return Ok(false);
         };

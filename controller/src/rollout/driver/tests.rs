@@ -357,7 +357,7 @@ fn refused_commands_change_nothing() {
     let e = retry(&store, "r1", &RetrySelection::Agent("zz".into()), "tech", 4).unwrap_err();
     assert!(e.to_string().contains("device zz is not in it"), "{e}");
     assert!(matches!(
-        delete_draft(&store, "r1"),
+        delete_draft(&store, "r1", None),
         Err(CommandError::Refused { .. })
     ));
     assert_eq!(
@@ -369,7 +369,7 @@ fn refused_commands_change_nothing() {
     let mut d2 = RolloutRecord::for_test("r2", &["linux"], &[&["north"]]);
     d2.state = RolloutState::Draft;
     store.put_rollout(&d2).unwrap();
-    delete_draft(&store, "r2").unwrap();
+    delete_draft(&store, "r2", None).unwrap();
     assert!(store.rollout("r2").unwrap().is_none());
 }
 
@@ -1082,4 +1082,75 @@ fn windows_that_cannot_be_read_hold_everything_and_older_agents_install_only_ins
     site.time_zone = "Mars/Olympus_Mons".into();
     store.put_site(&site).unwrap();
     assert!(offered(&store, "new", noon).is_empty());
+}
+
+#[test]
+fn a_command_and_its_audit_entry_land_together_or_not_at_all() {
+    let (_dir, store) = temp_store();
+    store.put_agent(&agent("a", "north")).unwrap();
+    let mut draft = RolloutRecord::for_test("r1", &["linux"], &[&["north"]]);
+    draft.state = RolloutState::Draft;
+    let entry = |action: &str| crate::store::AuditEntry {
+        at: 1,
+        actor: "jdoe".into(),
+        action: action.into(),
+        detail: "r1".into(),
+        from: "127.0.0.1:1".into(),
+        result: "ok".into(),
+    };
+    store
+        .put_rollout_audited(&draft, Some(&entry("rollout create")))
+        .unwrap();
+    // Refused: neither the change nor the entry.
+    let paused = entry("rollout pause");
+    let by = By {
+        name: "jdoe",
+        audit: Some(&paused),
+    };
+    pause(&store, "r1", by, 1).unwrap_err();
+    let actions = |store: &crate::store::Store| -> Vec<String> {
+        store
+            .audit_log()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect()
+    };
+    assert_eq!(actions(&store), ["rollout create"]);
+    // Applied: both.
+    start_audited(&store, "r1", Some(&entry("rollout start")), 2).unwrap();
+    pause(&store, "r1", by, 3).unwrap();
+    assert_eq!(
+        actions(&store),
+        ["rollout create", "rollout start", "rollout pause"]
+    );
+    assert_eq!(
+        store.rollout("r1").unwrap().unwrap().state,
+        RolloutState::Paused
+    );
+    cancel(
+        &store,
+        "r1",
+        By {
+            name: "jdoe",
+            audit: Some(&entry("rollout cancel")),
+        },
+        4,
+    )
+    .unwrap();
+    let mut other = RolloutRecord::for_test("r2", &["linux"], &[&["north"]]);
+    other.state = RolloutState::Draft;
+    store.put_rollout(&other).unwrap();
+    delete_draft(&store, "r2", Some(&entry("rollout delete"))).unwrap();
+    assert!(store.rollout("r2").unwrap().is_none());
+    assert_eq!(
+        actions(&store),
+        [
+            "rollout create",
+            "rollout start",
+            "rollout pause",
+            "rollout cancel",
+            "rollout delete"
+        ]
+    );
 }
