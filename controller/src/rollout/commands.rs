@@ -140,6 +140,7 @@ pub fn resume<'a>(
     }
     let retried = new_attempts(
         store,
+        None,
         &current,
         |a| a.state.is_failure(),
         &format!("new attempt: rollout resumed by {by}"),
@@ -237,13 +238,16 @@ pub enum RetrySelection {
 /// Give the selected finished-but-unsuccessful devices a new attempt with fresh automatic retries. Refused for
 /// a rollout that is not offering (draft, cancelled), and for a device that is not in the rollout or has
 /// nothing to retry. Returns the agents retried.
-pub fn retry(
+/// With a person's audit entry (`by.audit`), each device's new attempt is written with its own entry (that entry,
+/// its detail followed by the agent id) in the same transaction.
+pub fn retry<'a>(
     store: &Store,
     id: &str,
     which: &RetrySelection,
-    by: &str,
+    by: impl Into<By<'a>>,
     now: i64,
 ) -> Result<Vec<String>, CommandError> {
+    let By { name: by, audit } = by.into();
     let r = store
         .rollout(id)?
         .ok_or_else(|| CommandError::NoRollout(id.to_owned()))?;
@@ -272,6 +276,7 @@ pub fn retry(
     let why = format!("new attempt: retry requested by {by}");
     let retried = new_attempts(
         store,
+        audit,
         &r,
         |a| {
             retryable(a)
@@ -290,9 +295,11 @@ pub fn retry(
     Ok(retried)
 }
 
-/// Start a new attempt for every action `select` picks; automatic retries start over.
+/// Start a new attempt for every action `select` picks; automatic retries start over. With `audit`, each
+/// device's change carries its own copy of the entry (detail + agent id).
 fn new_attempts(
     store: &Store,
+    audit: Option<&AuditEntry>,
     r: &RolloutRecord,
     select: impl Fn(&ActionRecord) -> bool,
     why: &str,
@@ -303,11 +310,19 @@ fn new_attempts(
         if !select(&a) {
             continue;
         }
-        let updated = store.update_action(&a.id, |cur| {
-            let mut a = cur.filter(|a| select(a))?;
-            a.retries_left = r.retries;
-            a.begin_next_attempt(why, now).then_some(a)
-        })?;
+        let entry = audit.map(|e| AuditEntry {
+            detail: format!("{} {}", e.detail, a.agent_id),
+            ..e.clone()
+        });
+        let updated = store.update_action_audited(
+            &a.id,
+            |cur| {
+                let mut a = cur.filter(|a| select(a))?;
+                a.retries_left = r.retries;
+                a.begin_next_attempt(why, now).then_some(a)
+            },
+            entry.as_ref(),
+        )?;
         if let Some(a) = updated {
             done.push(a.agent_id);
         }

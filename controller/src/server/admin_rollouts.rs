@@ -338,13 +338,13 @@ impl Rollouts {
         } else {
             RetrySelection::Failed
         };
-        let retried = commands::retry(store, &req.rollout_id, &which, &caller.subject, now())
-            .map_err(command_status)?;
-        self.shared.audit(
-            &caller,
-            "rollout retry",
-            format!("{} devices [{}]", req.rollout_id, retried.join(", ")),
-        )?;
+        let entry = super::audit_entry(&caller, "rollout retry", req.rollout_id.clone());
+        let by = By {
+            name: &caller.subject,
+            audit: Some(&entry),
+        };
+        let retried =
+            commands::retry(store, &req.rollout_id, &which, by, now()).map_err(command_status)?;
         let reason = format!("rollout {}: retry requested", req.rollout_id);
         self.done(Wake::agents(retried.clone(), reason)).await?;
         let r = store

@@ -224,7 +224,18 @@ impl Store {
     pub fn update_action(
         &self,
         id: &str,
+        change: impl FnMut(Option<ActionRecord>) -> Option<ActionRecord>,
+    ) -> Result<Option<ActionRecord>> {
+        self.update_action_audited(id, change, None)
+    }
+
+    /// [`Store::update_action`], with a person's audit entry written in the same transaction as the change when
+    /// given (and only if the action changed).
+    pub fn update_action_audited(
+        &self,
+        id: &str,
         mut change: impl FnMut(Option<ActionRecord>) -> Option<ActionRecord>,
+        audit: Option<&super::AuditEntry>,
     ) -> Result<Option<ActionRecord>> {
         let stripe = id
             .bytes()
@@ -232,6 +243,49 @@ impl Store {
         let _lock = self.action_locks[stripe % self.action_locks.len()]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = audit {
+            use sled::transaction::{
+                ConflictableTransactionError, TransactionError, Transactional,
+            };
+            let seq = self.next_id()?;
+            let change = std::cell::RefCell::new(change);
+            let outcome =
+                (&self.actions, &self.slots, &self.audit).transaction(|(actions, slots, log)| {
+                    let current: Option<ActionRecord> = match actions.get(id.as_bytes())? {
+                        Some(bytes) => Some(
+                            super::decode("actions", id.as_bytes(), &bytes)
+                                .map_err(ConflictableTransactionError::Abort)?,
+                        ),
+                        None => None,
+                    };
+                    let before = current.as_ref().and_then(slot_key);
+                    let Some(new) = (change.borrow_mut())(current) else {
+                        return Ok(None);
+                    };
+                    actions.insert(id.as_bytes(), super::encode(&new))?;
+                    let after = slot_key(&new);
+                    if before != after {
+                        if let Some(key) = &before {
+                            slots.remove(key.as_bytes())?;
+                        }
+                        if let Some(key) = &after {
+                            slots.insert(key.as_bytes(), b"".as_slice())?;
+                        }
+                    }
+                    log.insert(&seq.to_be_bytes(), super::encode(entry))?;
+                    Ok(Some(new))
+                });
+            return match outcome {
+                Ok(new) => {
+                    if new.is_some() {
+                        self.audit_tapped(entry);
+                    }
+                    Ok(new)
+                }
+                Err(TransactionError::Abort(e)) => Err(e),
+                Err(TransactionError::Storage(e)) => Err(super::StoreError::Sled(e)),
+            };
+        }
         let mut before = None;
         let updated = update(
             &self.actions,

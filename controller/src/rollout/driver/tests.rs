@@ -1154,3 +1154,46 @@ fn a_command_and_its_audit_entry_land_together_or_not_at_all() {
         ]
     );
 }
+
+#[test]
+fn a_retry_writes_one_entry_per_device_with_its_new_attempt() {
+    let (_dir, store) = temp_store();
+    for id in ["a", "b"] {
+        store.put_agent(&agent(id, "north")).unwrap();
+    }
+    store
+        .put_rollout(&RolloutRecord::for_test("r1", &["linux"], &[&["north"]]))
+        .unwrap();
+    tick(&store, &env(1)).unwrap();
+    for id in ["a", "b"] {
+        offered(&store, id, 2);
+        let failed = report(&format!("r1/{id}"), ActionState::Failed, 1);
+        apply_report(&store, id, &failed, 3).unwrap();
+    }
+    let entry = crate::store::AuditEntry {
+        at: 4,
+        actor: "jdoe".into(),
+        action: "rollout retry".into(),
+        detail: "r1".into(),
+        from: String::new(),
+        result: "ok".into(),
+    };
+    let by = By {
+        name: "jdoe",
+        audit: Some(&entry),
+    };
+    let mut retried = retry(&store, "r1", &RetrySelection::Failed, by, 4).unwrap();
+    retried.sort();
+    assert_eq!(retried, ["a", "b"]);
+    let mut details: Vec<String> = store
+        .audit_log()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.detail)
+        .collect();
+    details.sort();
+    assert_eq!(details, ["r1 a", "r1 b"]);
+    // Nothing left to retry: refused, and no entry.
+    retry(&store, "r1", &RetrySelection::Failed, by, 5).unwrap_err();
+    assert_eq!(store.audit_log().unwrap().len(), 2);
+}
