@@ -402,8 +402,23 @@ async fn enrolling_a_host_again_replaces_its_record_and_revokes_the_old_certific
         old.path().join("identity/client.pem"),
     )
     .unwrap();
-    // Reinstalled: enrolled again into a fresh data dir, at another site.
-    let token = c.token("south", 1, 600).await.unwrap();
+    // A token for another site cannot take the host over (or knock it off by naming it).
+    let other = c.token("south", 1, 600).await.unwrap();
+    let err = rollcall_controller::cli::local::LocalAgent::enroll(
+        &c.path("agents/desk-9-south"),
+        &c.controller().url,
+        &other,
+        "desk-9",
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("host desk-9 is enrolled at site north") && err.contains("agents retire"),
+        "{err}"
+    );
+    // Reinstalled: enrolled again into a fresh data dir, with a token for its site.
+    let token = c.token("north", 1, 600).await.unwrap();
     let second = rollcall_controller::cli::local::LocalAgent::enroll(
         &c.path("agents/desk-9-again"),
         &c.controller().url,
@@ -419,7 +434,7 @@ async fn enrolling_a_host_again_replaces_its_record_and_revokes_the_old_certific
     let (_, out, _) = c.cli(&["agents", "list", "--json"]).await.unwrap();
     let list: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(list["agents"].as_array().unwrap().len(), 1, "{out}");
-    assert_eq!(list["agents"][0]["site"], "south", "{out}");
+    assert_eq!(list["agents"][0]["site"], "north", "{out}");
     let mut ghost = AgentServiceClient::new(agent_channel(&c, Some(old.path())).await.unwrap());
     let err = ghost
         .check_in(v1::CheckInRequest::default())

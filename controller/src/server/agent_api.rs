@@ -141,10 +141,13 @@ impl AgentApi {
             ));
         }
         let hash = Token::secret_hash(&secret);
-        if let Err(refusal) = s.store.check_token(&hash, now).map_err(internal)? {
-            info!(hostname = %super::untrusted(&req.hostname), reason = %refusal, "Enrollment refused.");
-            return Err(refusal_status(&refusal));
-        }
+        let token_site = match s.store.check_token(&hash, now).map_err(internal)? {
+            Ok(token) => token.site,
+            Err(refusal) => {
+                info!(hostname = %super::untrusted(&req.hostname), reason = %refusal, "Enrollment refused.");
+                return Err(refusal_status(&refusal));
+            }
+        };
         let hostname = req.hostname.trim();
         if hostname.len() > 253 || hostname.chars().any(char::is_control) {
             return Err(Status::invalid_argument(
@@ -161,6 +164,14 @@ impl AgentApi {
         // The same host enrolled again (reinstalled, or offline past its certificate) takes over its old record
         // instead of leaving a ghost; the old record's certificates are revoked with it.
         let replaced = s.store.agent_by_hostname(hostname).map_err(internal)?;
+        if let Some(old) = replaced.as_ref().filter(|old| old.site != token_site) {
+            // A token for one site must not knock a device of another site off the fleet by naming it.
+            return Err(Status::permission_denied(format!(
+                "host {} is enrolled at site {} (agent {}); enroll it again with a token for {}, or have an admin \
+                 retire the old record first (`rollcall agents retire {}`)",
+                old.hostname, old.site, old.id, old.site, old.id
+            )));
+        }
         let revoke = match &replaced {
             Some(old) => s
                 .store

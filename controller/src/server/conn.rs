@@ -199,13 +199,42 @@ impl AsyncWrite for Conn {
 /// (so one source cannot hold every descriptor with connections that present no certificate).
 #[derive(Default)]
 pub(crate) struct Connections {
-    by_cert: Mutex<HashMap<String, Vec<Weak<ConnState>>>>,
-    anonymous: Mutex<HashMap<std::net::IpAddr, Vec<Weak<ConnState>>>>,
+    by_cert: Mutex<Registry<String>>,
+    anonymous: Mutex<Registry<std::net::IpAddr>>,
 }
 
 impl std::fmt::Debug for Connections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connections").finish_non_exhaustive()
+    }
+}
+
+/// Open connections by a key. Entries whose connections all ended are swept when the map has doubled since the
+/// last sweep, so the cost of sweeping is spread over the additions (never a scan per connection).
+struct Registry<K> {
+    map: HashMap<K, Vec<Weak<ConnState>>>,
+    sweep_at: usize,
+}
+
+impl<K> Default for Registry<K> {
+    fn default() -> Self {
+        Registry {
+            map: HashMap::new(),
+            sweep_at: 1024,
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Registry<K> {
+    /// The live connections under `key` (dead ones dropped), to add to.
+    fn entry(&mut self, key: K) -> &mut Vec<Weak<ConnState>> {
+        if self.map.len() >= self.sweep_at {
+            self.map.retain(|_, l| live(l) > 0);
+            self.sweep_at = (self.map.len() * 2).max(1024);
+        }
+        let list = self.map.entry(key).or_default();
+        live(list);
+        list
     }
 }
 
@@ -220,25 +249,17 @@ impl Connections {
     pub fn add(&self, state: &Arc<ConnState>, max_anonymous: usize) -> bool {
         match &state.fingerprint {
             Some(fp) => {
-                let mut map = self.by_cert.lock().unwrap_or_else(|p| p.into_inner());
-                let list = map.entry(fp.clone()).or_default();
-                live(list);
-                list.push(Arc::downgrade(state));
-                if map.len() > 1024 {
-                    map.retain(|_, l| live(l) > 0);
-                }
+                let mut registry = self.by_cert.lock().unwrap_or_else(|p| p.into_inner());
+                registry.entry(fp.clone()).push(Arc::downgrade(state));
                 true
             }
             None => {
-                let mut map = self.anonymous.lock().unwrap_or_else(|p| p.into_inner());
-                let list = map.entry(state.addr.ip()).or_default();
-                if live(list) >= max_anonymous {
+                let mut registry = self.anonymous.lock().unwrap_or_else(|p| p.into_inner());
+                let list = registry.entry(state.addr.ip());
+                if list.len() >= max_anonymous {
                     return false;
                 }
                 list.push(Arc::downgrade(state));
-                if map.len() > 1024 {
-                    map.retain(|_, l| live(l) > 0);
-                }
                 true
             }
         }
@@ -246,10 +267,16 @@ impl Connections {
 
     /// Close every open connection that presented one of these certificates; returns how many.
     pub fn close_cert(&self, fingerprints: &[String]) -> usize {
-        let map = self.by_cert.lock().unwrap_or_else(|p| p.into_inner());
+        let registry = self.by_cert.lock().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;
         for fp in fingerprints {
-            for state in map.get(fp).into_iter().flatten().filter_map(Weak::upgrade) {
+            for state in registry
+                .map
+                .get(fp)
+                .into_iter()
+                .flatten()
+                .filter_map(Weak::upgrade)
+            {
                 state.close();
                 n += 1;
             }
