@@ -277,29 +277,41 @@ impl AgentService for AgentApi {
         let now = now();
         let caller = caller(&req)?;
         let req = req.into_inner();
-        let mut agent = self.enrolled(&caller.subject)?;
-        agent.last_checkin = now;
-        agent.agent_version = req.agent_version.clone();
-        agent.installed = agents_installed(&req.installed);
-        agent.enforces_windows = req.enforces_install_windows;
+        self.enrolled(&caller.subject)?;
+        // A compare-and-swap, so a check-in in flight never undoes a revoke or brings a retired agent back.
+        let updated = s
+            .store
+            .update_agent(&caller.subject, |current| {
+                let mut agent = current.filter(|a| a.revoked_at == 0)?;
+                agent.last_checkin = now;
+                agent.agent_version = req.agent_version.clone();
+                agent.installed = agents_installed(&req.installed);
+                agent.enforces_windows = req.enforces_install_windows;
+                if let Some(inventory) = &req.inventory {
+                    agent.inventory_hash = req.inventory_hash.clone();
+                    if !inventory.hostname.is_empty() {
+                        agent.hostname = inventory.hostname.clone();
+                    }
+                    agent.os = format!("{} {}", inventory.os_name, inventory.os_version)
+                        .trim()
+                        .to_owned();
+                    agent.os_name = inventory.os_name.clone();
+                    agent.os_version = inventory.os_version.clone();
+                    agent.kernel = inventory.kernel_version.clone();
+                    agent.arch = inventory.arch.clone();
+                }
+                Some(agent)
+            })
+            .map_err(internal)?;
+        let agent = updated.ok_or_else(|| {
+            Status::unauthenticated(format!("agent {} was revoked or retired", caller.subject))
+        })?;
         if let Some(inventory) = &req.inventory {
             s.store
                 .put_inventory(&agent.id, &inventory.encode_to_vec())
                 .map_err(internal)?;
-            agent.inventory_hash = req.inventory_hash.clone();
-            if !inventory.hostname.is_empty() {
-                agent.hostname = inventory.hostname.clone();
-            }
-            agent.os = format!("{} {}", inventory.os_name, inventory.os_version)
-                .trim()
-                .to_owned();
-            agent.os_name = inventory.os_name.clone();
-            agent.os_version = inventory.os_version.clone();
-            agent.kernel = inventory.kernel_version.clone();
-            agent.arch = inventory.arch.clone();
         }
         let send_inventory = req.inventory.is_none() && agent.inventory_hash != req.inventory_hash;
-        s.store.put_agent(&agent).map_err(internal)?;
 
         let mut acknowledged = Vec::with_capacity(req.reports.len());
         let mut cancelled = Vec::new();

@@ -298,6 +298,16 @@ impl Store {
         get(&self.agents, "agents", id.as_bytes())
     }
 
+    /// Change an agent's record without undoing a concurrent writer (a revoke or a retire during a check-in):
+    /// `change` sees the current record (`None` once retired) and returns the new one, or `None` to leave it.
+    pub fn update_agent(
+        &self,
+        id: &str,
+        change: impl FnMut(Option<AgentRecord>) -> Option<AgentRecord>,
+    ) -> Result<Option<AgentRecord>> {
+        super::update(&self.agents, "agents", id.as_bytes(), change)
+    }
+
     pub fn put_agent(&self, agent: &AgentRecord) -> Result<()> {
         put(&self.agents, agent.id.as_bytes(), agent)
     }
