@@ -52,26 +52,6 @@ pub async fn h2(
     Ok((send, tokio::spawn(conn)))
 }
 
-/// grpc-message is percent-encoded.
-fn percent_decode(bytes: &[u8]) -> String {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut rest = bytes;
-    while let Some((&b, tail)) = rest.split_first() {
-        let hex = |i: usize| tail.get(i).and_then(|&c| (c as char).to_digit(16));
-        match (b, hex(0), hex(1)) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                rest = &tail[2..];
-            }
-            _ => {
-                out.push(b);
-                rest = tail;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// A gRPC frame: the 5-byte prefix (uncompressed, length) and `message`.
 pub fn grpc_frame(message: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(5 + message.len());
@@ -121,16 +101,7 @@ pub async fn call(
     let answer = tokio::time::timeout(within, async {
         let resp = resp.await?;
         let status = |h: &http::HeaderMap| {
-            h.get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<i32>().ok())
-                .map(|code| {
-                    let msg = h
-                        .get("grpc-message")
-                        .map(|v| percent_decode(v.as_bytes()))
-                        .unwrap_or_default();
-                    (code, msg)
-                })
+            tonic::Status::from_header_map(h).map(|s| (s.code() as i32, s.message().to_owned()))
         };
         if let Some(found) = status(resp.headers()) {
             return Ok::<_, anyhow::Error>(found);

@@ -277,7 +277,6 @@ impl AgentService for AgentApi {
         let now = now();
         let caller = caller(&req)?;
         let req = req.into_inner();
-        self.enrolled(&caller.subject)?;
         // A compare-and-swap, so a check-in in flight never undoes a revoke or brings a retired agent back.
         let updated = s
             .store

@@ -468,41 +468,25 @@ impl HttpBody for Finishing {
 fn normalise(headers: &mut http::HeaderMap) {
     let Some(code) = headers
         .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
+        .map(|v| Code::from_bytes(v.as_bytes()))
     else {
         return;
     };
-    let message = headers
-        .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .map(percent_decode)
-        .unwrap_or_default();
-    let fixed = match Code::from_i32(code) {
-        Code::Internal if message.starts_with("failed to decode") => Code::InvalidArgument,
-        Code::OutOfRange if message.contains("message length too large") => Code::ResourceExhausted,
+    // Most answers are neither: only these two are decoded further.
+    if !matches!(code, Code::Internal | Code::OutOfRange) {
+        return;
+    }
+    let Some(status) = Status::from_header_map(headers) else {
+        return;
+    };
+    let fixed = match code {
+        Code::Internal if status.message().starts_with("failed to decode") => Code::InvalidArgument,
+        Code::OutOfRange if status.message().contains("message length too large") => {
+            Code::ResourceExhausted
+        }
         _ => return,
     };
     headers.insert("grpc-status", http::HeaderValue::from(fixed as i32));
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -1,10 +1,9 @@
 //! Agents, their certificates, their sites and their last inventory.
 
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use super::tokens::{check_token, TokenRecord, TokenRefusal};
-use super::{decode, encode, get, put, scan, Result, Store, StoreError, Table};
+use super::{decode, get, put, scan, Result, Store, Table};
 use crate::model::{AgentRecord, InstalledRecord, SiteRecord};
 
 /// What a certificate lets its holder do.
@@ -113,45 +112,20 @@ impl Store {
         now: i64,
         make_agent: impl Fn(&TokenRecord) -> NewAgent,
     ) -> Result<(EnrollOutcome, Option<NewAgent>)> {
-        let outcome = (&self.tokens, &self.agents, &self.certs, &self.sites).transaction(
-            |(tokens, agents, certs, sites)| {
-                let key = token_hash.as_bytes();
-                let token: Option<TokenRecord> = match tokens.get(key)? {
-                    Some(bytes) => Some(
-                        decode("tokens", key, &bytes)
-                            .map_err(ConflictableTransactionError::Abort)?,
-                    ),
-                    None => None,
-                };
-                let mut token = match check_token(token, now) {
-                    Ok(t) => t,
-                    Err(refusal) => return Ok((EnrollOutcome::Refused(refusal), None)),
-                };
-                token.uses_left -= 1;
-                tokens.insert(key, encode(&token))?;
-                let new = make_agent(&token);
-                agents.insert(new.agent.id.as_bytes(), encode(&new.agent))?;
-                certs.insert(new.cert_fingerprint.as_bytes(), encode(&new.cert))?;
-                for fp in &new.revoke {
-                    if let Some(bytes) = certs.get(fp.as_bytes())? {
-                        let mut old: CertRecord = decode("certs", fp.as_bytes(), &bytes)
-                            .map_err(ConflictableTransactionError::Abort)?;
-                        old.revoked = true;
-                        certs.insert(fp.as_bytes(), encode(&old))?;
-                    }
-                }
-                if sites.get(token.site.as_bytes())?.is_none() {
-                    let site = SiteRecord::new(&token.site, now);
-                    sites.insert(token.site.as_bytes(), encode(&site))?;
-                }
-                Ok((EnrollOutcome::Enrolled(token), Some(new)))
-            },
-        );
-        match outcome {
-            Ok(v) => Ok(v),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
-        }
+        self.transact(None, |tx| {
+            let token = tx.get::<TokenRecord>(Table::Tokens, token_hash)?;
+            let mut token = match check_token(token, now) {
+                Ok(t) => t,
+                Err(refusal) => return Ok((EnrollOutcome::Refused(refusal), None)),
+            };
+            token.uses_left -= 1;
+            tx.put(Table::Tokens, token_hash, &token)?;
+            let new = make_agent(&token);
+            tx.put(Table::Agents, &new.agent.id, &new.agent)?;
+            tx.put(Table::Certs, &new.cert_fingerprint, &new.cert)?;
+            revoke_in(tx, &new.revoke)?;
+            Ok((EnrollOutcome::Enrolled(token), Some(new)))
+        })
     }
 
     /// Every certificate issued to `subject`, with its sha256.
@@ -208,7 +182,10 @@ impl Store {
     /// Lift a ban with its audit entry; `false` if the host was not banned.
     pub fn unban(&self, hostname: &str, audit: &super::AuditEntry) -> Result<bool> {
         let key = String::from_utf8_lossy(&ban_key(hostname)).into_owned();
-        self.audited(audit, |tx| tx.remove(Table::Bans, &key))
+        let was = self.audited_if(Some(audit), |tx| {
+            Ok(tx.remove(Table::Bans, &key)?.then_some(()))
+        })?;
+        Ok(was.is_some())
     }
 
     /// End an agent's access (see [`Ending`]) with its audit entry, all or nothing: every certificate of the
@@ -226,7 +203,7 @@ impl Store {
             .into_iter()
             .map(|(fp, _)| fp)
             .collect();
-        let agent = self.audited(audit, |tx| {
+        let agent = self.audited_if(Some(audit), |tx| {
             let Some(mut agent) = tx.get::<AgentRecord>(Table::Agents, agent_id)? else {
                 return Ok(None);
             };
@@ -266,23 +243,17 @@ impl Store {
 
     /// Record `new` as the renewal of `old`, unless `old` was renewed or revoked meanwhile (`false`).
     pub fn renew_cert(&self, old: &str, new: &str, record: &CertRecord) -> Result<bool> {
-        let outcome = self.certs.transaction(|certs| {
-            let Some(bytes) = certs.get(old.as_bytes())? else {
+        self.transact(None, |tx| {
+            let Some(mut previous) = tx.get::<CertRecord>(Table::Certs, old)? else {
                 return Ok(false);
             };
-            let mut previous: CertRecord = decode("certs", old.as_bytes(), &bytes)
-                .map_err(ConflictableTransactionError::Abort)?;
             if previous.revoked || previous.renewed_by.is_some() {
                 return Ok(false);
             }
             previous.renewed_by = Some(new.to_owned());
-            certs.insert(old.as_bytes(), encode(&previous))?;
-            certs.insert(new.as_bytes(), encode(record))?;
+            tx.put(Table::Certs, old, &previous)?;
+            tx.put(Table::Certs, new, record)?;
             Ok(true)
-        });
-        outcome.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => StoreError::Sled(e),
         })
     }
 
@@ -336,13 +307,6 @@ impl Store {
 
     pub fn sites(&self) -> Result<Vec<SiteRecord>> {
         scan(&self.sites, "sites", b"")
-    }
-
-    pub fn ensure_site(&self, name: &str, now: i64) -> Result<()> {
-        if self.sites.get(name.as_bytes())?.is_none() {
-            put(&self.sites, name.as_bytes(), &SiteRecord::new(name, now))?;
-        }
-        Ok(())
     }
 
     pub fn site(&self, name: &str) -> Result<Option<SiteRecord>> {

@@ -4,9 +4,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, Transactional, TransactionalTree,
-};
+use sled::transaction::{ConflictableTransactionError, Transactional, TransactionalTree};
 
 use super::{decode, encode, scan, Result, Store, StoreError};
 
@@ -28,7 +26,7 @@ fn ok() -> String {
     "ok".into()
 }
 
-/// The records an audited change may touch.
+/// The records a transaction ([`Store::transact`]) may touch.
 #[derive(Debug, Clone, Copy)]
 pub enum Table {
     Agents,
@@ -40,7 +38,14 @@ pub enum Table {
     Tuf,
     Meta,
     Packages,
+    Rollouts,
+    Active,
+    Actions,
+    Slots,
 }
+
+/// How many [`Table`]s there are; the audit log follows them in a transaction's trees.
+const TABLES: usize = 13;
 
 impl Table {
     fn name(self) -> &'static str {
@@ -54,12 +59,16 @@ impl Table {
             Table::Tuf => "tuf",
             Table::Meta => "meta",
             Table::Packages => "packages",
+            Table::Rollouts => "rollouts",
+            Table::Active => "active",
+            Table::Actions => "actions",
+            Table::Slots => "slots",
         }
     }
 }
 
-/// The inside of an audited transaction: typed reads and writes of [`Table`]s. `abort` ends it without
-/// writing anything, the audit entry included.
+/// The inside of a transaction: typed reads and writes of [`Table`]s. An error ends it without writing anything,
+/// the audit entry included.
 pub struct Tx<'a> {
     trees: &'a [TransactionalTree],
 }
@@ -105,11 +114,6 @@ impl Store {
         Ok(())
     }
 
-    /// Tell the feed about an entry committed by another transaction of the store.
-    pub(super) fn audit_tapped(&self, entry: &AuditEntry) {
-        let _ = self.audit_tap.send(entry.clone());
-    }
-
     /// Entries as they are committed (for the security log stream).
     pub fn audit_feed(&self) -> tokio::sync::broadcast::Receiver<AuditEntry> {
         self.audit_tap.subscribe()
@@ -121,6 +125,16 @@ impl Store {
         self.transact(Some(entry), change)
     }
 
+    /// [`Store::audited`] for a change that may find nothing to do: `entry` is written only when `change`
+    /// returns `Some`.
+    pub fn audited_if<T>(
+        &self,
+        entry: Option<&AuditEntry>,
+        change: impl Fn(&Tx) -> TxResult<Option<T>>,
+    ) -> Result<Option<T>> {
+        self.run(entry, change, Option::is_some)
+    }
+
     /// Run `change` in one transaction over the [`Table`]s, with `entry` appended to the audit log when given
     /// (changes no person made, like the controller re-signing its metadata, have none).
     pub fn transact<T>(
@@ -128,9 +142,19 @@ impl Store {
         entry: Option<&AuditEntry>,
         change: impl Fn(&Tx) -> TxResult<T>,
     ) -> Result<T> {
+        self.run(entry, change, |_| true)
+    }
+
+    /// The one transaction runner: `change`, then `entry` if `changed` says the value is a change.
+    fn run<T>(
+        &self,
+        entry: Option<&AuditEntry>,
+        change: impl Fn(&Tx) -> TxResult<T>,
+        changed: impl Fn(&T) -> bool,
+    ) -> Result<T> {
         let seq = self.next_id()?;
         // In the order of `Table`, then the audit log.
-        let trees: [&sled::Tree; 10] = [
+        let trees: [&sled::Tree; TABLES + 1] = [
             &self.agents,
             &self.retired,
             &self.certs,
@@ -140,25 +164,24 @@ impl Store {
             &self.tuf,
             &self.meta,
             &self.packages,
+            &self.rollouts,
+            &self.active,
+            &self.actions,
+            &self.slots,
             &self.audit,
         ];
         let outcome = trees[..].transaction(|trees| {
             let value = change(&Tx { trees })?;
-            if let Some(entry) = entry {
-                trees[9].insert(&seq.to_be_bytes(), encode(entry))?;
+            if let (Some(entry), true) = (entry, changed(&value)) {
+                trees[TABLES].insert(&seq.to_be_bytes(), encode(entry))?;
             }
             Ok(value)
         });
-        match outcome {
-            Ok(v) => {
-                if let Some(entry) = entry {
-                    let _ = self.audit_tap.send(entry.clone());
-                }
-                Ok(v)
-            }
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+        let value = super::settled(outcome)?;
+        if let (Some(entry), true) = (entry, changed(&value)) {
+            let _ = self.audit_tap.send(entry.clone());
         }
+        Ok(value)
     }
 
     pub fn audit_log(&self) -> Result<Vec<AuditEntry>> {

@@ -172,6 +172,16 @@ impl Store {
     }
 }
 
+/// A sled transaction's outcome as a store result.
+fn settled<T>(
+    outcome: std::result::Result<T, sled::transaction::TransactionError<StoreError>>,
+) -> Result<T> {
+    outcome.map_err(|e| match e {
+        sled::transaction::TransactionError::Abort(e) => e,
+        sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+    })
+}
+
 // === JSON record helpers ===
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -2,7 +2,7 @@
 //! action id the agent sees, so one prefix scan lists a rollout's devices. An `active` index holds the ids of
 //! rollouts the check-in path and the engine must look at (everything but drafts, cancelled and superseded ones).
 
-use super::{get, put, scan, update, Result, Store};
+use super::{get, put, scan, update, Result, Store, Table};
 use crate::model::{ActionRecord, ActionState, RolloutRecord};
 
 impl Store {
@@ -28,7 +28,7 @@ impl Store {
             put(&self.rollouts, rollout.id.as_bytes(), rollout)?;
             return self.index_active(rollout);
         };
-        self.rollout_transaction(entry, |_| Ok(Some(rollout.clone())), &rollout.id)
+        self.rollout_transaction(entry, |_| Some(rollout.clone()), &rollout.id)
             .map(|_| ())
     }
 
@@ -37,43 +37,21 @@ impl Store {
     fn rollout_transaction(
         &self,
         entry: &super::AuditEntry,
-        change: impl Fn(Option<RolloutRecord>) -> Result<Option<RolloutRecord>>,
+        change: impl Fn(Option<RolloutRecord>) -> Option<RolloutRecord>,
         id: &str,
     ) -> Result<Option<RolloutRecord>> {
-        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-        let seq = self.next_id()?;
-        let outcome =
-            (&self.rollouts, &self.active, &self.audit).transaction(|(rollouts, active, log)| {
-                let current = match rollouts.get(id.as_bytes())? {
-                    Some(bytes) => Some(
-                        super::decode("rollouts", id.as_bytes(), &bytes)
-                            .map_err(ConflictableTransactionError::Abort)?,
-                    ),
-                    None => None,
-                };
-                let Some(new) = change(current).map_err(ConflictableTransactionError::Abort)?
-                else {
-                    return Ok(None);
-                };
-                rollouts.insert(id.as_bytes(), super::encode(&new))?;
-                if is_active(&new) {
-                    active.insert(id.as_bytes(), b"".as_slice())?;
-                } else {
-                    active.remove(id.as_bytes())?;
-                }
-                log.insert(&seq.to_be_bytes(), super::encode(entry))?;
-                Ok(Some(new))
-            });
-        match outcome {
-            Ok(new) => {
-                if new.is_some() {
-                    self.audit_tapped(entry);
-                }
-                Ok(new)
+        self.audited_if(Some(entry), |tx| {
+            let Some(new) = change(tx.get(Table::Rollouts, id)?) else {
+                return Ok(None);
+            };
+            tx.put(Table::Rollouts, id, &new)?;
+            if is_active(&new) {
+                tx.put_bytes(Table::Active, id.as_bytes(), b"")?;
+            } else {
+                tx.remove(Table::Active, id)?;
             }
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(super::StoreError::Sled(e)),
-        }
+            Ok(Some(new))
+        })
     }
 
     /// Change a rollout atomically with respect to other writers (the engine and admins).
@@ -101,7 +79,7 @@ impl Store {
             let change = std::cell::RefCell::new(change);
             return self.rollout_transaction(
                 entry,
-                |cur| Ok(cur.and_then(|r| (change.borrow_mut())(r))),
+                |cur| cur.and_then(|r| (change.borrow_mut())(r)),
                 id,
             );
         }
@@ -134,37 +112,18 @@ impl Store {
             .rollout_writes
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = audit {
-            use sled::transaction::{
-                ConflictableTransactionError, TransactionError, Transactional,
-            };
-            let seq = self.next_id()?;
-            let outcome = (&self.rollouts, &self.active, &self.audit).transaction(
-                |(rollouts, active, log)| {
-                    let Some(bytes) = rollouts.get(id.as_bytes())? else {
-                        return Ok(false);
-                    };
-                    let record: RolloutRecord = super::decode("rollouts", id.as_bytes(), &bytes)
-                        .map_err(ConflictableTransactionError::Abort)?;
-                    if !allowed(&record) {
-                        return Ok(false);
+        if audit.is_some() {
+            let gone = self.audited_if(audit, |tx| {
+                match tx.get::<RolloutRecord>(Table::Rollouts, id)? {
+                    Some(record) if allowed(&record) => {
+                        tx.remove(Table::Rollouts, id)?;
+                        tx.remove(Table::Active, id)?;
+                        Ok(Some(()))
                     }
-                    rollouts.remove(id.as_bytes())?;
-                    active.remove(id.as_bytes())?;
-                    log.insert(&seq.to_be_bytes(), super::encode(entry))?;
-                    Ok(true)
-                },
-            );
-            return match outcome {
-                Ok(gone) => {
-                    if gone {
-                        self.audit_tapped(entry);
-                    }
-                    Ok(gone)
+                    _ => Ok(None),
                 }
-                Err(TransactionError::Abort(e)) => Err(e),
-                Err(TransactionError::Storage(e)) => Err(super::StoreError::Sled(e)),
-            };
+            })?;
+            return Ok(gone.is_some());
         }
         let Some(old) = self.rollouts.get(id.as_bytes())? else {
             return Ok(false);
@@ -243,48 +202,26 @@ impl Store {
         let _lock = self.action_locks[stripe % self.action_locks.len()]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = audit {
-            use sled::transaction::{
-                ConflictableTransactionError, TransactionError, Transactional,
-            };
-            let seq = self.next_id()?;
+        if audit.is_some() {
             let change = std::cell::RefCell::new(change);
-            let outcome =
-                (&self.actions, &self.slots, &self.audit).transaction(|(actions, slots, log)| {
-                    let current: Option<ActionRecord> = match actions.get(id.as_bytes())? {
-                        Some(bytes) => Some(
-                            super::decode("actions", id.as_bytes(), &bytes)
-                                .map_err(ConflictableTransactionError::Abort)?,
-                        ),
-                        None => None,
-                    };
-                    let before = current.as_ref().and_then(slot_key);
-                    let Some(new) = (change.borrow_mut())(current) else {
-                        return Ok(None);
-                    };
-                    actions.insert(id.as_bytes(), super::encode(&new))?;
-                    let after = slot_key(&new);
-                    if before != after {
-                        if let Some(key) = &before {
-                            slots.remove(key.as_bytes())?;
-                        }
-                        if let Some(key) = &after {
-                            slots.insert(key.as_bytes(), b"".as_slice())?;
-                        }
+            return self.audited_if(audit, |tx| {
+                let current: Option<ActionRecord> = tx.get(Table::Actions, id)?;
+                let before = current.as_ref().and_then(slot_key);
+                let Some(new) = (change.borrow_mut())(current) else {
+                    return Ok(None);
+                };
+                tx.put(Table::Actions, id, &new)?;
+                let after = slot_key(&new);
+                if before != after {
+                    if let Some(key) = &before {
+                        tx.remove(Table::Slots, key)?;
                     }
-                    log.insert(&seq.to_be_bytes(), super::encode(entry))?;
-                    Ok(Some(new))
-                });
-            return match outcome {
-                Ok(new) => {
-                    if new.is_some() {
-                        self.audit_tapped(entry);
+                    if let Some(key) = &after {
+                        tx.put_bytes(Table::Slots, key.as_bytes(), b"")?;
                     }
-                    Ok(new)
                 }
-                Err(TransactionError::Abort(e)) => Err(e),
-                Err(TransactionError::Storage(e)) => Err(super::StoreError::Sled(e)),
-            };
+                Ok(Some(new))
+            });
         }
         let mut before = None;
         let updated = update(
