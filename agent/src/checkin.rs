@@ -10,6 +10,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use rollcall_proto::v1::{self, agent_service_client::AgentServiceClient};
 use rollcall_proto::{ActionState, ClientIdentity, ServerTrust};
 use tokio::sync::Notify;
@@ -19,12 +20,11 @@ use tracing::{debug, info, warn};
 use crate::cancel::{self, CancelOutcome};
 use crate::config::{AgentConfig, AgentDirs, Settings};
 use crate::inventory;
+use crate::profile::Profiles;
 use crate::run::RunError;
 use crate::state::{AgentState, Outcome};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Inventory is re-collected at most this often.
-const INVENTORY_EVERY: Duration = Duration::from_secs(3600);
 
 /// Why a certificate renewal failed (the old certificate keeps working; the next check-in asks again).
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +53,13 @@ pub struct Agent {
     client: AgentServiceClient<Channel>,
     pub(crate) state: AgentState,
     inventory: Option<(v1::Inventory, String, Instant)>,
+    /// The inventory the controller last accepted and its hash (`dirs.inventory()` on disk), the base of a delta.
+    accepted_inventory: Option<(v1::Inventory, String)>,
     controller_wants_inventory: bool,
+    /// The configuration profiles applied here (applied by installs, re-checked by `check_profiles`).
+    pub(crate) profiles: Arc<Profiles>,
+    /// When the applied profiles are checked for drift next (at start, then every `profile_check_interval_secs`).
+    pub(crate) next_profile_check: Instant,
     /// True while a signed command runs: a stop request then waits for it instead of killing it halfway.
     pub(crate) installing: Arc<AtomicBool>,
     /// Wakes the run loop for a check-in at once: the controller's wake-ups (`wake`), and reports that should not
@@ -130,7 +136,17 @@ impl Agent {
         state: AgentState,
     ) -> Agent {
         let saved_seq = state.next_report_seq;
+        let profiles = Arc::new(
+            Profiles::new(
+                dirs.profiles(),
+                settings.profile_paths.clone(),
+                settings.service_manager.clone(),
+            )
+            .under(settings.profile_root.clone()),
+        );
         Agent {
+            profiles,
+            next_profile_check: Instant::now(),
             client: AgentServiceClient::new(channel.clone()),
             channel,
             dirs,
@@ -138,6 +154,7 @@ impl Agent {
             settings,
             state,
             inventory: None,
+            accepted_inventory: None,
             controller_wants_inventory: false,
             installing: Arc::default(),
             wake: Arc::default(),
@@ -159,14 +176,89 @@ impl Agent {
 
     fn current_inventory(&mut self) -> (v1::Inventory, String) {
         match &self.inventory {
-            Some((inv, hash, at)) if at.elapsed() < INVENTORY_EVERY => (inv.clone(), hash.clone()),
+            Some((inv, hash, at))
+                if at.elapsed() < Duration::from_secs(self.settings.inventory_interval_secs) =>
+            {
+                (inv.clone(), hash.clone())
+            }
             _ => {
-                let inv = inventory::collect(self.config.hostname.as_deref());
+                let inv = inventory::collect(self.config.hostname.as_deref(), &self.settings);
                 let hash = inventory::hash(&inv);
                 self.inventory = Some((inv.clone(), hash.clone(), Instant::now()));
                 (inv, hash)
             }
         }
+    }
+
+    /// The inventory as the check-in sends it: the full one, or the delta against the one the controller accepted
+    /// last when that is smaller (and the controller did not ask for the whole).
+    fn inventory_message(
+        &mut self,
+        inv: v1::Inventory,
+    ) -> (Option<v1::Inventory>, Option<v1::InventoryDelta>) {
+        if self.controller_wants_inventory {
+            return (Some(inv), None);
+        }
+        if self.accepted_inventory.is_none() {
+            self.accepted_inventory = read_inventory(&self.dirs.inventory())
+                .filter(|(_, hash)| *hash == self.state.inventory_hash_sent);
+        }
+        let Some((base, base_hash)) = &self.accepted_inventory else {
+            return (Some(inv), None);
+        };
+        let delta = rollcall_proto::inventory::delta(base, base_hash, &inv);
+        if delta.encoded_len() < inv.encoded_len() {
+            (None, Some(delta))
+        } else {
+            (Some(inv), None)
+        }
+    }
+
+    /// Check the applied configuration profiles for drift and repair it (at start, then on the interval). What
+    /// was found goes to the controller with the next check-in, which comes at once.
+    pub(crate) async fn check_profiles(&mut self) {
+        self.next_profile_check =
+            Instant::now() + Duration::from_secs(self.settings.profile_check_interval_secs);
+        let profiles = self.profiles.clone();
+        let events = match tokio::task::spawn_blocking(move || profiles.check(now())).await {
+            Ok(events) => events,
+            Err(e) => {
+                warn!(error = %e, "The configuration profile check stopped unexpectedly.");
+                return;
+            }
+        };
+        if events.is_empty() {
+            return;
+        }
+        for e in &events {
+            let outcome = if e.repaired {
+                "repaired"
+            } else {
+                "NOT repaired"
+            };
+            warn!(profile = %e.profile, item = %e.item, what = %e.what, error = %e.error, "Configuration drift {outcome}.");
+        }
+        self.state.pending_drift.extend(events);
+        let over = self
+            .state
+            .pending_drift
+            .len()
+            .saturating_sub(crate::state::DRIFT_KEPT);
+        self.state.pending_drift.drain(..over);
+        let _ = self.save();
+        self.wake.notify_one();
+    }
+
+    /// The controller accepted `inv`: it is the base of the next delta, on disk too (a failed write only costs
+    /// a full inventory next time).
+    fn accepted(&mut self, inv: v1::Inventory, hash: String) {
+        if let Err(e) =
+            crate::state::write_atomic(&self.dirs.inventory(), &inv.encode_to_vec(), 0o600)
+        {
+            debug!(error = %e, "Cannot keep the accepted inventory; the next change sends it whole.");
+        }
+        self.state.inventory_hash_sent = hash.clone();
+        self.accepted_inventory = Some((inv, hash));
     }
 
     /// When the controller says the certificate is past half its life: trade a new key's CSR for a new
@@ -251,6 +343,11 @@ impl Agent {
         let (inv, hash) = self.current_inventory();
         let send_inventory =
             self.controller_wants_inventory || self.state.inventory_hash_sent != hash;
+        let (full, delta) = if send_inventory {
+            self.inventory_message(inv.clone())
+        } else {
+            (None, None)
+        };
         // A report leaves only once it is on disk: reports recorded since the last save are saved first (a
         // `report()` has saved them already), and if that fails none goes this time.
         let unsaved = self.state.next_report_seq > self.saved_seq;
@@ -264,7 +361,9 @@ impl Agent {
             Vec::new()
         };
         let request = v1::CheckInRequest {
-            inventory: send_inventory.then_some(inv),
+            inventory: full,
+            inventory_delta: delta,
+            drift_events: self.state.pending_drift.iter().map(drift_proto).collect(),
             inventory_hash: hash.clone(),
             reports,
             agent_version: crate::VERSION.to_owned(),
@@ -273,13 +372,17 @@ impl Agent {
             // This agent starts installs only inside the windows it was given (`window.rs`), also offline.
             enforces_install_windows: true,
         };
+        let request_drift = request.drift_events.len();
         let resp = tokio::time::timeout(CALL_TIMEOUT, self.client.check_in(request))
             .await
             .map_err(|_| tonic::Status::deadline_exceeded("check-in timed out"))??
             .into_inner();
         self.state.acknowledge(&resp.acknowledged_reports);
-        if send_inventory {
-            self.state.inventory_hash_sent = hash;
+        // The controller stored them before it answered.
+        let sent = request_drift.min(self.state.pending_drift.len());
+        self.state.pending_drift.drain(..sent);
+        if send_inventory && !resp.send_inventory {
+            self.accepted(inv, hash);
         }
         self.controller_wants_inventory = resp.send_inventory;
         self.state.last_checkin = now();
@@ -367,5 +470,24 @@ impl Agent {
             .actions
             .get(action_id)
             .is_some_and(|a| a.step == ActionState::Cancelled)
+    }
+}
+
+/// An inventory kept by [`Agent::accepted`] and its hash; `None` when missing or unreadable.
+pub(crate) fn read_inventory(path: &std::path::Path) -> Option<(v1::Inventory, String)> {
+    let bytes = std::fs::read(path).ok()?;
+    let inv = v1::Inventory::decode(bytes.as_slice()).ok()?;
+    let hash = inventory::hash(&inv);
+    Some((inv, hash))
+}
+
+fn drift_proto(e: &crate::profile::DriftEvent) -> v1::DriftEvent {
+    v1::DriftEvent {
+        profile: e.profile.clone(),
+        item: e.item.clone(),
+        what: e.what.clone(),
+        at_unix: e.at,
+        repaired: e.repaired,
+        error: e.error.clone(),
     }
 }

@@ -65,6 +65,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Collect the inventory now and print it (what the next check-in reports; no network needed).
+    Inventory {
+        /// Everything, installed software included, as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -141,8 +147,10 @@ pub fn main() -> ExitCode {
                     .or_else(|| existing.as_ref().and_then(|c| c.hostname.clone()))
                     .or_else(|| sysinfo::System::host_name().ok())
                     .unwrap_or_else(|| "unknown".into());
+                let settings = crate::config::Settings::load(&settings)?;
                 let enrolled =
-                    crate::enroll::enroll(&dirs, &controller, &token, &hostname, again).await?;
+                    crate::enroll::enroll(&dirs, &controller, &token, &hostname, again, &settings)
+                        .await?;
                 println!(
                     "Enrolled as {} at site {}",
                     enrolled.agent_id, enrolled.site
@@ -158,6 +166,20 @@ pub fn main() -> ExitCode {
                     crate::platform::shutdown_signal(),
                 )
                 .await?;
+                Ok(())
+            }
+            Cmd::Inventory { json } => {
+                let settings = crate::config::Settings::load(&settings)?;
+                let hostname = crate::config::AgentConfig::load(&dirs)
+                    .ok()
+                    .and_then(|c| c.hostname);
+                let inv = crate::inventory::collect(hostname.as_deref(), &settings);
+                if json {
+                    println!("{}", rollcall_proto::inventory::to_json(&inv));
+                } else {
+                    println!("{}", inv.hostname);
+                    print!("{}", rollcall_proto::inventory::describe(&inv, "  "));
+                }
                 Ok(())
             }
             Cmd::Status { json } => {

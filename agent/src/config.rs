@@ -60,6 +60,14 @@ impl AgentDirs {
     pub fn state(&self) -> PathBuf {
         self.root.join("state.json")
     }
+    /// Applied configuration profiles: their desired state and what they replaced (`crate::profile`).
+    pub fn profiles(&self) -> PathBuf {
+        self.root.join("profiles")
+    }
+    /// The inventory the controller accepted last: what the next inventory delta is against.
+    pub fn inventory(&self) -> PathBuf {
+        self.root.join("inventory.pb")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +163,21 @@ pub struct Settings {
     pub reboot_command: Vec<String>,
     /// Where this boot's id is read (it changes at every boot): how the agent tells a reboot from a restart.
     pub boot_id_file: PathBuf,
+    /// How often the inventory is collected again, in seconds (it is sent only when it changed).
+    pub inventory_interval_secs: u64,
+    /// The dpkg database's status file the installed software is read from (Linux).
+    pub dpkg_status: PathBuf,
+    /// The rpm database folder (`rpmdb.sqlite`, or `Packages` of an older rpm) (Linux).
+    pub rpm_db: PathBuf,
+    /// Folders configuration profiles may change; anything outside is refused before anything is written.
+    pub profile_paths: Vec<PathBuf>,
+    /// Where the device's file system is for profiles: `/`, or a folder standing for it (an image being prepared;
+    /// many agents on one test machine). Profile paths and `profile_paths` are taken under it.
+    pub profile_root: PathBuf,
+    /// How often applied profiles are checked for drift (and repaired), in seconds; also at every start.
+    pub profile_check_interval_secs: u64,
+    /// The service manager profiles enable and disable units with (`is-enabled`, `enable`, `disable` UNIT).
+    pub service_manager: Vec<String>,
 }
 
 impl Default for Settings {
@@ -168,6 +191,13 @@ impl Default for Settings {
             metered_max_download: 10 * 1024 * 1024,
             reboot_command: crate::platform::default_reboot_command(),
             boot_id_file: crate::platform::default_boot_id_file(),
+            inventory_interval_secs: 3600,
+            dpkg_status: PathBuf::from("/var/lib/dpkg/status"),
+            rpm_db: PathBuf::from("/var/lib/rpm"),
+            profile_paths: crate::platform::default_profile_paths(),
+            profile_root: PathBuf::from("/"),
+            profile_check_interval_secs: 15 * 60,
+            service_manager: vec!["systemctl".into()],
         }
     }
 }
@@ -204,6 +234,20 @@ impl Settings {
         }
         if self.reboot_command.is_empty() {
             return Err("reboot_command must name a program".into());
+        }
+        if self.service_manager.is_empty() {
+            return Err("service_manager must name a program".into());
+        }
+        if self.inventory_interval_secs == 0 || self.profile_check_interval_secs == 0 {
+            return Err(
+                "inventory_interval_secs and profile_check_interval_secs must be at least 1".into(),
+            );
+        }
+        if let Some(p) = self.profile_paths.iter().find(|p| !p.is_absolute()) {
+            return Err(format!(
+                "profile_paths must be absolute folders; {} is not",
+                p.display()
+            ));
         }
         Ok(())
     }

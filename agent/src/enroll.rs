@@ -50,6 +50,7 @@ pub async fn enroll(
     token: &str,
     hostname: &str,
     again: bool,
+    settings: &crate::config::Settings,
 ) -> Result<Enrolled, EnrollError> {
     let token = Token::parse(token).map_err(EnrollError::BadToken)?;
     if let (Ok(existing), false) = (AgentConfig::load(dirs), again) {
@@ -59,6 +60,11 @@ pub async fn enroll(
         });
     }
     let (key, csr_der) = key_and_csr(hostname)?;
+    // Everything but the software list, which the first check-in brings: a call anyone may make stays small.
+    let inventory = v1::Inventory {
+        software: Vec::new(),
+        ..crate::inventory::collect(Some(hostname), settings)
+    };
 
     let channel = rollcall_proto::connect(
         controller,
@@ -73,6 +79,7 @@ pub async fn enroll(
             hostname: hostname.to_owned(),
             platform: crate::platform::current(),
             agent_version: crate::VERSION.to_owned(),
+            inventory: Some(inventory.clone()),
         })
         .await
         .map_err(|s| match s.code() {
@@ -120,8 +127,16 @@ pub async fn enroll(
         .then(|| AgentState::load(&dirs.state()).ok())
         .flatten()
         .unwrap_or_default();
+    // The controller stored the inventory with the new agent: the first delta is against it.
+    let inventory_hash = crate::inventory::hash(&inventory);
+    write(
+        dirs.inventory(),
+        &prost::Message::encode_to_vec(&inventory),
+        0o600,
+    )?;
     let state = AgentState {
         cert_not_after: resp.certificate_not_after_unix,
+        inventory_hash_sent: inventory_hash,
         ..previous
     };
     state.save(&dirs.state()).map_err(|e| EnrollError::Write {

@@ -20,6 +20,7 @@ pub mod fetch;
 pub mod install;
 pub mod inventory;
 pub mod platform;
+pub mod profile;
 pub mod run;
 pub mod state;
 pub mod status;

@@ -2,7 +2,8 @@
 //! certificate when asked (and restarts the watch task on the new channel), works through the assignments one at
 //! a time, installs held actions whose maintenance window is open, then waits for the first of: the check-in
 //! interval (+ jitter), a wake-up from the controller (`wake`), the next window start of a held action — that one
-//! needs no controller, so a device cut off from it still installs on time — or a stop request.
+//! needs no controller, so a device cut off from it still installs on time — the next configuration profile
+//! check (drift found is repaired at once and reported with an early check-in), or a stop request.
 //!
 //! Tested end to end by `tests/`, which runs the real binary against a real controller; the steps it calls are
 //! tested where they live.
@@ -119,6 +120,10 @@ pub async fn run(
         if stopped_during(agent.install_due(now()), &mut shutdown, &installing).await {
             return stop(agent, watcher).await;
         }
+        // Configuration profiles kept applied: at start, then on their interval (also offline).
+        if std::time::Instant::now() >= agent.next_profile_check {
+            agent.check_profiles().await;
+        }
         if !wait_for_next_check_in(&mut agent, wait, &mut shutdown).await {
             return stop(agent, watcher).await;
         }
@@ -130,6 +135,7 @@ enum Woke {
     Interval,
     Controller,
     Window,
+    Profiles,
     Stop,
 }
 
@@ -148,10 +154,12 @@ async fn wait_for_next_check_in<S: Future<Output = ()>>(
             Duration::from_secs(u64::try_from(t.saturating_sub(at)).unwrap_or(0))
                 .min(WINDOW_RECHECK)
         });
+        let profiles = Instant::from_std(agent.next_profile_check);
         let woke = tokio::select! {
             _ = tokio::time::sleep_until(deadline) => Woke::Interval,
             _ = wake.notified() => Woke::Controller,
             _ = tokio::time::sleep(window.unwrap_or_default()), if window.is_some() => Woke::Window,
+            _ = tokio::time::sleep_until(profiles) => Woke::Profiles,
             _ = shutdown.as_mut() => Woke::Stop,
         };
         match woke {
@@ -161,6 +169,8 @@ async fn wait_for_next_check_in<S: Future<Output = ()>>(
                 return true;
             }
             Woke::Stop => return false,
+            // Drift found wakes the loop for a check-in (through `wake`).
+            Woke::Profiles => agent.check_profiles().await,
             Woke::Window => {
                 let installing = agent.installing.clone();
                 if stopped_during(agent.install_due(now()), shutdown, &installing).await {

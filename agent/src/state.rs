@@ -209,7 +209,13 @@ pub struct AgentState {
     /// This device's clock minus the controller's, in seconds, at the last check-in.
     #[serde(default)]
     pub clock_skew_secs: i64,
+    /// Configuration drift found and not yet sent in a successful check-in (the newest [`DRIFT_KEPT`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_drift: Vec<crate::profile::DriftEvent>,
 }
+
+/// Drift events kept while the controller cannot be reached; older ones are dropped first.
+pub const DRIFT_KEPT: usize = 500;
 
 /// A clock off by more than this is called out: in the log, in `status`, and in failures it may explain.
 pub const CLOCK_SKEW_WARN_SECS: i64 = 300;

@@ -25,6 +25,7 @@ pub mod manifest;
 pub mod online;
 pub mod platform;
 pub mod repo;
+pub mod version;
 
 pub use archive::{build_payload, extract_payload, sha256_file, PayloadInfo, MAX_EXTRACTED_BYTES};
 pub use error::{Error, Result};

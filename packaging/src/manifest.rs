@@ -32,9 +32,13 @@ pub struct Manifest {
     pub kind: PackageKind,
     /// Where it may be installed: `any`, an OS, or OS-ARCH.
     pub platforms: Vec<String>,
-    /// Installs the payload (run inside the extracted payload directory).
+    /// Installs the payload (run inside the extracted payload directory). None for a config package: the agent
+    /// applies its `profile.toml` itself.
+    #[serde(default)]
     pub install: Command,
-    /// Exits 0 when the package is in place and working.
+    /// Exits 0 when the package is in place and working (none for a config package, whose profile the agent
+    /// checks itself).
+    #[serde(default)]
     pub verify: Command,
     /// Undoes `install` when `verify` fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,6 +88,16 @@ pub struct Command {
 
 fn default_timeout() -> u64 {
     DEFAULT_TIMEOUT_SECS
+}
+
+impl Default for Command {
+    /// No command (what a config package has).
+    fn default() -> Command {
+        Command {
+            command: Vec::new(),
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+        }
+    }
 }
 
 impl Manifest {
@@ -147,6 +161,30 @@ impl Manifest {
                 return Err(invalid(format!("platforms[{i}]"), reason));
             }
         }
+        if self.kind == PackageKind::Config {
+            let commands = [
+                ("install", !self.install.command.is_empty()),
+                ("verify", !self.verify.command.is_empty()),
+                ("rollback", self.rollback.is_some()),
+            ];
+            if let Some((field, _)) = commands.iter().find(|(_, given)| *given) {
+                return Err(invalid(
+                    *field,
+                    "a config package has no commands: the agent applies, checks and restores its profile.toml \
+                     itself",
+                ));
+            }
+            return Ok(());
+        }
+        for (field, c) in [("install", &self.install), ("verify", &self.verify)] {
+            if c.command.is_empty() {
+                return Err(invalid(
+                    field,
+                    "is required ([install] and [verify] with a command); only a kind = \"config\" package has \
+                     none",
+                ));
+            }
+        }
         self.install.validate("install")?;
         self.verify.validate("verify")?;
         if let Some(rollback) = &self.rollback {
@@ -194,8 +232,12 @@ impl Manifest {
         map.insert("release_counter".into(), Value::from(self.release_counter));
         map.insert("kind".into(), Value::from(self.kind.as_str()));
         map.insert("platforms".into(), json!(self.platforms));
-        map.insert("install".into(), command(&self.install));
-        map.insert("verify".into(), command(&self.verify));
+        // A config package has none (its profile is what the agent applies).
+        for (key, c) in [("install", &self.install), ("verify", &self.verify)] {
+            if !c.command.is_empty() {
+                map.insert(key.into(), command(c));
+            }
+        }
         if let Some(rollback) = &self.rollback {
             map.insert("rollback".into(), command(rollback));
         }
@@ -290,7 +332,7 @@ mod tests {
 name = "site-agent-config"
 version = "1.2.0+build.7"
 release_counter = 12
-kind = "config"
+kind = "os"
 platforms = ["linux-x86_64", "windows"]
 reboot = "required"
 description = "Station proxy settings"
@@ -339,14 +381,14 @@ command = ["/bin/sh", "rollback.sh"]
     fn good_manifest_parses_with_defaults() {
         let m = good();
         assert_eq!(m.name, "site-agent-config");
-        assert_eq!(m.kind, PackageKind::Config);
+        assert_eq!(m.kind, PackageKind::Os);
         assert_eq!(m.reboot, Reboot::Required);
         assert_eq!(m.install.timeout_secs, 120);
         assert_eq!(m.verify.timeout_secs, DEFAULT_TIMEOUT_SECS);
         assert_eq!(m.target_name(), "site-agent-config_1.2.0+build.7.tar.gz");
 
         let minimal = without("rollback")
-            .replace("kind = \"config\"\n", "")
+            .replace("kind = \"os\"\n", "")
             .replace("reboot = \"required\"\n", "")
             .replace("description = \"Station proxy settings\"\n", "");
         let m = Manifest::from_toml_str(&minimal).expect("minimal manifest");
@@ -358,14 +400,12 @@ command = ["/bin/sh", "rollback.sh"]
 
     #[test]
     fn each_missing_required_field_is_named() {
-        for field in [
-            "name",
-            "version",
-            "release_counter",
-            "platforms",
-            "install",
-            "verify",
-        ] {
+        for field in ["install", "verify"] {
+            let err = Manifest::from_toml_str(&without(field)).expect_err(field);
+            assert_eq!(field_of(&err), field);
+            assert!(err.to_string().contains("is required"), "{err}");
+        }
+        for field in ["name", "version", "release_counter", "platforms"] {
             let err = Manifest::from_toml_str(&without(field)).expect_err(field);
             assert!(
                 matches!(err, Error::ManifestParse { .. }),
@@ -419,10 +459,7 @@ command = ["/bin/sh", "rollback.sh"]
     fn empty_commands_and_bad_timeouts_are_refused() {
         let mut m = good();
         m.install.command.clear();
-        assert_eq!(
-            field_of(&m.validate().expect_err("empty")),
-            "install.command"
-        );
+        assert_eq!(field_of(&m.validate().expect_err("empty")), "install");
 
         let mut m = good();
         m.verify.command = vec![String::new(), "x".into()];
@@ -548,5 +585,29 @@ command = ["/bin/sh", "rollback.sh"]
         m.platforms = vec!["any".into()];
         assert!(m.supports_platform("windows-x86_64"));
         assert!(m.supports_platform(&crate::platform::current()));
+    }
+
+    #[test]
+    fn a_config_package_has_no_commands() {
+        let config =
+            "name = \"vpn-settings\"\nversion = \"1\"\nrelease_counter = 1\nkind = \"config\"\n\
+                      platforms = [\"linux\"]\n";
+        let m = Manifest::from_toml_str(config).unwrap();
+        assert!(m.install.command.is_empty() && m.verify.command.is_empty());
+        let back = Manifest::from_custom(&m.to_custom()).unwrap();
+        assert_eq!(back, m);
+        for extra in [
+            "[install]\ncommand = [\"sh\", \"x\"]\n",
+            "[verify]\ncommand = [\"true\"]\n",
+            "[rollback]\ncommand = [\"true\"]\n",
+        ] {
+            let e = Manifest::from_toml_str(&format!("{config}{extra}")).unwrap_err();
+            assert!(
+                e.to_string().contains("a config package has no commands"),
+                "{e}"
+            );
+        }
+        let e = Manifest::from_toml_str(&config.replace("kind = \"config\"\n", "")).unwrap_err();
+        assert_eq!(field_of(&e), "install", "an app needs its commands");
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! Tested through the end-to-end tests in `tests/`, which speak this protocol to a real controller.
 
+pub mod inventory;
 pub mod states;
 pub mod tls;
 pub mod token;

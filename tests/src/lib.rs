@@ -19,6 +19,7 @@ pub use rollcall_controller::cli::local::bin;
 pub mod footprint;
 pub mod fuzz;
 pub mod h2probe;
+pub mod invbench;
 pub mod netns;
 pub mod proxy;
 
@@ -150,6 +151,40 @@ impl Cluster {
             &self.path("out"),
         )?;
         Ok(path)
+    }
+
+    /// Build, sign and push a configuration profile package `name@version` whose payload is `profile.toml` with
+    /// `profile` (and `files`, paths relative to the payload).
+    pub async fn publish_profile(
+        &self,
+        name: &str,
+        version: &str,
+        release_counter: u64,
+        profile: &str,
+        files: &[(&str, &str)],
+    ) -> anyhow::Result<v1::PushMetadataResponse> {
+        let src = self.path(&format!("src/{name}-{version}"));
+        std::fs::create_dir_all(src.join("payload"))?;
+        std::fs::write(
+            src.join("manifest.toml"),
+            format!(
+                "name = \"{name}\"\nversion = \"{version}\"\nrelease_counter = {release_counter}\n\
+                 kind = \"config\"\nplatforms = [\"linux\"]\n"
+            ),
+        )?;
+        std::fs::write(src.join("payload/profile.toml"), profile)?;
+        for (rel, content) in files {
+            let path = src.join("payload").join(rel);
+            std::fs::create_dir_all(path.parent().context("no parent")?)?;
+            std::fs::write(path, content)?;
+        }
+        let (package, _) = pkg::build(
+            &src.join("manifest.toml"),
+            &src.join("payload"),
+            &self.path("out"),
+        )?;
+        pkg::sign(&self.repo, &self.keys, &package, Duration::from_secs(86400)).await?;
+        pkg::push(&self.admin, &self.repo).await
     }
 
     /// Build, sign with the targets key, and push.

@@ -75,6 +75,25 @@ async fn demo_runs_twelve_agents_through_a_canary_and_three_site_waves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_config_drift_repairs_and_reports_a_changed_file() {
+    let summary = demo(&["--scenario", "config-drift", "--agents", "6"]).await;
+    assert_eq!(summary["state"], "completed", "{summary}");
+    assert_eq!(
+        summary["markers"], 6,
+        "every device holds the profile's file"
+    );
+    let drift = &summary["drift"];
+    assert_eq!(drift["restored"], true, "{drift}");
+    let events = drift["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["repaired"] == true
+            && e["item"].as_str().unwrap().contains("station.conf")
+            && e["profile"] == "station-settings"),
+        "{drift}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_bad_patch_stops_at_the_canary() {
     let summary = demo(&["--scenario", "bad-patch"]).await;
     assert_eq!(summary["state"], "paused");

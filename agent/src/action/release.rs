@@ -156,7 +156,15 @@ impl Agent {
         }
         self.installing.store(true, Ordering::SeqCst);
         let (dirs, manifest) = (self.dirs.clone(), target.manifest.clone());
-        let work = install::install(&dirs, id, &manifest, &payload, attempt, resume);
+        let work = install::install(
+            &dirs,
+            id,
+            &manifest,
+            &payload,
+            attempt,
+            resume,
+            self.profiles.clone(),
+        );
         let finished = self.meanwhile(None, work).await;
         self.installing.store(false, Ordering::SeqCst);
         let Some((step, mut outcome)) = finished else {

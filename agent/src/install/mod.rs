@@ -10,11 +10,14 @@ pub mod runner;
 use std::path::Path;
 use std::time::Duration;
 
-use rollcall_packaging::Manifest;
+use std::sync::Arc;
+
+use rollcall_packaging::{Manifest, PackageKind};
 use rollcall_proto::ActionState;
 use tracing::warn;
 
 use crate::config::AgentDirs;
+use crate::profile::Profiles;
 use crate::state::Outcome;
 pub use journal::{Journal, Phase, Running};
 use runner::RunResult;
@@ -132,6 +135,7 @@ pub async fn install(
     payload: &Path,
     attempt: u32,
     resume: Option<Phase>,
+    profiles: Arc<Profiles>,
 ) -> (ActionState, Outcome) {
     // The action id comes from the network: never use it as a path. A hash names the folder.
     let work = dirs
@@ -148,6 +152,13 @@ pub async fn install(
             ActionState::Failed,
             Outcome::detail(format!("payload could not be extracted: {e}")),
         );
+    }
+    if manifest.kind == PackageKind::Config {
+        // No commands: the agent applies the profile itself, all or nothing (again after a restart: it is
+        // idempotent, and its own journal finishes or undoes a cut-off apply).
+        let outcome = apply_profile(profiles, manifest, work.clone()).await;
+        let _ = std::fs::remove_dir_all(&work);
+        return outcome;
     }
     let env = vec![
         ("ROLLCALL_PACKAGE".to_owned(), manifest.name.clone()),
@@ -208,6 +219,25 @@ pub async fn install(
     (state, outcome)
 }
 
+/// Apply a config package's profile from its extracted payload `work`.
+async fn apply_profile(
+    profiles: Arc<Profiles>,
+    manifest: &Manifest,
+    work: std::path::PathBuf,
+) -> (ActionState, Outcome) {
+    let (name, version) = (manifest.name.clone(), manifest.version.clone());
+    let applied = tokio::task::spawn_blocking(move || profiles.apply(&name, &version, &work)).await;
+    match applied {
+        Ok(Ok(applied)) => (ActionState::Succeeded, Outcome::detail(applied.detail)),
+        // The words say what was refused, or what failed and that it was put back.
+        Ok(Err(e)) => (ActionState::Failed, Outcome::detail(e.to_string())),
+        Err(e) => (
+            ActionState::Failed,
+            Outcome::detail(format!("the profile apply stopped unexpectedly: {e}")),
+        ),
+    }
+}
+
 /// Run one signed command, recorded in the journal before it starts and with its process group once it runs.
 async fn run_journaled(
     journal: &Journal,
@@ -246,6 +276,10 @@ async fn run_journaled(
 mod tests {
     use super::*;
 
+    fn profiles(dirs: &AgentDirs) -> Arc<Profiles> {
+        Arc::new(Profiles::new(dirs.profiles(), Vec::new(), Vec::new()))
+    }
+
     fn package(dir: &Path, install: &str) -> (Manifest, std::path::PathBuf) {
         let src = dir.join("src");
         std::fs::create_dir_all(&src).unwrap();
@@ -270,7 +304,8 @@ mod tests {
         let (manifest, payload) = package(tmp.path(), "touch \"$ROLLCALL_DATA_DIR/ok\"\n");
         let dirs = AgentDirs::new(&data);
         for id in ["..", ".", "", "../../etc", "r1/../../x"] {
-            let (step, outcome) = install(&dirs, id, &manifest, &payload, 1, None).await;
+            let (step, outcome) =
+                install(&dirs, id, &manifest, &payload, 1, None, profiles(&dirs)).await;
             assert_eq!(step, ActionState::Succeeded, "{id:?}: {}", outcome.detail);
             assert!(
                 data.join("identity/client.pem").exists(),
@@ -288,15 +323,9 @@ mod tests {
     async fn a_failing_install_without_rollback_reports_the_exit_code() {
         let tmp = tempfile::tempdir().unwrap();
         let (manifest, payload) = package(tmp.path(), "echo nope >&2; exit 7\n");
-        let (step, outcome) = install(
-            &AgentDirs::new(tmp.path().join("data")),
-            "r1/a",
-            &manifest,
-            &payload,
-            1,
-            None,
-        )
-        .await;
+        let dirs = AgentDirs::new(tmp.path().join("data"));
+        let (step, outcome) =
+            install(&dirs, "r1/a", &manifest, &payload, 1, None, profiles(&dirs)).await;
         assert_eq!(step, ActionState::Failed);
         assert_eq!(outcome.exit_code, Some(7));
         assert_eq!(outcome.detail, "install command exited 7");
@@ -314,8 +343,16 @@ mod tests {
             "echo ran >> \"$ROLLCALL_DATA_DIR/install-runs\"\n",
         );
         let dirs = AgentDirs::new(&data);
-        let (step, outcome) =
-            install(&dirs, "r1/a", &manifest, &payload, 1, Some(Phase::Install)).await;
+        let (step, outcome) = install(
+            &dirs,
+            "r1/a",
+            &manifest,
+            &payload,
+            1,
+            Some(Phase::Install),
+            profiles(&dirs),
+        )
+        .await;
         assert_eq!(step, ActionState::Succeeded, "{}", outcome.detail);
         assert!(outcome.detail.contains("verified after an agent restart"));
         assert!(
@@ -324,7 +361,16 @@ mod tests {
         );
 
         std::fs::remove_file(data.join("ok")).unwrap();
-        let (step, _) = install(&dirs, "r1/a", &manifest, &payload, 1, Some(Phase::Install)).await;
+        let (step, _) = install(
+            &dirs,
+            "r1/a",
+            &manifest,
+            &payload,
+            1,
+            Some(Phase::Install),
+            profiles(&dirs),
+        )
+        .await;
         assert_eq!(
             step,
             ActionState::Failed,

@@ -188,3 +188,17 @@ pub async fn shutdown_signal() {
         }
     }
 }
+
+/// Where configuration profiles may write unless the operator says otherwise: system configuration.
+pub fn default_profile_paths() -> Vec<PathBuf> {
+    vec![PathBuf::from("/etc")]
+}
+
+/// Installed software from the package databases `settings` name (Linux; none elsewhere yet).
+pub fn installed_software(settings: &crate::config::Settings) -> Vec<rollcall_proto::v1::Software> {
+    if cfg!(target_os = "linux") {
+        crate::inventory::software::linux(&settings.dpkg_status, &settings.rpm_db)
+    } else {
+        Vec::new()
+    }
+}

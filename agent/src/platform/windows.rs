@@ -76,3 +76,53 @@ pub fn default_config_path() -> PathBuf {
 pub async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// Where configuration profiles may write unless the operator says otherwise (NOT YET VERIFIED):
+/// `%ProgramData%`. Registry items are not paths and are not limited by this.
+pub fn default_profile_paths() -> Vec<PathBuf> {
+    let base = std::env::var_os("ProgramData").unwrap_or_else(|| "C:\\ProgramData".into());
+    vec![PathBuf::from(base)]
+}
+
+/// Installed software from the uninstall registry keys, 64- and 32-bit views (NOT YET VERIFIED): DisplayName,
+/// DisplayVersion and Publisher of every entry that has a name and is not a system component.
+pub fn installed_software(
+    _settings: &crate::config::Settings,
+) -> Vec<rollcall_proto::v1::Software> {
+    use winreg::enums::HKEY_LOCAL_MACHINE;
+    let hklm = winreg::RegKey::predef(HKEY_LOCAL_MACHINE);
+    let mut out = Vec::new();
+    for (path, arch) in [
+        (
+            r"SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall",
+            "x64",
+        ),
+        (
+            r"SOFTWARE\WOW6432Node\Microsoft\Windows\CurrentVersion\Uninstall",
+            "x86",
+        ),
+    ] {
+        let Ok(uninstall) = hklm.open_subkey(path) else {
+            continue;
+        };
+        for name in uninstall.enum_keys().flatten() {
+            let Ok(entry) = uninstall.open_subkey(&name) else {
+                continue;
+            };
+            let value = |v: &str| entry.get_value::<String, _>(v).unwrap_or_default();
+            let system = entry.get_value::<u32, _>("SystemComponent").unwrap_or(0) == 1;
+            let display = value("DisplayName");
+            if display.is_empty() || system {
+                continue;
+            }
+            out.push(rollcall_proto::v1::Software {
+                name: display,
+                version: value("DisplayVersion"),
+                arch: arch.to_owned(),
+                source: rollcall_proto::v1::SoftwareSource::Windows as i32,
+                publisher: value("Publisher"),
+            });
+        }
+    }
+    out
+}

@@ -76,6 +76,9 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         limit: u32,
     },
+    /// Where the fleet stands on one package, per site: current, older, missing, failed, pending, never reported
+    /// (`--site S --devices`: who is behind and why). The report to send upward after Patch Tuesday.
+    Compliance(super::compliance::ComplianceArgs),
     /// Overview: sites and rollouts.
     Status,
     /// Run the whole story on this machine: controller, 12 agents in 3 sites, a signed package, a canary then one
@@ -85,16 +88,29 @@ enum Cmd {
 
 #[derive(Debug, Subcommand)]
 enum AgentsCmd {
-    /// List agents with their last check-in.
+    /// List agents with their last check-in and whether they are online, offline or stale.
     List {
         #[arg(long)]
         site: Option<String>,
+        /// Only agents whose inventory matches, e.g. os.name=Ubuntu, 'software.openssl<3.0.13', hw.model~Toughbook
+        /// (repeatable, all must match; the language of `rollout create --where`, see the admin guide).
+        #[arg(long = "where", value_name = "FILTER")]
+        filters: Vec<String>,
+        /// Only agents not heard from for at least this long, e.g. 7d, 12h.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        stale: Option<std::time::Duration>,
         /// List the retired agents instead.
         #[arg(long)]
         retired: bool,
     },
-    /// One agent: inventory and what was deployed to it.
-    Show { agent_id: String },
+    /// One agent by id or hostname: inventory and what was deployed to it.
+    Show {
+        /// An agent id or a hostname (any case).
+        agent: String,
+        /// With --json: also the installed software list.
+        #[arg(long)]
+        software: bool,
+    },
     /// Revoke an agent's certificates at once (a lost or stolen device); it may enroll again with a new token.
     Revoke { agent_id: String },
     /// Revoke, and refuse its hostname at enrollment until `agents unban`.
@@ -153,6 +169,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Cmd::Rollout { cmd } => return rollout::run(cmd, &connect().await?, args.json).await,
         Cmd::Users { cmd } => super::users::run(cmd, &connect().await?, args.json).await?,
+        Cmd::Compliance(c) => return super::compliance::run(c, &connect().await?, args.json).await,
         Cmd::Audit { since, who, limit } => {
             let since_unix = match since.as_deref() {
                 None => 0,
@@ -173,11 +190,29 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             print_audit(&resp.entries, args.json);
         }
         Cmd::Agents {
-            cmd: AgentsCmd::List { site, retired },
-        } => list_agents(&connect().await?, site, retired, args.json).await?,
+            cmd:
+                AgentsCmd::List {
+                    site,
+                    filters,
+                    stale,
+                    retired,
+                },
+        } => {
+            // Checked here too, so a typo is a usage error (exit 64) that points at the bad part.
+            for f in &filters {
+                crate::model::filter::Filter::parse(f).map_err(|e| super::usage(e.to_string()))?;
+            }
+            let req = v1::ListAgentsRequest {
+                site: site.unwrap_or_default(),
+                retired,
+                filters,
+                silent_for_seconds: stale.map_or(0, |d| d.as_secs() as i64),
+            };
+            list_agents(&connect().await?, req, args.json).await?
+        }
         Cmd::Agents {
-            cmd: AgentsCmd::Show { agent_id },
-        } => show_agent(&connect().await?, &agent_id, args.json).await?,
+            cmd: AgentsCmd::Show { agent, software },
+        } => show_agent(&connect().await?, &agent, software, args.json).await?,
         Cmd::Agents {
             cmd: AgentsCmd::Revoke { agent_id },
         } => {
@@ -512,32 +547,19 @@ async fn end_agent(
 
 async fn list_agents(
     client: &AdminClient,
-    site: Option<String>,
-    retired: bool,
+    req: v1::ListAgentsRequest,
     json: bool,
 ) -> anyhow::Result<()> {
     let resp = client
         .rpc
         .clone()
-        .list_agents(v1::ListAgentsRequest {
-            site: site.unwrap_or_default(),
-            retired,
-        })
+        .list_agents(req)
         .await
         .map_err(rpc)?
         .into_inner();
     if json {
-        let agents: Vec<_> = resp
-            .agents
-            .iter()
-            .map(|a| {
-                json!({"id": a.agent_id, "hostname": a.hostname, "site": a.site, "platform": a.platform, "os": a.os,
-                       "last_checkin": a.last_checkin_unix, "agent_version": a.agent_version,
-                       "revoked_at": a.revoked_at_unix, "retired_at": a.retired_at_unix,
-                       "installed": a.installed.iter().map(|p| json!({"name": p.name, "version": p.version, "release_counter": p.release_counter})).collect::<Vec<_>>()})
-            })
-            .collect();
-        print_json(&json!({ "agents": agents }));
+        let agents: Vec<_> = resp.agents.iter().map(agent_json).collect();
+        print_json(&json!({ "count": agents.len(), "agents": agents }));
         return Ok(());
     }
     let rows: Vec<Vec<String>> = resp
@@ -549,10 +571,11 @@ async fn list_agents(
                 a.hostname.clone(),
                 a.site.clone(),
                 a.os.clone(),
+                a.presence.clone(),
                 if a.retired_at_unix > 0 {
-                    format!("retired {}", ago(a.retired_at_unix, resp.now_unix))
+                    ago(a.retired_at_unix, resp.now_unix)
                 } else if a.revoked_at_unix > 0 {
-                    format!("revoked {}", ago(a.revoked_at_unix, resp.now_unix))
+                    ago(a.revoked_at_unix, resp.now_unix)
                 } else {
                     ago(a.last_checkin_unix, resp.now_unix)
                 },
@@ -572,65 +595,111 @@ async fn list_agents(
                 "HOSTNAME",
                 "SITE",
                 "OS",
-                "LAST CHECK-IN",
+                "STATE",
+                "SINCE",
                 "INSTALLED"
             ],
             &rows
         )
     );
+    if resp.agents.is_empty() {
+        println!("(no agent matches)");
+    }
     Ok(())
 }
 
-async fn show_agent(client: &AdminClient, id: &str, json: bool) -> anyhow::Result<()> {
+/// One agent's summary as JSON (`agents list --json`, `agents show --json`).
+fn agent_json(a: &v1::AgentSummary) -> serde_json::Value {
+    json!({"id": a.agent_id, "hostname": a.hostname, "site": a.site, "platform": a.platform, "os": a.os,
+           "presence": a.presence, "enrolled_at": a.enrolled_at_unix, "last_checkin": a.last_checkin_unix,
+           "agent_version": a.agent_version, "revoked_at": a.revoked_at_unix, "retired_at": a.retired_at_unix,
+           "installed": a.installed.iter().map(|p| json!({"name": p.name, "version": p.version, "release_counter": p.release_counter})).collect::<Vec<_>>()})
+}
+
+async fn show_agent(
+    client: &AdminClient,
+    key: &str,
+    software: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let d = client
         .rpc
         .clone()
         .get_agent(v1::GetAgentRequest {
-            agent_id: id.to_owned(),
+            agent_id: key.to_owned(),
         })
         .await
         .map_err(rpc)?
         .into_inner();
     let s = d.summary.unwrap_or_default();
-    let inv = d.inventory.unwrap_or_default();
+    let inv = d.inventory;
     if json {
-        print_json(&json!({
-            "id": s.agent_id, "hostname": s.hostname, "site": s.site, "platform": s.platform,
-            "last_checkin": s.last_checkin_unix,
-            "inventory": {"os_name": inv.os_name, "os_version": inv.os_version, "kernel": inv.kernel_version,
-                          "cpu": inv.cpu_brand, "cpus": inv.cpu_count, "memory_bytes": inv.memory_total_bytes,
-                          "uptime_seconds": inv.uptime_seconds,
-                          "disks": inv.disks.iter().map(|d| json!({"mount": d.mount_point, "total": d.total_bytes, "available": d.available_bytes})).collect::<Vec<_>>(),
-                          "interfaces": inv.interfaces.iter().map(|n| json!({"name": n.name, "mac": n.mac_address, "addresses": n.addresses})).collect::<Vec<_>>()},
-            "actions": d.actions.iter().map(|a| json!({"rollout": a.rollout_id, "package": a.package, "version": a.version,
-                "state": rollcall_proto::ActionState::name_of(a.state), "exit_code": a.exit_code, "detail": a.detail})).collect::<Vec<_>>(),
-        }));
+        let mut agent = agent_json(&s);
+        let mut inventory = inv
+            .as_ref()
+            .map(rollcall_proto::inventory::to_json)
+            .unwrap_or(serde_json::Value::Null);
+        if let (false, Some(obj)) = (software, inventory.as_object_mut()) {
+            let count = inv.as_ref().map_or(0, |i| i.software.len());
+            obj.insert("software".into(), json!({ "count": count }));
+        }
+        agent["inventory"] = inventory;
+        agent["actions"] = d.actions.iter().map(|a| json!({"rollout": a.rollout_id, "package": a.package, "version": a.version,
+                "state": rollcall_proto::ActionState::name_of(a.state), "exit_code": a.exit_code, "detail": a.detail})).collect();
+        agent["drift"] = d
+            .drift_events
+            .iter()
+            .map(|e| {
+                json!({"profile": e.profile, "item": e.item, "what": e.what,
+                "at": e.at_unix, "repaired": e.repaired, "error": e.error})
+            })
+            .collect();
+        print_json(&agent);
         return Ok(());
     }
-    println!("{} ({}) at {}", s.hostname, s.agent_id, s.site);
     println!(
-        "  OS:      {} {} (kernel {}), {}",
-        inv.os_name, inv.os_version, inv.kernel_version, s.platform
+        "{} ({}) at {}: {}, last seen {}, agent {}",
+        s.hostname,
+        s.agent_id,
+        s.site,
+        s.presence,
+        ago(s.last_checkin_unix, chrono::Utc::now().timestamp()),
+        s.agent_version
     );
-    println!("  CPU:     {} x{}", inv.cpu_brand, inv.cpu_count);
-    println!("  Memory:  {} MiB", inv.memory_total_bytes / (1024 * 1024));
-    for disk in &inv.disks {
-        println!(
-            "  Disk:    {} {} GiB free of {} GiB",
-            disk.mount_point,
-            disk.available_bytes >> 30,
-            disk.total_bytes >> 30
-        );
-    }
-    for n in &inv.interfaces {
-        println!(
-            "  Network: {} {} {}",
-            n.name,
-            n.mac_address,
-            n.addresses.join(" ")
-        );
+    match &inv {
+        Some(inv) => print!("{}", rollcall_proto::inventory::describe(inv, "  ")),
+        None => println!("  (no inventory reported yet)"),
     }
     println!();
+    if !d.drift_events.is_empty() {
+        let now = chrono::Utc::now().timestamp();
+        let shown = d.drift_events.len().min(10);
+        println!(
+            "Configuration drift (the last {shown} of {}):",
+            d.drift_events.len()
+        );
+        let rows: Vec<Vec<String>> = d.drift_events[d.drift_events.len() - shown..]
+            .iter()
+            .map(|e| {
+                vec![
+                    ago(e.at_unix, now),
+                    e.profile.clone(),
+                    e.item.clone(),
+                    e.what.clone(),
+                    if e.repaired {
+                        "repaired".into()
+                    } else {
+                        format!("NOT repaired: {}", e.error)
+                    },
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(&["WHEN", "PROFILE", "ITEM", "WHAT", "RESULT"], &rows)
+        );
+        println!();
+    }
     let rows: Vec<Vec<String>> = d
         .actions
         .iter()

@@ -2,7 +2,9 @@
 //! controller on loopback, real agent processes in three sites, a package signed with offline keys, a rollout
 //! with a canary wave then one wave per site, live progress, and a final per-site table. Exits 0 only if every
 //! agent succeeded. `--scenario bad-patch` rolls out a package whose install fails everywhere and exits 0 only if
-//! the rollout paused at the canary with no install attempted anywhere else.
+//! the rollout paused at the canary with no install attempted anywhere else. `--scenario config-drift` rolls out a
+//! configuration profile, then changes a managed file behind one agent's back, and exits 0 only if that agent
+//! repaired it and reported the drift (each agent's profiles act on a folder of its own standing for `/`).
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -33,7 +35,8 @@ pub struct DemoArgs {
     #[arg(long)]
     pub keep: bool,
     /// `standard`: every agent installs; `bad-patch`: the install fails everywhere and the rollout stops at
-    /// the canary.
+    /// the canary; `config-drift`: a configuration profile goes out, one device's managed file is changed behind
+    /// its agent's back, and the drift is repaired and reported.
     #[arg(long, value_enum, default_value = "standard")]
     pub scenario: Scenario,
 }
@@ -42,7 +45,54 @@ pub struct DemoArgs {
 pub enum Scenario {
     Standard,
     BadPatch,
+    ConfigDrift,
 }
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Standard => "standard",
+            Scenario::BadPatch => "bad-patch",
+            Scenario::ConfigDrift => "config-drift",
+        }
+    }
+
+    /// The package the scenario rolls out.
+    fn package(self) -> &'static str {
+        match self {
+            Scenario::ConfigDrift => "station-settings",
+            _ => "demo-app",
+        }
+    }
+}
+
+const PROFILE_MANIFEST: &str = r#"name = "station-settings"
+version = "1.0.0"
+release_counter = 1
+kind = "config"
+platforms = ["linux"]
+description = "rollcall demo: the station's proxy and time server, kept in place"
+"#;
+
+const PROFILE: &str = r#"[[directory]]
+path = "/etc/rollcall-demo"
+mode = "0755"
+
+[[file]]
+path = "/etc/rollcall-demo/station.conf"
+content = "[station]\nproxy = proxy.nss.local:3128\nntp = ntp.nss.local\n"
+mode = "0644"
+format = "ini"
+
+[[setting]]
+file = "/etc/rollcall-demo/agent.ini"
+section = "network"
+key = "dns"
+value = "10.0.0.53"
+"#;
+
+/// The managed file the config-drift scenario changes behind an agent's back.
+const MANAGED: &str = "etc/rollcall-demo/station.conf";
 
 const MANIFEST: &str = r#"name = "demo-app"
 version = "1.0.0"
@@ -159,16 +209,26 @@ async fn drive(
     let online = pkg::online_keys_of(&client).await?;
     pkg::init_repo(&keys, &repo, &online, Duration::from_secs(30 * 86400)).await?;
 
-    progress.step("Building and signing demo-app 1.0.0");
+    let package_name = args.scenario.package();
+    progress.step(&format!("Building and signing {package_name} 1.0.0"));
     let src = root.join("admin/src");
     std::fs::create_dir_all(src.join("payload"))?;
-    std::fs::write(src.join("manifest.toml"), MANIFEST)?;
-    let install = match args.scenario {
-        Scenario::Standard => INSTALL,
-        Scenario::BadPatch => BAD_INSTALL,
-    };
-    std::fs::write(src.join("payload/install.sh"), install)?;
-    std::fs::write(src.join("payload/verify.sh"), VERIFY)?;
+    match args.scenario {
+        Scenario::Standard | Scenario::BadPatch => {
+            std::fs::write(src.join("manifest.toml"), MANIFEST)?;
+            let install = if args.scenario == Scenario::BadPatch {
+                BAD_INSTALL
+            } else {
+                INSTALL
+            };
+            std::fs::write(src.join("payload/install.sh"), install)?;
+            std::fs::write(src.join("payload/verify.sh"), VERIFY)?;
+        }
+        Scenario::ConfigDrift => {
+            std::fs::write(src.join("manifest.toml"), PROFILE_MANIFEST)?;
+            std::fs::write(src.join("payload/profile.toml"), PROFILE)?;
+        }
+    }
     let (package, _) = pkg::build(
         &src.join("manifest.toml"),
         &src.join("payload"),
@@ -211,18 +271,29 @@ async fn drive(
             SITES[site].trim_end_matches("-station"),
             i / SITES.len() + 1
         );
-        let mut agent = LocalAgent::enroll(
-            &root.join("agents").join(&hostname),
-            &controller.url,
-            &tokens[site],
-            &hostname,
-        )
-        .await?;
+        let data = root.join("agents").join(&hostname);
+        if args.scenario == Scenario::ConfigDrift {
+            // Each agent's profiles act on a folder of its own standing for its device's `/`, checked every 2 s.
+            let device = root.join("devices").join(&hostname);
+            std::fs::create_dir_all(device.join("etc"))?;
+            std::fs::create_dir_all(root.join("agents"))?;
+            std::fs::write(
+                data.with_extension("toml"),
+                format!(
+                    "profile_root = {:?}\nprofile_check_interval_secs = 2\n",
+                    device.display().to_string()
+                ),
+            )?;
+        }
+        let mut agent =
+            LocalAgent::enroll(&data, &controller.url, &tokens[site], &hostname).await?;
         agent.start()?;
         agents.push(agent);
     }
 
-    progress.step("Rolling out demo-app@1.0.0: a 10% canary, then one wave per site");
+    progress.step(&format!(
+        "Rolling out {package_name}@1.0.0: a 10% canary, then one wave per site"
+    ));
     let mut rpc_client = client.rpc.clone();
     let mut waves = vec![v1::WaveSpec {
         canary_percent: 10.0,
@@ -234,7 +305,7 @@ async fn drive(
     }));
     let created = rpc_client
         .create_rollout(v1::CreateRolloutRequest {
-            package: "demo-app".into(),
+            package: package_name.into(),
             version: "1.0.0".into(),
             waves,
             name: "demo".into(),
@@ -290,10 +361,24 @@ async fn drive(
 
     let totals = super::rollout::totals(&status);
     let succeeded = totals.succeeded;
+    let device = |a: &LocalAgent| root.join("devices").join(&a.hostname);
     let markers = agents
         .iter()
-        .filter(|a| a.data.join("demo-app.marker").exists())
+        .filter(|a| match args.scenario {
+            Scenario::ConfigDrift => device(a).join(MANAGED).exists(),
+            _ => a.data.join("demo-app.marker").exists(),
+        })
         .count();
+    let drift = match (args.scenario, agents.first()) {
+        (Scenario::ConfigDrift, Some(first)) if succeeded as usize == args.agents => {
+            progress.step(&format!(
+                "Changing {} behind {}'s back",
+                MANAGED, first.hostname
+            ));
+            Some(tamper_and_watch(&client, first, &device(first), progress, args.timeout).await?)
+        }
+        _ => None,
+    };
     // Devices outside the canary (wave 1) that were ever offered the package.
     let outside_canary = status
         .devices
@@ -310,6 +395,13 @@ async fn drive(
         Scenario::BadPatch => {
             state == Some(RolloutState::Paused) && outside_canary == 0 && markers == 0
         }
+        Scenario::ConfigDrift => {
+            state == Some(RolloutState::Completed)
+                && markers == args.agents
+                && drift
+                    .as_ref()
+                    .is_some_and(|d| d.restored && d.events.iter().any(|e| e.repaired))
+        }
     };
 
     if json {
@@ -318,8 +410,14 @@ async fn drive(
             obj.remove("devices");
         }
         print_json(&json!({
-            "scenario": match args.scenario { Scenario::Standard => "standard", Scenario::BadPatch => "bad-patch" },
+            "scenario": args.scenario.name(),
             "state": rollout["state"].clone(),
+            "drift": drift.as_ref().map(|d| json!({
+                "agent": d.hostname,
+                "restored": d.restored,
+                "events": d.events.iter().map(|e| json!({"profile": e.profile, "item": e.item, "what": e.what,
+                    "at": e.at_unix, "repaired": e.repaired, "error": e.error})).collect::<Vec<_>>(),
+            })),
             "ok": all_ok,
             "rollout": rollout,
             "agents": agents.len(),
@@ -330,7 +428,7 @@ async fn drive(
     } else {
         println!();
         println!(
-            "Rollout {} of demo-app@1.0.0: {} — {succeeded}/{} agents succeeded in {:.1}s",
+            "Rollout {} of {package_name}@1.0.0: {} — {succeeded}/{} agents succeeded in {:.1}s",
             status.id,
             RolloutState::name_of(status.state),
             args.agents,
@@ -353,15 +451,32 @@ async fn drive(
                 "The bad patch stopped at the canary: {} device(s) outside the canary were offered it, {markers} installed it.",
                 outside_canary
             ),
+            Scenario::ConfigDrift => {
+                println!("{markers} of {} devices hold the profile's files.", agents.len());
+                if let Some(d) = &drift {
+                    println!(
+                        "{MANAGED} changed behind {}'s back: {}",
+                        d.hostname,
+                        if d.restored { "put back by its agent" } else { "NOT put back" }
+                    );
+                    println!("`rollcall agents show {}` now lists:", d.hostname);
+                    for e in &d.events {
+                        println!(
+                            "  drift  {}  {}  {}  {}",
+                            e.profile,
+                            e.item,
+                            e.what,
+                            if e.repaired { "repaired".to_owned() } else { format!("NOT repaired: {}", e.error) }
+                        );
+                    }
+                }
+            }
         }
     }
     if !all_ok {
         eprintln!(
             "error: the {} scenario did not end as it should (state {}, reason: {})",
-            match args.scenario {
-                Scenario::Standard => "standard",
-                Scenario::BadPatch => "bad-patch",
-            },
+            args.scenario.name(),
             RolloutState::name_of(status.state),
             if status.reason.is_empty() {
                 "timeout"
@@ -372,4 +487,54 @@ async fn drive(
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the config-drift scenario saw on the agent it tampered with.
+struct Drift {
+    hostname: String,
+    /// The managed file has its profile's content again.
+    restored: bool,
+    events: Vec<v1::DriftEvent>,
+}
+
+/// Change the managed file on `agent`'s device, then wait (bounded by `timeout`) until the controller has the drift
+/// event its agent reported and the file is back.
+async fn tamper_and_watch(
+    client: &super::AdminClient,
+    agent: &LocalAgent,
+    device: &Path,
+    progress: &mut Progress,
+    timeout: Duration,
+) -> anyhow::Result<Drift> {
+    let file = device.join(MANAGED);
+    let wanted = std::fs::read_to_string(&file)?;
+    std::fs::write(&file, "[station]\nproxy = evil.example:8080\n")?;
+    let started = Instant::now();
+    loop {
+        let detail = client
+            .rpc
+            .clone()
+            .get_agent(v1::GetAgentRequest {
+                agent_id: agent.hostname.clone(),
+            })
+            .await
+            .map_err(rpc)?
+            .into_inner();
+        let restored = std::fs::read_to_string(&file).is_ok_and(|now| now == wanted);
+        progress.update(format!(
+            "[{:>5.1}s] file {}, {} drift event(s) at the controller",
+            started.elapsed().as_secs_f64(),
+            if restored { "restored" } else { "changed" },
+            detail.drift_events.len()
+        ));
+        if (restored && !detail.drift_events.is_empty()) || started.elapsed() > timeout {
+            progress.clear();
+            return Ok(Drift {
+                hostname: agent.hostname.clone(),
+                restored,
+                events: detail.drift_events,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

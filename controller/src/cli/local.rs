@@ -243,7 +243,9 @@ impl LocalAgent {
                 .arg("--token-file")
                 .arg(&token_file)
                 .arg("--data")
-                .arg(&self.data),
+                .arg(&self.data)
+                .arg("--config")
+                .arg(self.data.with_extension("toml")),
         )
         .await
         .map_err(|e| anyhow!("enrolling {}: {e}", self.hostname));

@@ -3,6 +3,7 @@
 
 mod admin;
 mod client;
+mod compliance;
 mod controller;
 pub mod demo;
 pub mod local;

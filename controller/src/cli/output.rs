@@ -37,6 +37,24 @@ pub fn span(secs: i64) -> String {
     }
 }
 
+/// Rows as CSV (RFC 4180): a field with a comma, quote or line break is quoted, quotes doubled.
+pub fn csv(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let field = |f: &str| {
+        if f.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", f.replace('"', "\"\""))
+        } else {
+            f.to_owned()
+        }
+    };
+    let line =
+        |cells: Vec<String>| cells.iter().map(|c| field(c)).collect::<Vec<_>>().join(",") + "\r\n";
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row.clone()));
+    }
+    out
+}
+
 /// "12s ago", "3m ago", "never".
 pub fn ago(then: i64, now: i64) -> String {
     if then <= 0 {

@@ -448,11 +448,30 @@ pub fn build(manifest: &Path, payload: &Path, out: &Path) -> anyhow::Result<(Pat
             payload.display()
         )));
     }
+    if m.kind == rollcall_packaging::PackageKind::Config {
+        check_profile(payload)?;
+    }
     std::fs::create_dir_all(out)?;
     let path = out.join(m.target_name());
     rollcall_packaging::build_payload(payload, &path)?;
     std::fs::copy(manifest, manifest_beside(&path))?;
     Ok((path, m))
+}
+
+/// A config package's payload holds a `profile.toml` that is TOML. Everything else about it (allowed folders,
+/// owners, formats) is checked by each agent before it writes anything, against that device.
+fn check_profile(payload: &Path) -> anyhow::Result<()> {
+    let path = payload.join("profile.toml");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| usage(format!("a config package needs {}: {e}", path.display())))?;
+    toml::from_str::<toml::Table>(&text).map_err(|e| {
+        usage(format!(
+            "{} is not valid TOML: {}",
+            path.display(),
+            e.message()
+        ))
+    })?;
+    Ok(())
 }
 
 pub async fn sign(

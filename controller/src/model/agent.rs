@@ -1,8 +1,15 @@
 //! Agents (endpoints) and sites as the controller knows them.
 
+use std::cell::OnceCell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rollcall_packaging::version::Scheme;
+use rollcall_proto::v1;
 use serde::{Deserialize, Serialize};
 
 use super::filter::Facts;
+use super::software::{SoftwareIndex, SoftwareSets};
 use super::window::{Schedule, WindowError, WindowSpec};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +58,12 @@ pub struct AgentRecord {
     /// When it was retired (0: in service). A retired agent lives in the store's retired agents, not the fleet.
     #[serde(default)]
     pub retired_at: i64,
+    /// The inventory facts filters ask about beyond the fields above, by filter key (`hw.model`, `memory.gib`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub facts: BTreeMap<String, String>,
+    /// The id of its installed software list in the store's software sets ("" when it reported none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub software_set: String,
 }
 
 impl AgentRecord {
@@ -74,7 +87,56 @@ impl AgentRecord {
             enforces_windows: false,
             revoked_at: 0,
             retired_at: 0,
+            facts: BTreeMap::new(),
+            software_set: String::new(),
         }
+    }
+
+    /// Take what filters and listings read from a newly accepted inventory (whose hash is `hash` and whose
+    /// software list is the set `software_set`).
+    pub fn absorb(&mut self, inv: &v1::Inventory, hash: &str, software_set: &str) {
+        self.inventory_hash = hash.to_owned();
+        self.software_set = software_set.to_owned();
+        if !inv.hostname.is_empty() {
+            self.hostname = inv.hostname.clone();
+        }
+        self.os = format!("{} {}", inv.os_name, inv.os_version)
+            .trim()
+            .to_owned();
+        self.os_name = inv.os_name.clone();
+        self.os_version = inv.os_version.clone();
+        self.kernel = inv.kernel_version.clone();
+        self.arch = inv.arch.clone();
+        let hw = inv.hardware.clone().unwrap_or_default();
+        let metered = inv.interfaces.iter().find(|n| n.default_route).map(|n| {
+            if n.metered {
+                "yes"
+            } else {
+                "no"
+            }
+        });
+        self.facts = [
+            ("os.build", inv.os_build.clone()),
+            ("os.timezone", inv.time_zone.clone()),
+            ("hw.vendor", hw.vendor),
+            ("hw.model", hw.model),
+            ("hw.serial", hw.serial),
+            ("bios.version", hw.bios_version),
+            ("cpu.model", inv.cpu_brand.clone()),
+            ("cpu.count", inv.cpu_count.to_string()),
+            (
+                "memory.gib",
+                // Rounded, so an 8 GiB machine that reports a little less still reads 8.
+                ((inv.memory_total_bytes as f64) / f64::from(1u32 << 30))
+                    .round()
+                    .to_string(),
+            ),
+            ("net.metered", metered.unwrap_or_default().to_owned()),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty() && v != "0")
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
     }
 
     /// The installed release counter of `package`, if any.
@@ -88,6 +150,25 @@ impl AgentRecord {
             self.last_checkin
         } else {
             self.enrolled_at
+        }
+    }
+
+    /// How people see the agent at `now`: "online" within `offline_after` seconds of its last check-in,
+    /// "stale" when silent (since enrollment if it never checked in) past `cutoff`, the membership cutoff after
+    /// which rollouts stop counting it; otherwise "offline" or "never checked in"; "revoked" and "retired" first.
+    pub fn presence(&self, offline_after: i64, cutoff: i64, now: i64) -> &'static str {
+        if self.retired_at > 0 {
+            "retired"
+        } else if self.revoked_at > 0 {
+            "revoked"
+        } else if self.seen_within(offline_after, now) {
+            "online"
+        } else if now - self.last_seen() > cutoff {
+            "stale"
+        } else if self.last_checkin == 0 {
+            "never checked in"
+        } else {
+            "offline"
         }
     }
 
@@ -108,9 +189,57 @@ impl Facts for AgentRecord {
             "os.kernel" => &self.kernel,
             "arch" => &self.arch,
             "agent.version" => &self.agent_version,
-            _ => return None,
+            other => return self.facts.get(other).cloned(),
         };
         (!value.is_empty()).then(|| value.clone())
+    }
+}
+
+/// An agent with its installed software at hand, as filters see it: the software set is looked up only when a
+/// filter asks about software, so a filter on other facts costs no lookup.
+pub struct AgentFacts<'a> {
+    pub agent: &'a AgentRecord,
+    sets: &'a dyn SoftwareSets,
+    software: OnceCell<Option<Arc<SoftwareIndex>>>,
+}
+
+impl<'a> AgentFacts<'a> {
+    pub fn new(agent: &'a AgentRecord, sets: &'a dyn SoftwareSets) -> AgentFacts<'a> {
+        AgentFacts {
+            agent,
+            sets,
+            software: OnceCell::new(),
+        }
+    }
+
+    /// Where the software sets are looked up.
+    pub fn sets(&self) -> &'a dyn SoftwareSets {
+        self.sets
+    }
+
+    /// The agent's software list, `None` when it reported none.
+    pub fn index(&self) -> Option<&SoftwareIndex> {
+        self.software
+            .get_or_init(|| self.sets.software_set(&self.agent.software_set))
+            .as_deref()
+    }
+}
+
+impl Facts for AgentFacts<'_> {
+    fn fact(&self, key: &str) -> Option<String> {
+        self.agent.fact(key)
+    }
+
+    fn software(&self, name: &str) -> Vec<(String, Scheme)> {
+        self.index()
+            .map(|index| {
+                index
+                    .get(name)
+                    .iter()
+                    .map(|i| (i.version.clone(), i.scheme))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 

@@ -1,35 +1,106 @@
-//! The inventory filter language that narrows rollout targets: `--where os.name=Ubuntu --where 'os.version>=22.04'`.
+//! The inventory filter language that selects agents, for `agents list --where` and rollout targets:
+//! `--where os.name=Ubuntu --where 'os.version>=22.04' --where 'software.openssl<3.0.13'`.
 //!
-//! A filter is `KEY OP VALUE`. [`Key`] is the closed list of facts a filter may ask about and [`Op`] the comparisons;
-//! an agent's inventory answers through the [`Facts`] trait, so this module knows nothing of how agents are stored.
-//! The seams for the language to grow: [`Filter::parse`] reads one term and [`Op::test`] decides one comparison, so a
-//! richer grammar (alternatives, negation, lists) parses into and combines [`Filter`]s, a new key is one entry in
-//! [`Key::ALL`], and a new operator one variant of [`Op`].
+//! A filter is `KEY OP VALUE`. The key is one of the closed list of facts [`Key`] or `software.NAME`, an installed
+//! package ([`Subject`]); [`Op`] is the comparison. An agent's inventory answers through the [`Facts`] trait, so this
+//! module knows nothing of how agents are stored. Versions of installed software compare by the rules of the
+//! database they came from (Debian ordering for dpkg, rpmvercmp for rpm; `rollcall_packaging::version`), other
+//! facts by a generic part-wise ordering. The seams for the language to grow: [`Filter::parse`] reads one term and
+//! [`Op::test`] decides one comparison, so a richer grammar parses into and combines [`Filter`]s, a new key is one
+//! entry in [`Key::ALL`], and a new operator one variant of [`Op`].
 //!
-//! Tested by the unit tests at the bottom: parsing and printing, every refusal with its exact message, and matching
-//! against a HashMap-backed [`Facts`].
+//! Tested by the unit tests at the bottom: parsing and printing, every refusal with its exact message (which
+//! points at the bad part), and matching against a HashMap-backed [`Facts`].
 
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
+use rollcall_packaging::version::{compare, Scheme};
 use serde::{Deserialize, Serialize};
 
-/// Why a filter was refused; each message quotes the filter and shows the expected form.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FilterError {
-    #[error(
-        "filter {text:?}: missing operator (expected KEY OP VALUE with OP one of =, !=, <, <=, >, >=, ~, \
-         e.g. \"os.version>=22.04\")"
-    )]
-    MissingOperator { text: String },
-    #[error("filter {text:?}: missing key (expected KEY OP VALUE, e.g. \"os.name=Ubuntu\")")]
-    MissingKey { text: String },
-    #[error("filter {text:?}: unknown key {key:?} (known keys: {})", known_keys())]
-    UnknownKey { text: String, key: String },
-    #[error("filter {text:?}: empty value (expected KEY OP VALUE, e.g. \"os.name=Ubuntu\")")]
-    EmptyValue { text: String },
+/// Why a filter was refused: the filter, what is wrong, and (in the message's second and third lines) the filter
+/// again with the bad part underlined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterError {
+    pub text: String,
+    pub problem: Problem,
+    /// The bad part, in characters of `text`.
+    at: usize,
+    len: usize,
 }
+
+/// What is wrong with a filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    MissingOperator,
+    MissingKey,
+    UnknownKey(String),
+    MissingPackage,
+    EmptyValue,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::MissingOperator => write!(
+                f,
+                "missing operator (expected KEY OP VALUE with OP one of =, !=, <, <=, >, >=, ~, e.g. \"os.version>=22.04\")"
+            ),
+            Problem::MissingKey => {
+                write!(f, "missing key (expected KEY OP VALUE, e.g. \"os.name=Ubuntu\")")
+            }
+            Problem::UnknownKey(key) => write!(
+                f,
+                "unknown key {key:?} (known keys: {}, or software.NAME for an installed package)",
+                known_keys()
+            ),
+            Problem::MissingPackage => write!(
+                f,
+                "software. needs a package name (e.g. \"software.openssl<3.0.13\")"
+            ),
+            Problem::EmptyValue => {
+                write!(f, "empty value (expected KEY OP VALUE, e.g. \"os.name=Ubuntu\")")
+            }
+        }
+    }
+}
+
+impl FilterError {
+    /// `problem` with the characters `at..at + len` of `text` underlined (counted in characters, as printed).
+    fn new(text: &str, problem: Problem, at: usize, len: usize) -> FilterError {
+        FilterError {
+            text: text.to_owned(),
+            problem,
+            at,
+            len: len.max(1),
+        }
+    }
+
+    /// The characters of `byte_range` of the filter text.
+    fn at_bytes(text: &str, problem: Problem, start: usize, end: usize) -> FilterError {
+        let at = text[..start].chars().count();
+        FilterError::new(text, problem, at, text[start..end].chars().count())
+    }
+}
+
+impl fmt::Display for FilterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "filter {:?}: {}", self.text, self.problem)?;
+        if !self.text.is_empty() && !self.text.chars().any(char::is_control) {
+            write!(
+                f,
+                "\n  {}\n  {}{}",
+                self.text,
+                " ".repeat(self.at),
+                "^".repeat(self.len)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for FilterError {}
 
 // === impl Key ===
 
@@ -41,22 +112,42 @@ pub enum Key {
     Platform,
     OsName,
     OsVersion,
+    OsBuild,
     OsKernel,
+    TimeZone,
     Arch,
     AgentVersion,
+    HwVendor,
+    HwModel,
+    HwSerial,
+    BiosVersion,
+    CpuModel,
+    CpuCount,
+    MemoryGib,
+    Metered,
 }
 
 impl Key {
     /// Every key, in the order the refusal message lists them.
-    pub const ALL: [Key; 8] = [
+    pub const ALL: [Key; 18] = [
         Key::Hostname,
         Key::Site,
         Key::Platform,
         Key::OsName,
         Key::OsVersion,
+        Key::OsBuild,
         Key::OsKernel,
+        Key::TimeZone,
         Key::Arch,
         Key::AgentVersion,
+        Key::HwVendor,
+        Key::HwModel,
+        Key::HwSerial,
+        Key::BiosVersion,
+        Key::CpuModel,
+        Key::CpuCount,
+        Key::MemoryGib,
+        Key::Metered,
     ];
 
     /// The name admins type and [`Facts::fact`] is asked with.
@@ -67,9 +158,19 @@ impl Key {
             Key::Platform => "platform",
             Key::OsName => "os.name",
             Key::OsVersion => "os.version",
+            Key::OsBuild => "os.build",
             Key::OsKernel => "os.kernel",
+            Key::TimeZone => "os.timezone",
             Key::Arch => "arch",
             Key::AgentVersion => "agent.version",
+            Key::HwVendor => "hw.vendor",
+            Key::HwModel => "hw.model",
+            Key::HwSerial => "hw.serial",
+            Key::BiosVersion => "bios.version",
+            Key::CpuModel => "cpu.model",
+            Key::CpuCount => "cpu.count",
+            Key::MemoryGib => "memory.gib",
+            Key::Metered => "net.metered",
         }
     }
 
@@ -91,14 +192,31 @@ fn known_keys() -> String {
     Key::ALL.map(Key::as_str).join(", ")
 }
 
+/// What a filter asks about: a fact of the inventory, or an installed package.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    Fact(Key),
+    /// `software.NAME`: the versions of package NAME (any case) the agent has installed.
+    Software(String),
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Fact(key) => f.write_str(key.as_str()),
+            Subject::Software(name) => write!(f, "software.{name}"),
+        }
+    }
+}
+
 // === impl Op ===
 
 /// How a filter compares a fact with its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
-    /// `=`: equal, ignoring case.
+    /// `=`: equal, ignoring case (for software: the same version).
     Eq,
-    /// `!=`: not equal, ignoring case; also true when the agent lacks the fact.
+    /// `!=`: not equal; also true when the agent lacks the fact or the package.
     Ne,
     /// `<`: older version.
     Lt,
@@ -129,15 +247,21 @@ impl Op {
         }
     }
 
-    /// Whether `fact OP value` holds; the one place a comparison's meaning is decided.
-    pub fn test(self, fact: &str, value: &str) -> bool {
+    /// Whether `fact OP value` holds, versions ordered by `scheme`; the one place a comparison's meaning is
+    /// decided. Equality of facts ignores case; equality of software versions follows the scheme (`1.0` and
+    /// `0:1.0` are the same Debian version).
+    pub fn test(self, fact: &str, value: &str, scheme: Scheme) -> bool {
+        let same = || match scheme {
+            Scheme::Generic => eq_ignore_case(fact, value),
+            _ => compare(scheme, fact, value) == Ordering::Equal,
+        };
         match self {
-            Op::Eq => eq_ignore_case(fact, value),
-            Op::Ne => !eq_ignore_case(fact, value),
-            Op::Lt => compare_versions(fact, value) == Ordering::Less,
-            Op::Le => compare_versions(fact, value) != Ordering::Greater,
-            Op::Gt => compare_versions(fact, value) == Ordering::Greater,
-            Op::Ge => compare_versions(fact, value) != Ordering::Less,
+            Op::Eq => same(),
+            Op::Ne => !same(),
+            Op::Lt => compare(scheme, fact, value) == Ordering::Less,
+            Op::Le => compare(scheme, fact, value) != Ordering::Greater,
+            Op::Gt => compare(scheme, fact, value) == Ordering::Greater,
+            Op::Ge => compare(scheme, fact, value) != Ordering::Less,
             Op::Contains => fact.to_lowercase().contains(&value.to_lowercase()),
         }
     }
@@ -155,43 +279,9 @@ fn eq_ignore_case(a: &str, b: &str) -> bool {
         .eq(b.chars().flat_map(char::to_lowercase))
 }
 
-/// Orders versions part by part (split on `.`, `-`, `+`, `~`): digits numerically, other parts as text ignoring
-/// case, an empty part before a number before text, and a version before any longer one it is a prefix of
-/// (`22.04 < 22.04.1`).
+/// The generic version ordering facts compare by (see `rollcall_packaging::version`).
 pub fn compare_versions(a: &str, b: &str) -> Ordering {
-    let parts = |s| str::split(s, ['.', '-', '+', '~']);
-    let (mut a, mut b) = (parts(a), parts(b));
-    loop {
-        let order = match (a.next(), b.next()) {
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(x), Some(y)) => compare_part(x, y),
-        };
-        if order != Ordering::Equal {
-            return order;
-        }
-    }
-}
-
-fn compare_part(x: &str, y: &str) -> Ordering {
-    if x.is_empty() || y.is_empty() {
-        return y.is_empty().cmp(&x.is_empty());
-    }
-    let numeric = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    match (numeric(x), numeric(y)) {
-        (true, true) => {
-            // Compared as digit strings, so no length of number overflows.
-            let (x, y) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
-            x.len().cmp(&y.len()).then_with(|| x.cmp(y))
-        }
-        (true, false) => Ordering::Less,
-        (false, true) => Ordering::Greater,
-        (false, false) => x
-            .chars()
-            .flat_map(char::to_lowercase)
-            .cmp(y.chars().flat_map(char::to_lowercase)),
-    }
+    compare(Scheme::Generic, a, b)
 }
 
 // === impl Filter ===
@@ -200,52 +290,88 @@ fn compare_part(x: &str, y: &str) -> Ordering {
 pub trait Facts {
     /// The fact named by a [`Key::as_str`], or `None` when the agent did not report it.
     fn fact(&self, key: &str) -> Option<String>;
+
+    /// The installed versions of package `name` (any case) with the ordering they follow; empty when the package
+    /// is not installed or the agent reported no software.
+    fn software(&self, _name: &str) -> Vec<(String, Scheme)> {
+        Vec::new()
+    }
 }
 
-/// One `KEY OP VALUE` term of `--where`; a rollout targets the agents that match all of its filters.
+/// One `KEY OP VALUE` term of `--where`; an agent is selected when it matches all of the filters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Filter {
-    key: Key,
+    subject: Subject,
     op: Op,
     /// Never empty, no surrounding whitespace.
     value: String,
 }
 
 impl Filter {
-    /// Reads `os.name=Ubuntu`, `os.version >= 22.04`, `hostname~web`; the key is any case, spaces are trimmed.
+    /// Reads `os.name=Ubuntu`, `os.version >= 22.04`, `hostname~web`, `software.openssl<3.0.13`; a fact key is
+    /// any case, spaces are trimmed.
     pub fn parse(text: &str) -> Result<Filter, FilterError> {
         let Some((at, op)) = find_op(text) else {
-            return Err(FilterError::MissingOperator {
-                text: text.to_string(),
-            });
+            return Err(FilterError::new(
+                text,
+                Problem::MissingOperator,
+                0,
+                text.chars().count(),
+            ));
         };
         let name = text[..at].trim();
-        let value = text[at + op.as_str().len()..].trim();
+        let value_at = at + op.as_str().len();
+        let value = text[value_at..].trim();
         if name.is_empty() {
-            return Err(FilterError::MissingKey {
-                text: text.to_string(),
-            });
+            return Err(FilterError::at_bytes(
+                text,
+                Problem::MissingKey,
+                at,
+                value_at,
+            ));
         }
-        let key = Key::from_name(name).ok_or_else(|| FilterError::UnknownKey {
-            text: text.to_string(),
-            key: name.to_string(),
-        })?;
+        let name_at = text.find(name).unwrap_or(0);
+        let subject = match name.get(..9) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("software.") => {
+                let package = name[9..].trim();
+                if package.is_empty() {
+                    return Err(FilterError::at_bytes(
+                        text,
+                        Problem::MissingPackage,
+                        name_at,
+                        name_at + name.len(),
+                    ));
+                }
+                Subject::Software(package.to_owned())
+            }
+            _ => Subject::Fact(Key::from_name(name).ok_or_else(|| {
+                FilterError::at_bytes(
+                    text,
+                    Problem::UnknownKey(name.to_owned()),
+                    name_at,
+                    name_at + name.len(),
+                )
+            })?),
+        };
         if value.is_empty() {
-            return Err(FilterError::EmptyValue {
-                text: text.to_string(),
-            });
+            return Err(FilterError::at_bytes(
+                text,
+                Problem::EmptyValue,
+                at,
+                text.len(),
+            ));
         }
         Ok(Filter {
-            key,
+            subject,
             op,
             value: value.to_string(),
         })
     }
 
-    /// The fact this filter asks about.
-    pub fn key(&self) -> Key {
-        self.key
+    /// What this filter asks about.
+    pub fn subject(&self) -> &Subject {
+        &self.subject
     }
 
     /// How the fact is compared.
@@ -258,16 +384,26 @@ impl Filter {
         &self.value
     }
 
-    /// Whether an agent is targeted by this term; an agent without the fact matches only `!=`.
+    /// Whether an agent is selected by this term. With several values (a package installed for two
+    /// architectures) one matching is enough, except for `!=`, which needs all to differ; an agent without the
+    /// fact or the package matches only `!=`.
     pub fn matches(&self, facts: &impl Facts) -> bool {
-        match facts.fact(self.key.as_str()) {
-            Some(fact) => self.op.test(&fact, &self.value),
-            None => self.op == Op::Ne,
+        let values = match &self.subject {
+            Subject::Fact(key) => facts
+                .fact(key.as_str())
+                .map(|v| vec![(v, Scheme::Generic)])
+                .unwrap_or_default(),
+            Subject::Software(name) => facts.software(name),
+        };
+        let holds = |(fact, scheme): &(String, Scheme)| self.op.test(fact, &self.value, *scheme);
+        match self.op {
+            Op::Ne => values.iter().all(holds),
+            _ => values.iter().any(holds),
         }
     }
 }
 
-/// Whether an agent is targeted by every filter of a rollout (no filters: every agent).
+/// Whether an agent is selected by every filter (no filters: every agent).
 pub fn matches_all(filters: &[Filter], facts: &impl Facts) -> bool {
     filters.iter().all(|filter| filter.matches(facts))
 }
@@ -289,7 +425,7 @@ impl fmt::Display for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A value starting with `=` after `<` or `>` would read back as `<=` or `>=`; a space keeps them apart.
         let gap = if self.value.starts_with('=') { " " } else { "" };
-        write!(f, "{}{}{gap}{}", self.key, self.op, self.value)
+        write!(f, "{}{}{gap}{}", self.subject, self.op, self.value)
     }
 }
 
@@ -321,11 +457,29 @@ mod tests {
 
     use super::*;
 
-    struct Inventory(HashMap<String, String>);
+    struct Inventory(HashMap<String, String>, Vec<(String, String, Scheme)>);
+
+    impl Inventory {
+        fn with_software(mut self, software: &[(&str, &str, Scheme)]) -> Inventory {
+            self.1 = software
+                .iter()
+                .map(|(n, v, s)| (n.to_string(), v.to_string(), *s))
+                .collect();
+            self
+        }
+    }
 
     impl Facts for Inventory {
         fn fact(&self, key: &str) -> Option<String> {
             self.0.get(key).cloned()
+        }
+
+        fn software(&self, name: &str) -> Vec<(String, Scheme)> {
+            self.1
+                .iter()
+                .filter(|(n, _, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v, s)| (v.clone(), *s))
+                .collect()
         }
     }
 
@@ -335,6 +489,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            Vec::new(),
         )
     }
 
@@ -378,8 +533,8 @@ mod tests {
         for (text, key, op, value) in cases {
             let parsed = filter(text);
             assert_eq!(
-                (parsed.key(), parsed.op(), parsed.value()),
-                (key, op, value),
+                (parsed.subject(), parsed.op(), parsed.value()),
+                (&Subject::Fact(key), op, value),
                 "{text}"
             );
             assert_eq!(text.parse::<Filter>().unwrap(), parsed);
@@ -406,50 +561,79 @@ mod tests {
     }
 
     #[test]
-    fn parse_refuses_with_the_expected_form() {
+    fn parse_refuses_with_the_expected_form_and_points_at_the_bad_part() {
+        let operator = "missing operator (expected KEY OP VALUE with OP one of =, !=, <, <=, >, >=, ~, e.g. \"os.version>=22.04\")";
+        let unknown = |key: &str| {
+            format!(
+                "unknown key \"{key}\" (known keys: {}, or software.NAME for an installed package)",
+                known_keys()
+            )
+        };
+        let empty = "empty value (expected KEY OP VALUE, e.g. \"os.name=Ubuntu\")";
         let cases = [
-            (
-                "osname",
-                r#"filter "osname": missing operator (expected KEY OP VALUE with OP one of =, !=, <, <=, >, >=, ~, e.g. "os.version>=22.04")"#,
-            ),
-            (
-                "os.name!Ubuntu",
-                r#"filter "os.name!Ubuntu": missing operator (expected KEY OP VALUE with OP one of =, !=, <, <=, >, >=, ~, e.g. "os.version>=22.04")"#,
-            ),
-            (
-                "",
-                r#"filter "": missing operator (expected KEY OP VALUE with OP one of =, !=, <, <=, >, >=, ~, e.g. "os.version>=22.04")"#,
-            ),
+            ("osname", operator.to_owned(), "^^^^^^"),
+            ("os.name!Ubuntu", operator.to_owned(), "^^^^^^^^^^^^^^"),
+            ("", operator.to_owned(), ""),
             (
                 "=Ubuntu",
-                r#"filter "=Ubuntu": missing key (expected KEY OP VALUE, e.g. "os.name=Ubuntu")"#,
+                "missing key (expected KEY OP VALUE, e.g. \"os.name=Ubuntu\")".to_owned(),
+                "^",
             ),
+            ("os.nam=Ubuntu", unknown("os.nam"), "^^^^^^"),
+            (" os name =Ubuntu", unknown("os name"), " ^^^^^^^"),
+            ("os.name=", empty.to_owned(), "       ^"),
+            ("os.version>=   ", empty.to_owned(), "          ^^^^^"),
             (
-                "os.nam=Ubuntu",
-                r#"filter "os.nam=Ubuntu": unknown key "os.nam" (known keys: hostname, site, platform, os.name, os.version, os.kernel, arch, agent.version)"#,
+                "software.=1",
+                "software. needs a package name (e.g. \"software.openssl<3.0.13\")".to_owned(),
+                "^^^^^^^^^",
             ),
-            (
-                "os name=Ubuntu",
-                r#"filter "os name=Ubuntu": unknown key "os name" (known keys: hostname, site, platform, os.name, os.version, os.kernel, arch, agent.version)"#,
-            ),
-            (
-                "os.name=",
-                r#"filter "os.name=": empty value (expected KEY OP VALUE, e.g. "os.name=Ubuntu")"#,
-            ),
-            (
-                "os.version>=   ",
-                r#"filter "os.version>=   ": empty value (expected KEY OP VALUE, e.g. "os.name=Ubuntu")"#,
-            ),
+            ("ös.nam=x", unknown("ös.nam"), "^^^^^^"),
         ];
-        for (text, message) in cases {
-            assert_eq!(refusal(text), message, "{text:?}");
+        for (text, problem, marker) in cases {
+            let expected = if text.is_empty() {
+                format!("filter \"\": {problem}")
+            } else {
+                format!("filter {text:?}: {problem}\n  {text}\n  {marker}")
+            };
+            assert_eq!(refusal(text), expected, "{text:?}");
+        }
+        let e = Filter::parse("os.nam=Ubuntu").unwrap_err();
+        assert_eq!(e.problem, Problem::UnknownKey("os.nam".into()));
+        assert_eq!(e.text, "os.nam=Ubuntu");
+    }
+
+    #[test]
+    fn software_filters_follow_the_package_database_ordering() {
+        let agent = Inventory(HashMap::new(), Vec::new()).with_software(&[
+            ("openssl", "3.0.2-0ubuntu1.15", Scheme::Debian),
+            ("libc6", "2.36-9", Scheme::Debian),
+            ("libc6", "2.36-9+deb12u4", Scheme::Debian),
+            ("kernel", "5.14.0-362.el9", Scheme::Rpm),
+            ("Cisco Secure Client", "5.1.2.42", Scheme::Generic),
+        ]);
+        let cases = [
+            ("software.openssl<3.0.13", true),
+            ("software.OpenSSL<3.0.2", false),
+            ("software.openssl>=3.0.2-0ubuntu1.15", true),
+            ("software.openssl=3.0.2-0ubuntu1.15", true),
+            ("software.openssl<1:1.0", true),
+            ("software.openssl~ubuntu", true),
+            ("software.libc6<2.36-9+deb12u4", true),
+            ("software.libc6!=2.36-9", false),
+            ("software.libc6!=2.37", true),
+            ("software.kernel<5.14.0-362.el9~1", false),
+            ("software.kernel>5.14.0-300.el9", true),
+            ("software.cisco secure client<5.1.10", true),
+            ("software.zsh!=5.9", true),
+            ("software.zsh<99", false),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(filter(text).matches(&agent), expected, "{text}");
         }
         assert_eq!(
-            Filter::parse("os.nam=Ubuntu"),
-            Err(FilterError::UnknownKey {
-                text: "os.nam=Ubuntu".to_string(),
-                key: "os.nam".to_string()
-            })
+            filter("Software.openssl < 3.0.13").to_string(),
+            "software.openssl<3.0.13"
         );
     }
 

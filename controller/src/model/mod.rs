@@ -9,6 +9,7 @@ pub mod agent;
 pub mod filter;
 pub mod package;
 pub mod rollout;
+pub mod software;
 pub mod window;
 
 pub use action::{ActionRecord, AttemptRecord};

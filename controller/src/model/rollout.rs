@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::agent::AgentFacts;
 use super::agent::AgentRecord;
 use super::filter::{matches_all, Filter};
+use super::software::SoftwareSets;
 use super::RolloutState;
 
 /// Built-in gate defaults (the brief's): 95% success, 5% errors (1 device in a canary), no soak.
@@ -282,17 +284,18 @@ impl WaveRecord {
 
 impl RolloutRecord {
     /// Whether `agent` is one of this rollout's targets: it matches the selector and some wave takes it.
-    pub fn is_target(&self, agent: &AgentRecord) -> bool {
-        self.selects(agent) && self.wave_for(agent).is_some()
+    pub fn is_target(&self, agent: &AgentRecord, sets: &dyn SoftwareSets) -> bool {
+        self.selects(agent, sets) && self.wave_for(agent).is_some()
     }
 
-    /// Whether `agent` matches the selector (sites, platforms, inventory filters).
-    pub fn selects(&self, agent: &AgentRecord) -> bool {
+    /// Whether `agent` matches the selector (sites, platforms, inventory filters; `sets` answer filters on
+    /// installed software).
+    pub fn selects(&self, agent: &AgentRecord, sets: &dyn SoftwareSets) -> bool {
         let s = &self.selector;
         (s.sites.is_empty() || s.sites.contains(&agent.site))
             && (s.platforms.is_empty()
                 || rollcall_packaging::platform::matches(&s.platforms, &agent.platform))
-            && matches_all(&s.filters, agent)
+            && matches_all(&s.filters, &AgentFacts::new(agent, sets))
     }
 
     /// The wave that takes `agent`, if any: a canary that chose it, else the wave naming its site, else `rest`.

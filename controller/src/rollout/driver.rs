@@ -11,6 +11,7 @@ use rollcall_proto::v1;
 use tracing::{info, warn};
 
 use super::engine::{advance, offer, retry_due, Env, Offer, Standing, Tally};
+use crate::model::software::SoftwareSets;
 use crate::model::{ActionRecord, ActionState, AgentRecord, RolloutRecord, RolloutState};
 use crate::store::{Store, StoreError};
 
@@ -80,17 +81,19 @@ pub struct TickOutcome {
     pub wake: Vec<Wake>,
 }
 
-/// The devices of a rollout: every agent that is a target, or has an action, with its wave.
+/// The devices of a rollout: every agent that is a target, or has an action, with its wave (`sets` answer the
+/// selector's filters on installed software).
 pub fn members<'a>(
     r: &RolloutRecord,
     agents: &'a [AgentRecord],
     actions: &'a HashMap<String, ActionRecord>,
+    sets: &dyn SoftwareSets,
 ) -> Vec<(u32, &'a AgentRecord, Option<&'a ActionRecord>)> {
     agents
         .iter()
         .filter_map(|agent| match actions.get(&agent.id) {
             Some(a) => Some((a.wave, agent, Some(a))),
-            None if r.selects(agent) => r.wave_for(agent).map(|w| (w, agent, None)),
+            None if r.selects(agent, sets) => r.wave_for(agent).map(|w| (w, agent, None)),
             None => None,
         })
         .collect()
@@ -102,9 +105,10 @@ pub fn tallies(
     agents: &[AgentRecord],
     actions: &HashMap<String, ActionRecord>,
     env: &Env,
+    sets: &dyn SoftwareSets,
 ) -> Vec<Tally> {
     let mut out = vec![Tally::default(); r.waves.len()];
-    for (wave, agent, action) in members(r, agents, actions) {
+    for (wave, agent, action) in members(r, agents, actions, sets) {
         if let Some(t) = out.get_mut(wave as usize) {
             t.add(Standing::in_rollout(r, agent, action, env));
         }
@@ -160,7 +164,7 @@ pub fn tick(store: &Store, env: &Env) -> Result<TickOutcome, StoreError> {
 
         let mut current = seen;
         for _ in 0..(current.waves.len() * 4 + 4) {
-            let t = tallies(&current, &agents, &actions, env);
+            let t = tallies(&current, &agents, &actions, env, store);
             let Some(step) = advance(&current, &t, env.now) else {
                 break;
             };
@@ -301,7 +305,7 @@ pub fn assignments_for(
                 .as_ref()
                 .is_none_or(|a| a.state == ActionState::Pending))
         .then(|| OFFER_LOCK.lock().unwrap_or_else(|e| e.into_inner()));
-        let decision = offer(&rollout, agent, existing.as_ref(), supported, || {
+        let decision = offer(&rollout, agent, existing.as_ref(), supported, store, || {
             site_downloads(store, &rollout.id, &agent.site, env).unwrap_or(u32::MAX)
         });
         let action = match decision {

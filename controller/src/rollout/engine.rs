@@ -2,6 +2,7 @@
 //! wave reaches its gate, opens, waits for approval, pauses or completes the rollout, what a checking-in device is
 //! offered, and when a failed device is retried. No I/O and no clock reads: `driver` feeds them.
 
+use crate::model::software::SoftwareSets;
 use crate::model::{
     ActionRecord, ActionState, AgentRecord, RolloutEvent, RolloutRecord, RolloutState,
 };
@@ -307,6 +308,7 @@ pub fn offer(
     agent: &AgentRecord,
     existing: Option<&ActionRecord>,
     platform_supported: bool,
+    sets: &dyn SoftwareSets,
     site_downloads: impl FnOnce() -> u32,
 ) -> Offer {
     let wave = match existing {
@@ -321,7 +323,7 @@ pub fn offer(
         Some(a) if a.state == ActionState::Pending => a.wave,
         Some(_) => return Offer::Nothing,
         None => {
-            if !r.selects(agent) {
+            if !r.selects(agent, sets) {
                 return Offer::Nothing;
             }
             match r.wave_for(agent) {

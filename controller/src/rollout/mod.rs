@@ -6,6 +6,7 @@
 //! rollout exactly where it was: nothing about a rollout lives only in memory.
 
 pub mod commands;
+pub mod compliance;
 pub mod driver;
 pub mod engine;
 pub mod plan;

@@ -4,6 +4,7 @@
 
 use crate::model::filter::Filter;
 use crate::model::rollout::GateOverrides;
+use crate::model::software::SoftwareSets;
 use crate::model::{
     AgentRecord, Canary, PackageRecord, RolloutRecord, RolloutState, Selector, SiteRecord,
     WaveRecord,
@@ -71,6 +72,7 @@ pub fn plan(
     sites: &[SiteRecord],
     env: &Env,
     created_by: &str,
+    sets: &dyn SoftwareSets,
 ) -> Result<RolloutRecord, PlanError> {
     if req.waves.is_empty() {
         return Err(invalid(
@@ -215,7 +217,7 @@ pub fn plan(
     }
 
     // Targets today: agents the selector picks. Canary candidates are those that could install now.
-    let targets: Vec<&AgentRecord> = agents.iter().filter(|a| draft.selects(a)).collect();
+    let targets: Vec<&AgentRecord> = agents.iter().filter(|a| draft.selects(a, sets)).collect();
     if targets.is_empty() {
         return Err(PlanError::SelectsNothing(
             "the rollout's selection matches no enrolled agent; check --site, --platform and --where".into(),
@@ -354,7 +356,7 @@ mod tests {
 
     fn try_plan(req: PlanRequest) -> Result<RolloutRecord, PlanError> {
         let (agents, sites) = fleet();
-        plan("r1", req, &package(), &agents, &sites, &env(), "admin")
+        plan("r1", req, &package(), &agents, &sites, &env(), "admin", &())
     }
 
     #[test]
@@ -509,7 +511,7 @@ mod tests {
             waves: vec![wave(sites_of(&["north"]))],
             ..Default::default()
         };
-        let e = plan("r1", req, &package(), &agents, &sites, &env(), "admin").unwrap_err();
+        let e = plan("r1", req, &package(), &agents, &sites, &env(), "admin", &()).unwrap_err();
         assert!(
             e.to_string()
                 .contains("supports linux but the selected agents are windows-x86_64"),
@@ -530,8 +532,8 @@ mod tests {
             filters: vec!["os.name=Debian".into()],
             ..Default::default()
         };
-        let r = plan("r1", req, &package(), &agents, &sites, &env(), "admin").unwrap();
-        assert!(r.is_target(&agents[0]));
-        assert!(!r.is_target(&agents[1]));
+        let r = plan("r1", req, &package(), &agents, &sites, &env(), "admin", &()).unwrap();
+        assert!(r.is_target(&agents[0], &()));
+        assert!(!r.is_target(&agents[1], &()));
     }
 }

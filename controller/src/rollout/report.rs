@@ -39,7 +39,7 @@ pub fn build(
     let mut per_site: BTreeMap<(u32, String), Tally> = BTreeMap::new();
     let mut wave_tally = vec![Tally::default(); r.waves.len()];
     let mut devices = Vec::new();
-    for (wave, agent, action) in members(r, agents, actions) {
+    for (wave, agent, action) in members(r, agents, actions, store) {
         let standing = Standing::in_rollout(r, agent, action, env);
         per_site
             .entry((wave, agent.site.clone()))

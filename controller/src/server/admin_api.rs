@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use prost::Message;
 use rollcall_proto::v1::{self, admin_service_server::AdminService};
 use rollcall_proto::{sha256_hex, Token};
 use tonic::{Request, Response, Status, Streaming};
@@ -11,11 +10,16 @@ use tonic::{Request, Response, Status, Streaming};
 use super::admin_people::People;
 use super::admin_rollouts::Rollouts;
 use super::auth::{caller, internal};
-use super::{now, Shared};
+use super::{now, rfc3339, Shared};
+use crate::model::agent::AgentFacts;
+use crate::model::filter::{matches_all, Facts, Filter};
 use crate::model::{ActionRecord, AgentRecord, SiteRecord};
 use crate::repo::PublishError;
+use crate::rollout::compliance;
+use crate::rollout::engine::Env;
 use crate::rollout::report::device_status;
 use crate::store::{token_id, Ending, Table, TokenRecord};
+use rollcall_packaging::version::Scheme;
 
 /// Largest payload accepted.
 const MAX_PAYLOAD: u64 = 8 * 1024 * 1024 * 1024;
@@ -39,6 +43,133 @@ impl AdminApi {
             shared,
         }
     }
+
+    /// What counts as current for `package`: a rollcall package compares with the versions rollcall installed
+    /// (current: `version`, else the newest published); other software by its database's ordering (current:
+    /// `version`, else the newest installed anywhere in `agents`).
+    fn compliance_target(
+        &self,
+        package: &str,
+        version: &str,
+        agents: &[AgentRecord],
+    ) -> Result<(compliance::Target, &'static str), Status> {
+        let store = &self.shared.store;
+        let published: Vec<String> = store
+            .packages()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|p| p.name == package)
+            .map(|p| p.version)
+            .collect();
+        let newest = |versions: Vec<(String, Scheme)>| {
+            versions
+                .into_iter()
+                .max_by(|(a, s), (b, _)| rollcall_packaging::version::compare(*s, a, b))
+        };
+        if !published.is_empty() {
+            let (version, source) = match version {
+                "" => (
+                    newest(
+                        published
+                            .into_iter()
+                            .map(|v| (v, Scheme::Generic))
+                            .collect(),
+                    )
+                    .map(|(v, _)| v)
+                    .unwrap_or_default(),
+                    "newest published",
+                ),
+                v => (v.to_owned(), "given"),
+            };
+            return Ok((
+                compliance::Target {
+                    package: package.to_owned(),
+                    version,
+                    scheme: Scheme::Generic,
+                    compared_by: "rollcall",
+                },
+                source,
+            ));
+        }
+        let mut seen = Vec::new();
+        for agent in agents {
+            let facts = AgentFacts::new(agent, store);
+            seen.extend(facts.software(package));
+        }
+        let Some((newest_seen, scheme)) = newest(seen) else {
+            return Err(Status::not_found(format!(
+                "no rollcall package and no installed software is named {}{}; `rollcall pkg list` shows the \
+                 packages, `rollcall agents show HOST --json --software` what a device has",
+                super::untrusted(package),
+                if agents.is_empty() { " (no agents in scope)" } else { "" }
+            )));
+        };
+        let compared_by = match scheme {
+            Scheme::Debian => "dpkg",
+            Scheme::Rpm => "rpm",
+            Scheme::Generic => "version parts",
+        };
+        let (version, source) = match version {
+            "" => (newest_seen, "newest installed"),
+            v => (v.to_owned(), "given"),
+        };
+        Ok((
+            compliance::Target {
+                package: package.to_owned(),
+                version,
+                scheme,
+                compared_by,
+            },
+            source,
+        ))
+    }
+
+    /// The agent `key` names: an agent id (in the fleet or retired), else a hostname (any case) that names exactly
+    /// one agent. Several agents with the hostname are refused with the list, so a technician picks by id.
+    fn find_agent(&self, key: &str, env: &Env) -> Result<AgentRecord, Status> {
+        let store = &self.shared.store;
+        let key = key.trim();
+        if let Some(agent) = store.agent(key).map_err(internal)? {
+            return Ok(agent);
+        }
+        if let Some(agent) = store.retired_agent(key).map_err(internal)? {
+            return Ok(agent);
+        }
+        let wanted = key.to_lowercase();
+        let mut found: Vec<AgentRecord> = store
+            .agents()
+            .map_err(internal)?
+            .into_iter()
+            .chain(store.retired_agents().map_err(internal)?)
+            .filter(|a| a.hostname.to_lowercase() == wanted)
+            .collect();
+        match found.len() {
+            0 => Err(Status::not_found(format!(
+                "no agent has the id or hostname {}; `rollcall agents list --where hostname~PART` searches",
+                super::untrusted(key)
+            ))),
+            1 => Ok(found.remove(0)),
+            n => {
+                found.sort_by_key(|a| std::cmp::Reverse(a.last_seen()));
+                let lines: Vec<String> = found
+                    .iter()
+                    .map(|a| {
+                        format!(
+                            "  {}  site {}  {}  last seen {}",
+                            a.id,
+                            a.site,
+                            a.presence(env.offline_after, env.cutoff, env.now),
+                            rfc3339(a.last_seen())
+                        )
+                    })
+                    .collect();
+                Err(Status::invalid_argument(format!(
+                    "hostname {key} names {n} agents; give one of these ids:\n{}",
+                    lines.join("\n")
+                )))
+            }
+        }
+    }
 }
 
 fn valid_site(site: &str) -> bool {
@@ -49,8 +180,11 @@ fn valid_site(site: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
-fn summary(agent: &AgentRecord) -> v1::AgentSummary {
+fn summary(agent: &AgentRecord, env: &Env) -> v1::AgentSummary {
     v1::AgentSummary {
+        presence: agent
+            .presence(env.offline_after, env.cutoff, env.now)
+            .to_owned(),
         agent_id: agent.id.clone(),
         hostname: agent.hostname.clone(),
         site: agent.site.clone(),
@@ -144,7 +278,7 @@ impl AdminService for AdminApi {
         let closed = s.connections.close_cert(&revoked);
         s.engine_now.notify_one();
         Ok(Response::new(v1::EndAgentResponse {
-            agent: Some(summary(&agent)),
+            agent: Some(summary(&agent, &s.env(now()))),
             certificates_revoked: revoked.len() as u32,
             connections_closed: closed as u32,
         }))
@@ -266,9 +400,21 @@ impl AdminService for AdminApi {
         &self,
         req: Request<v1::ListAgentsRequest>,
     ) -> Result<Response<v1::ListAgentsResponse>, Status> {
-        let site = &req.get_ref().site;
+        let req = req.into_inner();
+        let filters = req
+            .filters
+            .iter()
+            .map(|f| Filter::parse(f).map_err(|e| Status::invalid_argument(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
         let store = &self.shared.store;
-        let records = if req.get_ref().retired {
+        if !req.site.is_empty() && store.site(&req.site).map_err(internal)?.is_none() {
+            return Err(Status::not_found(format!(
+                "no site {}; `rollcall sites list` shows them",
+                req.site
+            )));
+        }
+        let env = self.shared.env(now());
+        let records = if req.retired {
             store.retired_agents()
         } else {
             store.agents()
@@ -276,13 +422,15 @@ impl AdminService for AdminApi {
         let mut agents: Vec<v1::AgentSummary> = records
             .map_err(internal)?
             .iter()
-            .filter(|a| site.is_empty() || a.site == *site)
-            .map(summary)
+            .filter(|a| req.site.is_empty() || a.site == req.site)
+            .filter(|a| env.now - a.last_seen() >= req.silent_for_seconds)
+            .filter(|a| matches_all(&filters, &AgentFacts::new(a, store)))
+            .map(|a| summary(a, &env))
             .collect();
         agents.sort_by(|a, b| (&a.site, &a.hostname).cmp(&(&b.site, &b.hostname)));
         Ok(Response::new(v1::ListAgentsResponse {
             agents,
-            now_unix: now(),
+            now_unix: env.now,
         }))
     }
 
@@ -291,20 +439,11 @@ impl AdminService for AdminApi {
         req: Request<v1::GetAgentRequest>,
     ) -> Result<Response<v1::AgentDetail>, Status> {
         let store = &self.shared.store;
-        let id = &req.get_ref().agent_id;
-        let agent = match store.agent(id).map_err(internal)? {
-            Some(agent) => agent,
-            None => store
-                .retired_agent(id)
-                .map_err(internal)?
-                .ok_or_else(|| Status::not_found(format!("no agent {id}")))?,
-        };
-        let inventory = store
-            .inventory(id)
-            .map_err(internal)?
-            .and_then(|bytes| v1::Inventory::decode(bytes.as_slice()).ok());
-        let mut actions = Vec::new();
         let env = self.shared.env(now());
+        let agent = self.find_agent(&req.get_ref().agent_id, &env)?;
+        let id = &agent.id;
+        let inventory = store.inventory(id).map_err(internal)?.map(|(inv, _)| inv);
+        let mut actions = Vec::new();
         for rollout in store.rollouts().map_err(internal)? {
             if let Some(a) = store
                 .action(&ActionRecord::id_for(&rollout.id, id))
@@ -323,7 +462,8 @@ impl AdminService for AdminApi {
             }
         }
         Ok(Response::new(v1::AgentDetail {
-            summary: Some(summary(&agent)),
+            summary: Some(summary(&agent, &env)),
+            drift_events: store.drift(&agent.id).map_err(internal)?,
             inventory,
             actions,
         }))
@@ -537,6 +677,73 @@ impl AdminService for AdminApi {
         let packages = self.shared.store.packages().map_err(internal)?;
         Ok(Response::new(v1::ListPackagesResponse {
             packages: packages.iter().map(package_info).collect(),
+        }))
+    }
+
+    async fn compliance(
+        &self,
+        req: Request<v1::ComplianceRequest>,
+    ) -> Result<Response<v1::ComplianceReport>, Status> {
+        let req = req.into_inner();
+        let package = req.package.trim();
+        if package.is_empty() || package.len() > 256 {
+            return Err(Status::invalid_argument(
+                "give a package name, e.g. `rollcall compliance openssl@3.0.13`",
+            ));
+        }
+        let store = &self.shared.store;
+        if !req.site.is_empty() && store.site(&req.site).map_err(internal)?.is_none() {
+            return Err(Status::not_found(format!(
+                "no site {}; `rollcall sites list` shows them",
+                super::untrusted(&req.site)
+            )));
+        }
+        let env = self.shared.env(now());
+        let agents: Vec<AgentRecord> = store
+            .agents()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|a| req.site.is_empty() || a.site == req.site)
+            .collect();
+        let (target, version_source) =
+            self.compliance_target(package, req.version.trim(), &agents)?;
+        let rollouts: Vec<_> = store
+            .rollouts()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|r| r.package == target.package)
+            .collect();
+        let mut package_rollouts = Vec::with_capacity(rollouts.len());
+        for r in &rollouts {
+            let actions = store
+                .actions_of(&r.id)
+                .map_err(internal)?
+                .into_iter()
+                .map(|a| (a.agent_id.clone(), a))
+                .collect();
+            package_rollouts.push(compliance::PackageRollout {
+                rollout: r,
+                actions,
+            });
+        }
+        let devices = compliance::assess(&target, &agents, &package_rollouts, store, &env);
+        let sites = compliance::per_site(&devices);
+        let devices = if req.devices {
+            devices
+                .into_iter()
+                .filter(|d| d.state != v1::Compliance::Current as i32)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(v1::ComplianceReport {
+            package: target.package,
+            version: target.version,
+            version_source: version_source.to_owned(),
+            compared_by: target.compared_by.to_owned(),
+            sites,
+            devices,
+            now_unix: env.now,
         }))
     }
 

@@ -177,6 +177,7 @@ impl Rollouts {
             &sites,
             &self.shared.env(now),
             &caller.subject,
+            store,
         )
         .map_err(plan_status)?;
         let id = format!("r{}", store.next_seq("rollout").map_err(internal)?);
@@ -188,6 +189,7 @@ impl Rollouts {
             &sites,
             &self.shared.env(now),
             &caller.subject,
+            store,
         )
         .map_err(plan_status)?;
         let created = super::audit_entry(

@@ -4,7 +4,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use prost::Message;
 use rollcall_proto::v1::{self, agent_service_server::AgentService};
 use rollcall_proto::{sha256_hex, Token};
 use tokio::io::AsyncReadExt;
@@ -13,7 +12,7 @@ use tracing::{info, warn};
 
 use super::auth::{caller, internal};
 use super::wake::WatchStream;
-use super::{now, Shared};
+use super::{now, rfc3339, Shared};
 use crate::blobs::is_sha256;
 use crate::model::AgentRecord;
 use crate::rollout::driver::{self, ReportOutcome};
@@ -49,12 +48,6 @@ fn refusal_status(refusal: &TokenRefusal) -> Status {
         TokenRefusal::Unknown => Status::unauthenticated(refusal.to_string()),
         _ => Status::permission_denied(refusal.to_string()),
     }
-}
-
-fn rfc3339(at: i64) -> String {
-    chrono::DateTime::from_timestamp(at, 0)
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_else(|| at.to_string())
 }
 
 fn new_agent_id() -> String {
@@ -154,6 +147,10 @@ impl AgentApi {
                 "the hostname must be at most 253 characters, without control characters",
             ));
         }
+        if let Some(inv) = &req.inventory {
+            rollcall_proto::inventory::check(inv)
+                .map_err(|e| Status::invalid_argument(format!("inventory refused: {e}")))?;
+        }
         if let Some(ban) = s.store.ban(hostname).map_err(internal)? {
             warn!(hostname = %super::untrusted(hostname), banned_by = %ban.by, "Enrollment of a banned host refused.");
             return Err(Status::permission_denied(format!(
@@ -215,6 +212,21 @@ impl AgentApi {
             EnrollOutcome::Enrolled(token) => token,
             EnrollOutcome::Refused(refusal) => return Err(refusal_status(&refusal)),
         };
+        if let Some(inv) = &req.inventory {
+            // The agent hashes the same message; its first check-in sends changes against it.
+            let hash = rollcall_proto::inventory::hash(inv);
+            let set = s
+                .store
+                .put_inventory(&agent_id, inv, &hash, now)
+                .map_err(internal)?;
+            s.store
+                .update_agent(&agent_id, |current| {
+                    let mut agent = current?;
+                    agent.absorb(inv, &hash, &set);
+                    Some(agent)
+                })
+                .map_err(internal)?;
+        }
         let root = s
             .store
             .tuf_file(&format!("{}.root.json", token.root_version))
@@ -242,6 +254,84 @@ impl AgentApi {
             trusted_root: root,
             certificate_not_after_unix: issued.not_after,
         }))
+    }
+}
+
+/// Refuse drift reports over the limits (before anything is stored).
+fn check_drift(events: &[v1::DriftEvent]) -> Result<(), Status> {
+    const MAX_EVENTS: usize = 1_000;
+    if events.len() > MAX_EVENTS {
+        return Err(Status::invalid_argument(format!(
+            "{} drift events in one check-in; at most {MAX_EVENTS} are accepted",
+            events.len()
+        )));
+    }
+    let too_long = events.iter().any(|e| {
+        [&e.profile, &e.item, &e.what, &e.error]
+            .iter()
+            .any(|s| s.len() > rollcall_proto::inventory::limits::TEXT)
+    });
+    if too_long {
+        return Err(Status::invalid_argument(format!(
+            "a drift event field is over {} characters",
+            rollcall_proto::inventory::limits::TEXT
+        )));
+    }
+    Ok(())
+}
+
+/// What a check-in says about the inventory.
+enum Incoming {
+    /// Nothing new (only the hash).
+    Unchanged,
+    /// A new inventory, whole or rebuilt from a delta, checked against the limits.
+    Accept(Box<v1::Inventory>),
+    /// A delta that does not apply to what is stored: the agent is asked for the whole inventory.
+    Resend,
+}
+
+impl AgentApi {
+    /// The inventory a check-in brings. A report over the limits is refused (`INVALID_ARGUMENT`, naming the
+    /// part) before anything is stored, so the previous inventory stays.
+    fn incoming_inventory(
+        &self,
+        agent_id: &str,
+        req: &v1::CheckInRequest,
+    ) -> Result<Incoming, Status> {
+        let refused = |e: rollcall_proto::inventory::InventoryError| {
+            Status::invalid_argument(format!("inventory refused, the previous one is kept: {e}"))
+        };
+        if let Some(inv) = &req.inventory {
+            rollcall_proto::inventory::check(inv).map_err(refused)?;
+            return Ok(Incoming::Accept(Box::new(inv.clone())));
+        }
+        let Some(delta) = &req.inventory_delta else {
+            return Ok(Incoming::Unchanged);
+        };
+        if delta.software_set.len() + delta.software_removed.len()
+            > rollcall_proto::inventory::limits::SOFTWARE
+        {
+            return Err(refused(
+                rollcall_proto::inventory::InventoryError::TooMany {
+                    part: "software changes",
+                    count: delta.software_set.len() + delta.software_removed.len(),
+                    max: rollcall_proto::inventory::limits::SOFTWARE,
+                },
+            ));
+        }
+        let Some((base, base_hash)) = self.shared.store.inventory(agent_id).map_err(internal)?
+        else {
+            return Ok(Incoming::Resend);
+        };
+        let Ok(inv) = rollcall_proto::inventory::apply(&base, &base_hash, delta) else {
+            return Ok(Incoming::Resend);
+        };
+        rollcall_proto::inventory::check(&inv).map_err(refused)?;
+        // The delta must rebuild exactly what the agent has; otherwise ask for the whole.
+        if rollcall_proto::inventory::hash(&inv) != req.inventory_hash {
+            return Ok(Incoming::Resend);
+        }
+        Ok(Incoming::Accept(Box::new(inv)))
     }
 }
 
@@ -277,6 +367,17 @@ impl AgentService for AgentApi {
         let now = now();
         let caller = caller(&req)?;
         let req = req.into_inner();
+        let incoming = self.incoming_inventory(&caller.subject, &req)?;
+        check_drift(&req.drift_events)?;
+        let accepted = match &incoming {
+            Incoming::Accept(inv) => Some((
+                inv,
+                s.store
+                    .put_inventory(&caller.subject, inv, &req.inventory_hash, now)
+                    .map_err(internal)?,
+            )),
+            _ => None,
+        };
         // A compare-and-swap, so a check-in in flight never undoes a revoke or brings a retired agent back.
         let updated = s
             .store
@@ -286,18 +387,8 @@ impl AgentService for AgentApi {
                 agent.agent_version = req.agent_version.clone();
                 agent.installed = agents_installed(&req.installed);
                 agent.enforces_windows = req.enforces_install_windows;
-                if let Some(inventory) = &req.inventory {
-                    agent.inventory_hash = req.inventory_hash.clone();
-                    if !inventory.hostname.is_empty() {
-                        agent.hostname = inventory.hostname.clone();
-                    }
-                    agent.os = format!("{} {}", inventory.os_name, inventory.os_version)
-                        .trim()
-                        .to_owned();
-                    agent.os_name = inventory.os_name.clone();
-                    agent.os_version = inventory.os_version.clone();
-                    agent.kernel = inventory.kernel_version.clone();
-                    agent.arch = inventory.arch.clone();
+                if let Some((inv, set)) = &accepted {
+                    agent.absorb(inv, &req.inventory_hash, set);
                 }
                 Some(agent)
             })
@@ -305,12 +396,11 @@ impl AgentService for AgentApi {
         let agent = updated.ok_or_else(|| {
             Status::unauthenticated(format!("agent {} was revoked or retired", caller.subject))
         })?;
-        if let Some(inventory) = &req.inventory {
-            s.store
-                .put_inventory(&agent.id, &inventory.encode_to_vec())
-                .map_err(internal)?;
-        }
-        let send_inventory = req.inventory.is_none() && agent.inventory_hash != req.inventory_hash;
+        let send_inventory = match incoming {
+            Incoming::Accept(_) => false,
+            Incoming::Resend => true,
+            Incoming::Unchanged => agent.inventory_hash != req.inventory_hash,
+        };
 
         let mut acknowledged = Vec::with_capacity(req.reports.len());
         let mut cancelled = Vec::new();
@@ -343,8 +433,30 @@ impl AgentService for AgentApi {
                 cancelled.push(id);
             }
         }
+        for e in &req.drift_events {
+            // A managed setting changed behind the agent's back: worth a look by security too.
+            s.seclog.event(
+                "configuration drift",
+                &agent.id,
+                &caller.from,
+                &e.item,
+                &format!(
+                    "profile {}: {}{}",
+                    e.profile,
+                    e.what,
+                    if e.repaired {
+                        ", repaired"
+                    } else {
+                        ", NOT repaired"
+                    }
+                ),
+            );
+        }
+        s.store
+            .add_drift(&agent.id, &req.drift_events)
+            .map_err(internal)?;
         // Reports are acknowledged and offers are sent only once they are durable.
-        if !req.reports.is_empty() || work.wrote {
+        if !req.reports.is_empty() || !req.drift_events.is_empty() || work.wrote {
             s.store.flush().await.map_err(internal)?;
         }
         if finished {

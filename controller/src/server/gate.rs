@@ -95,6 +95,7 @@ pub(crate) const METHODS: &[(&str, Access, u64, bool)] = &[
     ("/rollcall.v1.AdminService/ListUsers", Access::Staff, 64 * KIB, false),
     ("/rollcall.v1.AdminService/RevokeUser", Access::Admin, 64 * KIB, true),
     ("/rollcall.v1.AdminService/ListAudit", Access::Staff, 64 * KIB, false),
+    ("/rollcall.v1.AdminService/Compliance", Access::Staff, 64 * KIB, false),
 ];
 
 fn method(path: &str) -> Option<(&'static str, Access, u64, bool)> {

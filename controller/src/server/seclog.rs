@@ -56,11 +56,7 @@ impl Event {
     }
 }
 
-fn rfc3339(at: i64) -> String {
-    chrono::DateTime::from_timestamp(at, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
+use super::rfc3339;
 
 /// Where the log goes; both optional.
 #[derive(Debug, Clone, Default)]

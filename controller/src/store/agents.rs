@@ -296,15 +296,6 @@ impl Store {
             .collect())
     }
 
-    pub fn put_inventory(&self, agent_id: &str, encoded: &[u8]) -> Result<()> {
-        self.inventory.insert(agent_id.as_bytes(), encoded)?;
-        Ok(())
-    }
-
-    pub fn inventory(&self, agent_id: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.inventory.get(agent_id.as_bytes())?.map(|v| v.to_vec()))
-    }
-
     pub fn sites(&self) -> Result<Vec<SiteRecord>> {
         scan(&self.sites, "sites", b"")
     }

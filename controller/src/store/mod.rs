@@ -6,6 +6,7 @@
 
 mod agents;
 mod audit;
+mod inventory;
 mod packages;
 mod rollouts;
 mod tokens;
@@ -46,6 +47,11 @@ pub struct Store {
     db: sled::Db,
     agents: sled::Tree,
     inventory: sled::Tree,
+    /// Distinct software lists by sha256 (`inventory.rs`).
+    software: sled::Tree,
+    software_cache: Arc<inventory::SetCache>,
+    /// Configuration drift events by `<agent>/<seq>`.
+    drift: sled::Tree,
     certs: sled::Tree,
     sites: sled::Tree,
     tokens: sled::Tree,
@@ -107,6 +113,9 @@ impl Store {
         Ok(Store {
             agents: tree("agents")?,
             inventory: tree("inventory")?,
+            software: tree("software")?,
+            software_cache: Arc::default(),
+            drift: tree("drift")?,
             certs: tree("certs")?,
             sites: tree("sites")?,
             tokens: tree("tokens")?,

@@ -8,6 +8,9 @@
 //!   100% of the agents reported `Downloading` (each checks in after a random delay of up to its wake-up's
 //!   spread, gets its assignment and reports at once), how many were woken, and the controller's peak RSS.
 //!
+//! - `inventory` and `query`: the inventory's cost on this machine and `agents list --where` over a loaded store
+//!   (`rollcall_tests::invbench`).
+//!
 //! Bounded: enrollment, load and wake-ups all stop at their deadlines; traffic goes only to 127.0.0.1.
 
 use std::path::PathBuf;
@@ -24,6 +27,7 @@ use rollcall_controller::cli::{pkg, AdminClient};
 use rollcall_proto::tls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rollcall_proto::v1::{self, agent_service_client::AgentServiceClient};
 use rollcall_proto::{ClientIdentity, ServerTrust, Token};
+use rollcall_tests::footprint::rss_kib;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
@@ -101,6 +105,23 @@ enum Cmd {
         #[arg(long, default_value_t = 32)]
         enroll_concurrency: usize,
     },
+    /// The real `rollcall-agent inventory` run N times: CPU per run, peak RSS, packages found, delta size.
+    Inventory {
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
+    /// N agents with synthetic inventories loaded through the real Enroll and CheckIn calls, then
+    /// `agents list --where` and `compliance` timed over them.
+    Query {
+        #[arg(long, default_value_t = 100_000)]
+        agents: usize,
+        /// Distinct software lists among the agents (a fleet installed from a few images).
+        #[arg(long, default_value_t = 1000)]
+        sets: usize,
+        /// Agents loading at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -131,6 +152,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             interval,
             enroll_concurrency,
         } => wake(agents, &interval, enroll_concurrency).await,
+        Cmd::Inventory { runs } => rollcall_tests::invbench::inventory_cost(runs),
+        Cmd::Query {
+            agents,
+            sets,
+            concurrency,
+        } => {
+            raise_fd_limit(concurrency as u64 * 4 + 1024);
+            rollcall_tests::invbench::query(agents, sets, concurrency).await
+        }
         Cmd::AgentFootprint {
             settle_secs,
             window_secs,
@@ -162,20 +192,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await
         }
     }
-}
-
-/// Peak and current resident set of a process, in KiB, from /proc.
-fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -284,6 +300,7 @@ impl Fleet {
                         hostname: format!("bench-{i:05}"),
                         platform: "linux-x86_64".into(),
                         agent_version: "bench".into(),
+                        inventory: None,
                     })
                     .await?
                     .into_inner();
@@ -304,7 +321,7 @@ impl Fleet {
         }
         let enroll_secs = started.elapsed().as_secs_f64();
         eprintln!("enrolled {agents} in {enroll_secs:.1}s");
-        let inventory = rollcall_agent::inventory::collect(Some("bench"));
+        let inventory = rollcall_agent::inventory::collect(Some("bench"), &Default::default());
         let inventory_hash = rollcall_agent::inventory::hash(&inventory);
         Ok(Fleet {
             dir,

@@ -319,20 +319,20 @@ fn offer_table() {
     let a = agent("x", "s0");
     let b = agent("y", "s1");
     let free = || 0;
-    assert_eq!(offer(&r, &a, None, true, free), Offer::New { wave: 0 });
+    assert_eq!(offer(&r, &a, None, true, &(), free), Offer::New { wave: 0 });
     assert_eq!(
-        offer(&r, &b, None, true, free),
+        offer(&r, &b, None, true, &(), free),
         Offer::Nothing,
         "wave 2 not open"
     );
     assert_eq!(
-        offer(&r, &agent("z", "elsewhere"), None, true, free),
+        offer(&r, &agent("z", "elsewhere"), None, true, &(), free),
         Offer::Nothing,
         "not a target"
     );
     assert!(
         matches!(
-            offer(&r, &a, None, false, free),
+            offer(&r, &a, None, false, &(), free),
             Offer::Skip { wave: 0, .. }
         ),
         "wrong platform"
@@ -344,16 +344,23 @@ fn offer_table() {
         release_counter: 1,
         installed_at: 0,
     });
-    match offer(&r, &newer, None, true, free) {
+    match offer(&r, &newer, None, true, &(), free) {
         Offer::Skip { reason, .. } => assert!(reason.contains("already at app 2.0"), "{reason}"),
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        offer(&r, &a, Some(&action(ActionState::Downloading)), true, free),
+        offer(
+            &r,
+            &a,
+            Some(&action(ActionState::Downloading)),
+            true,
+            &(),
+            free
+        ),
         Offer::Resend
     );
     assert_eq!(
-        offer(&r, &a, Some(&action(ActionState::Pending)), true, free),
+        offer(&r, &a, Some(&action(ActionState::Pending)), true, &(), free),
         Offer::New { wave: 0 }
     );
     for done in [
@@ -363,36 +370,57 @@ fn offer_table() {
         ActionState::Cancelled,
     ] {
         assert_eq!(
-            offer(&r, &a, Some(&action(done)), true, free),
+            offer(&r, &a, Some(&action(done)), true, &(), free),
             Offer::Nothing,
             "{done:?}"
         );
     }
     // The cap: new offers wait, devices already downloading keep going.
     r.max_per_site = 2;
-    assert_eq!(offer(&r, &a, None, true, || 2), Offer::Held);
-    assert_eq!(offer(&r, &a, None, true, || 1), Offer::New { wave: 0 });
+    assert_eq!(offer(&r, &a, None, true, &(), || 2), Offer::Held);
+    assert_eq!(offer(&r, &a, None, true, &(), || 1), Offer::New { wave: 0 });
     assert_eq!(
-        offer(&r, &a, Some(&action(ActionState::Downloading)), true, || 5),
+        offer(
+            &r,
+            &a,
+            Some(&action(ActionState::Downloading)),
+            true,
+            &(),
+            || 5
+        ),
         Offer::Resend
     );
     // Paused: no new device starts; those working finish. Cancelled: nothing.
     r.state = RolloutState::Paused;
-    assert_eq!(offer(&r, &a, None, true, free), Offer::Nothing);
+    assert_eq!(offer(&r, &a, None, true, &(), free), Offer::Nothing);
     assert_eq!(
-        offer(&r, &a, Some(&action(ActionState::Downloaded)), true, free),
+        offer(
+            &r,
+            &a,
+            Some(&action(ActionState::Downloaded)),
+            true,
+            &(),
+            free
+        ),
         Offer::Resend
     );
     r.state = RolloutState::Cancelled;
     assert_eq!(
-        offer(&r, &a, Some(&action(ActionState::Downloaded)), true, free),
+        offer(
+            &r,
+            &a,
+            Some(&action(ActionState::Downloaded)),
+            true,
+            &(),
+            free
+        ),
         Offer::Nothing
     );
     // Completed: late joiners still get it, until superseded.
     r.state = RolloutState::Completed;
-    assert_eq!(offer(&r, &a, None, true, free), Offer::New { wave: 0 });
+    assert_eq!(offer(&r, &a, None, true, &(), free), Offer::New { wave: 0 });
     r.superseded_by = "r2".into();
-    assert_eq!(offer(&r, &a, None, true, free), Offer::Nothing);
+    assert_eq!(offer(&r, &a, None, true, &(), free), Offer::Nothing);
 }
 
 #[test]
