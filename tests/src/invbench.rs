@@ -15,11 +15,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use prost::Message;
-use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
-use rollcall_controller::cli::local::{bin, LocalController};
-use rollcall_proto::tls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rollcall_controller::cli::local::bin;
 use rollcall_proto::v1::{self, agent_service_client::AgentServiceClient};
-use rollcall_proto::{ClientIdentity, ServerTrust, Token};
+
+use crate::benchkit::{enroll_one, BenchController};
 
 /// CPU seconds (user + system) and peak RSS in KiB of the children this process has waited for.
 fn children_usage() -> (f64, u64) {
@@ -130,50 +129,18 @@ fn synthetic(base: &v1::Inventory, i: usize, sets: usize) -> v1::Inventory {
 
 /// `rollcall-bench query`.
 pub async fn query(agents: usize, sets: usize, concurrency: usize) -> anyhow::Result<()> {
-    let dir = tempfile::Builder::new()
-        .prefix("rollcall-bench-")
-        .tempdir()?;
-    let controller = LocalController::start(
-        &dir.path().join("controller"),
-        "1h",
-        "anonymous_calls_per_second = 1000000\nanonymous_connections_per_source = 1000000\n",
-    )
-    .await?;
-    let result = load_and_query(&controller, agents, sets, concurrency).await;
-    controller.stop().await;
+    let bench = BenchController::start(agents, "1h").await?;
+    let result = load_and_query(&bench, agents, sets, concurrency).await;
+    bench.controller.stop().await;
     result
 }
 
 async fn load_and_query(
-    controller: &LocalController,
+    bench: &BenchController,
     agents: usize,
     sets: usize,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    let admin = controller.admin().await?;
-    admin
-        .rpc
-        .clone()
-        .add_site(v1::AddSiteRequest {
-            name: "bench".into(),
-        })
-        .await?;
-    let token = admin
-        .rpc
-        .clone()
-        .create_token(v1::CreateTokenRequest {
-            site: "bench".into(),
-            uses: agents as u32,
-            ttl_seconds: 4 * 3600,
-        })
-        .await?
-        .into_inner()
-        .token;
-    let pin = Token::parse(&token).map_err(anyhow::Error::msg)?.ca_sha256;
-    let ServerTrust::Ca(ca) = ServerTrust::ca_pem_file(&controller.admin_creds().join("ca.crt"))?
-    else {
-        anyhow::bail!("unexpected trust type");
-    };
     let base = Arc::new(rollcall_agent::inventory::collect(
         None,
         &Default::default(),
@@ -184,8 +151,6 @@ async fn load_and_query(
     );
     let started = Instant::now();
     let deadline = started + Duration::from_secs(4 * 3600);
-    let enroll_channel =
-        rollcall_proto::connect(&controller.url, ServerTrust::PinnedCa(pin), None).await?;
     let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     let mut done = 0usize;
@@ -195,35 +160,17 @@ async fn load_and_query(
             Instant::now() < deadline,
             "load deadline passed after {i} agents"
         );
-        let (enroll, token, url, ca, base) = (
-            enroll_channel.clone(),
-            token.clone(),
-            controller.url.clone(),
-            ca.clone(),
+        let (enroll, token, base, trust) = (
+            bench.enroll_channel.clone(),
+            bench.token.clone(),
             base.clone(),
+            bench.trust(),
         );
         tasks.spawn(async move {
             let _permit = permit;
-            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-            let csr = CertificateParams::default().serialize_request(&key)?;
             let inventory = synthetic(&base, i, sets);
-            let resp = AgentServiceClient::new(enroll)
-                .enroll(v1::EnrollRequest {
-                    token,
-                    csr_der: csr.der().to_vec(),
-                    hostname: inventory.hostname.clone(),
-                    platform: "linux-x86_64".into(),
-                    agent_version: "bench".into(),
-                    inventory: None,
-                })
-                .await?
-                .into_inner();
-            let identity = ClientIdentity {
-                chain: vec![CertificateDer::from(resp.certificate_der)],
-                key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            };
-            let channel =
-                rollcall_proto::tls::connect_lazy(&url, ServerTrust::Ca(ca), Some(identity))?;
+            let identity = enroll_one(enroll, token, inventory.hostname.clone()).await?;
+            let channel = trust.channel(identity)?;
             let inventory_hash = rollcall_proto::inventory::hash(&inventory);
             AgentServiceClient::new(channel)
                 .check_in(v1::CheckInRequest {
@@ -247,6 +194,8 @@ async fn load_and_query(
         joined??;
     }
     let load_secs = started.elapsed().as_secs_f64();
+    let controller = &bench.controller;
+    let admin = &bench.admin;
     let (peak, now) = crate::footprint::rss_kib(controller.pid().unwrap_or(0));
     println!(
         "agents:                  {agents} ({sets} distinct software lists, {} packages each)",
@@ -272,7 +221,7 @@ async fn load_and_query(
     );
     for filters in [
         vec![],
-        vec!["os.name=Debian"],
+        vec!["os.name~Debian"],
         vec!["hw.model~Toughbook"],
         vec!["software.openssl<3.0.13"],
         vec!["software.vpn-client!=4.2.7"],

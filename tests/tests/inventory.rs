@@ -123,6 +123,21 @@ async fn inventory_answers_questions_and_changes_travel_as_deltas() {
     assert!(v.is_null(), "no JSON on a refusal");
     assert!(err.contains("unknown key \"os.nme\""), "{err}");
     assert!(err.contains("  os.nme=Ubuntu\n  ^^^^^^"), "{err}");
+    // The same language, the same refusal, for a rollout's targets (before anything is sent).
+    let (code, _, err) = c
+        .cli(&[
+            "rollout",
+            "create",
+            "vpn@1",
+            "--wave",
+            "north",
+            "--where",
+            "software.=1",
+        ])
+        .await
+        .unwrap();
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("software. needs a package name"), "{err}");
     let (code, v, _) = list(&c, &["--site", "north"]).await;
     assert_eq!((code, hostnames(&v)), (0, vec!["Desk-01".to_string()]));
     assert_eq!(v["agents"][0]["presence"], "online");

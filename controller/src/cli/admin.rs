@@ -670,6 +670,14 @@ async fn show_agent(
         Some(inv) => print!("{}", rollcall_proto::inventory::describe(inv, "  ")),
         None => println!("  (no inventory reported yet)"),
     }
+    if !s.installed.is_empty() {
+        let installed: Vec<String> = s
+            .installed
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect();
+        println!("  {:<10} {}", "rollcall", installed.join(", "));
+    }
     println!();
     if !d.drift_events.is_empty() {
         let now = chrono::Utc::now().timestamp();

@@ -79,7 +79,8 @@ pub struct CreateArgs {
     /// Only agents on these platforms, e.g. linux or linux-x86_64 (repeatable).
     #[arg(long = "platform", value_name = "PLATFORM")]
     pub platforms: Vec<String>,
-    /// Only agents whose inventory matches, e.g. os.name=Ubuntu or 'os.version>=22.04' (repeatable, all must match).
+    /// Only agents whose inventory matches, e.g. os.name=Ubuntu, 'os.version>=22.04', 'software.openssl<3.0.13'
+    /// (repeatable, all must match; the language of `agents list --where`).
     #[arg(long = "where", value_name = "FILTER")]
     pub filters: Vec<String>,
     /// Share of a wave that must succeed before the next opens (default 95%).
@@ -153,6 +154,9 @@ fn create_request(args: &CreateArgs) -> anyhow::Result<v1::CreateRolloutRequest>
         name,
         start,
     } = args;
+    for f in filters {
+        crate::model::filter::Filter::parse(f).map_err(|e| usage(e.to_string()))?;
+    }
     let (pkg_name, version) = package
         .split_once('@')
         .filter(|(n, v)| !n.is_empty() && !v.is_empty())

@@ -279,11 +279,6 @@ fn eq_ignore_case(a: &str, b: &str) -> bool {
         .eq(b.chars().flat_map(char::to_lowercase))
 }
 
-/// The generic version ordering facts compare by (see `rollcall_packaging::version`).
-pub fn compare_versions(a: &str, b: &str) -> Ordering {
-    compare(Scheme::Generic, a, b)
-}
-
 // === impl Filter ===
 
 /// An agent's inventory as a filter sees it, so the model does not depend on how agents are stored.
@@ -719,30 +714,6 @@ mod tests {
         ];
         for (text, expected) in cases {
             assert_eq!(filter(text).matches(&agent), expected, "{text}");
-        }
-    }
-
-    #[test]
-    fn compare_versions_splits_on_separators() {
-        use Ordering::{Equal, Greater, Less};
-        let cases = [
-            ("22.04", "22.10", Less),
-            ("3.0.2", "3.0.13", Less),
-            ("22.04", "22.4", Equal),
-            ("22.04", "22.04.1", Less),
-            ("5.15.0-91-generic", "5.15.0-100-generic", Less),
-            ("1.2.3+build7", "1.2.3+build10", Greater),
-            ("1.0~rc1", "1.0~RC1", Equal),
-            ("1.0~rc1", "1.0~rc2", Less),
-            ("1.0.1", "1.0.rc1", Less),
-            ("99999999999999999999999", "100000000000000000000000", Less),
-            ("", "0", Less),
-            ("1..2", "1.0.2", Less),
-            ("", "", Equal),
-        ];
-        for (a, b, order) in cases {
-            assert_eq!(compare_versions(a, b), order, "{a} vs {b}");
-            assert_eq!(compare_versions(b, a), order.reverse(), "{b} vs {a}");
         }
     }
 

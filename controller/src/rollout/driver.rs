@@ -116,17 +116,6 @@ pub fn tallies(
     out
 }
 
-fn actions_by_agent(
-    store: &Store,
-    rollout_id: &str,
-) -> Result<HashMap<String, ActionRecord>, StoreError> {
-    Ok(store
-        .actions_of(rollout_id)?
-        .into_iter()
-        .map(|a| (a.agent_id.clone(), a))
-        .collect())
-}
-
 /// One engine pass over every active rollout: due automatic retries, then gates, waves and completion.
 pub fn tick(store: &Store, env: &Env) -> Result<TickOutcome, StoreError> {
     let mut out = TickOutcome::default();
@@ -145,7 +134,7 @@ pub fn tick(store: &Store, env: &Env) -> Result<TickOutcome, StoreError> {
             continue;
         }
         // One read of the rollout's devices per pass: the steps below change only the rollout record.
-        let mut actions = actions_by_agent(store, &seen.id)?;
+        let mut actions = store.actions_by_agent(&seen.id)?;
         let mut retried = Vec::new();
         for a in actions.values_mut() {
             if !retry_due(a, &seen, env.now) {

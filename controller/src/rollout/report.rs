@@ -19,11 +19,7 @@ pub fn rollout_status(
     devices: bool,
 ) -> Result<v1::RolloutStatus, StoreError> {
     let agents = store.agents()?;
-    let actions: HashMap<String, ActionRecord> = store
-        .actions_of(&r.id)?
-        .into_iter()
-        .map(|a| (a.agent_id.clone(), a))
-        .collect();
+    let actions = store.actions_by_agent(&r.id)?;
     Ok(build(store, r, &agents, &actions, env, devices))
 }
 

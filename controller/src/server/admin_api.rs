@@ -715,12 +715,7 @@ impl AdminService for AdminApi {
             .collect();
         let mut package_rollouts = Vec::with_capacity(rollouts.len());
         for r in &rollouts {
-            let actions = store
-                .actions_of(&r.id)
-                .map_err(internal)?
-                .into_iter()
-                .map(|a| (a.agent_id.clone(), a))
-                .collect();
+            let actions = store.actions_by_agent(&r.id).map_err(internal)?;
             package_rollouts.push(compliance::PackageRollout {
                 rollout: r,
                 actions,

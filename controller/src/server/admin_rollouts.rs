@@ -423,12 +423,7 @@ impl Rollouts {
         let agents = store.agents().map_err(internal)?;
         let mut rollouts = Vec::new();
         for r in store.rollouts().map_err(internal)? {
-            let actions = store
-                .actions_of(&r.id)
-                .map_err(internal)?
-                .into_iter()
-                .map(|a| (a.agent_id.clone(), a))
-                .collect();
+            let actions = store.actions_by_agent(&r.id).map_err(internal)?;
             rollouts.push(crate::rollout::report::build(
                 store, &r, &agents, &actions, &env, false,
             ));

@@ -219,6 +219,7 @@ pub async fn serve(
     let engine = tokio::spawn(engine_loop(shared.clone(), stop_rx.clone()));
     tokio::spawn(log_audit(store.audit_feed()));
     let refresher = tokio::spawn(refresh_loop(shared.clone(), stop_rx.clone()));
+    tokio::spawn(sweep_loop(shared.clone(), stop_rx.clone()));
 
     let mut stop_serve = stop_rx.clone();
     let server = tonic::transport::Server::builder()
@@ -409,6 +410,23 @@ async fn log_audit(mut feed: tokio::sync::broadcast::Receiver<crate::store::Audi
 
 /// Keeps snapshot and timestamp fresh while the controller runs: it looks every quarter of their validity (at
 /// most hourly) and re-signs past half-life, so short-lived metadata never lapses.
+/// Every hour (and at start), the software lists no agent names any more are removed from the store.
+async fn sweep_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let store = shared.store.clone();
+        match tokio::task::spawn_blocking(move || store.sweep_software_sets(now())).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => info!(removed, "Unused software lists removed from the store."),
+            Ok(Err(e)) => warn!(error = %e, "Sweeping unused software lists failed."),
+            Err(e) => warn!(error = %e, "Sweeping unused software lists stopped unexpectedly."),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stopped(&mut stop) => return,
+        }
+    }
+}
+
 async fn refresh_loop(shared: Arc<Shared>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let every = (shared.config.timestamp_validity / 4)
         .clamp(Duration::from_secs(1), Duration::from_secs(3600));

@@ -112,7 +112,7 @@ impl Store {
         now: i64,
         make_agent: impl Fn(&TokenRecord) -> NewAgent,
     ) -> Result<(EnrollOutcome, Option<NewAgent>)> {
-        self.transact(None, |tx| {
+        let enrolled = self.transact(None, |tx| {
             let token = tx.get::<TokenRecord>(Table::Tokens, token_hash)?;
             let mut token = match check_token(token, now) {
                 Ok(t) => t,
@@ -125,7 +125,11 @@ impl Store {
             tx.put(Table::Certs, &new.cert_fingerprint, &new.cert)?;
             revoke_in(tx, &new.revoke)?;
             Ok((EnrollOutcome::Enrolled(token), Some(new)))
-        })
+        })?;
+        if let (_, Some(new)) = &enrolled {
+            self.index_hostname(&new.agent)?;
+        }
+        Ok(enrolled)
     }
 
     /// Every certificate issued to `subject`, with its sha256.
@@ -168,11 +172,41 @@ impl Store {
     /// of the same host replaces.
     pub fn agent_by_hostname(&self, hostname: &str) -> Result<Option<AgentRecord>> {
         let wanted = hostname.trim().to_lowercase();
-        Ok(self
-            .agents()?
-            .into_iter()
-            .filter(|a| a.hostname.to_lowercase() == wanted)
-            .max_by_key(|a| a.enrolled_at))
+        let mut found: Option<AgentRecord> = None;
+        for entry in self.hostnames.scan_prefix(hostname_key(&wanted, "")) {
+            let (key, _) = entry?;
+            let id = String::from_utf8_lossy(&key[wanted.len() + 1..]).into_owned();
+            // The index may name an agent that was renamed or retired since: the record decides.
+            let Some(agent) = self.agent(&id)? else {
+                continue;
+            };
+            if agent.hostname.to_lowercase() == wanted
+                && found
+                    .as_ref()
+                    .is_none_or(|f| agent.enrolled_at > f.enrolled_at)
+            {
+                found = Some(agent);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Name `agent` under its hostname in the index (entries are never wrong for long: lookups check the record).
+    fn index_hostname(&self, agent: &AgentRecord) -> Result<()> {
+        self.hostnames.insert(
+            hostname_key(&agent.hostname.to_lowercase(), &agent.id),
+            b"".as_slice(),
+        )?;
+        Ok(())
+    }
+
+    /// Rebuild the hostname index from the fleet (at open: it also covers a crash between a write and its entry).
+    pub(super) fn rebuild_hostname_index(&self) -> Result<()> {
+        self.hostnames.clear()?;
+        for agent in self.agents()? {
+            self.index_hostname(&agent)?;
+        }
+        Ok(())
     }
 
     pub fn ban(&self, hostname: &str) -> Result<Option<BanRecord>> {
@@ -276,11 +310,24 @@ impl Store {
         id: &str,
         change: impl FnMut(Option<AgentRecord>) -> Option<AgentRecord>,
     ) -> Result<Option<AgentRecord>> {
-        super::update(&self.agents, "agents", id.as_bytes(), change)
+        let mut change = change;
+        let mut before = None;
+        let updated = super::update(&self.agents, "agents", id.as_bytes(), |current| {
+            before = current.as_ref().map(|a: &AgentRecord| a.hostname.clone());
+            change(current)
+        })?;
+        if let Some(agent) = updated
+            .as_ref()
+            .filter(|a| before.as_ref() != Some(&a.hostname))
+        {
+            self.index_hostname(agent)?;
+        }
+        Ok(updated)
     }
 
     pub fn put_agent(&self, agent: &AgentRecord) -> Result<()> {
-        put(&self.agents, agent.id.as_bytes(), agent)
+        put(&self.agents, agent.id.as_bytes(), agent)?;
+        self.index_hostname(agent)
     }
 
     pub fn agents(&self) -> Result<Vec<AgentRecord>> {
@@ -322,4 +369,9 @@ pub fn agents_installed(
             installed_at: p.installed_at_unix,
         })
         .collect()
+}
+
+/// The hostname index key: `hostname` (lower case), a NUL, the agent id.
+fn hostname_key(hostname: &str, id: &str) -> Vec<u8> {
+    format!("{hostname}\0{id}").into_bytes()
 }

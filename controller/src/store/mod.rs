@@ -76,6 +76,9 @@ pub struct Store {
     retired: sled::Tree,
     /// Hostnames (lower case) that may not enroll.
     bans: sled::Tree,
+    /// Index `<hostname lower case>\0<agent id>` of the fleet, for enrollment's "same host again" lookup.
+    /// Derived (rebuilt at open); a lookup checks the record, so an entry left by a rename or retire is harmless.
+    hostnames: sled::Tree,
     flusher: Arc<Flusher>,
 }
 
@@ -132,6 +135,7 @@ impl Store {
             audit_tap: tokio::sync::broadcast::channel(4096).0,
             retired: tree("retired")?,
             bans: tree("bans")?,
+            hostnames: tree("hostnames")?,
             flusher: Arc::new(Flusher::default()),
             db,
         })
@@ -140,6 +144,7 @@ impl Store {
             let _ = store.db.drop_tree("running");
             store.rebuild_active_index()?;
             store.rebuild_slot_index()?;
+            store.rebuild_hostname_index()?;
             Ok(store)
         })
     }
@@ -286,6 +291,54 @@ pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hostname_index_follows_renames_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut old = crate::model::AgentRecord::new("a1", "Desk-07", "north", "linux", 10);
+        store.put_agent(&old).unwrap();
+        let newer = crate::model::AgentRecord::new("a2", "desk-07", "north", "linux", 20);
+        store.put_agent(&newer).unwrap();
+        let found = |name: &str| store.agent_by_hostname(name).unwrap().map(|a| a.id);
+        assert_eq!(
+            found("DESK-07").as_deref(),
+            Some("a2"),
+            "the newest of the name"
+        );
+        // Renamed by its inventory: found by the new name only.
+        store
+            .update_agent("a2", |a| {
+                let mut a = a?;
+                a.hostname = "desk-08".into();
+                Some(a)
+            })
+            .unwrap();
+        assert_eq!(found("desk-08").as_deref(), Some("a2"));
+        assert_eq!(found("desk-07").as_deref(), Some("a1"));
+        old.hostname = "gone".into();
+        store.put_agent(&old).unwrap();
+        assert_eq!(
+            found("desk-07"),
+            None,
+            "a stale entry is checked against the record"
+        );
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store
+                .agent_by_hostname("desk-08")
+                .unwrap()
+                .map(|a| a.id)
+                .as_deref(),
+            Some("a2")
+        );
+        assert_eq!(
+            store.hostnames.len(),
+            2,
+            "rebuilt from the fleet: no stale entries"
+        );
+    }
 
     /// The workload that deadlocked sled's own `flush_async`: many concurrent multi-tree transactions, each
     /// followed by a flush. Bounded by a timeout so a regression fails instead of hanging.

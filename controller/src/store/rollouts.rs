@@ -285,6 +285,18 @@ impl Store {
             format!("{rollout_id}/").as_bytes(),
         )
     }
+
+    /// A rollout's actions by agent id.
+    pub fn actions_by_agent(
+        &self,
+        rollout_id: &str,
+    ) -> Result<std::collections::HashMap<String, ActionRecord>> {
+        Ok(self
+            .actions_of(rollout_id)?
+            .into_iter()
+            .map(|a| (a.agent_id.clone(), a))
+            .collect())
+    }
 }
 
 /// Rollouts the engine or the check-in path acts on: scheduled (to start), running, waiting for approval,

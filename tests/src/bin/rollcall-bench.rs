@@ -20,13 +20,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rollcall_agent::backoff::{jitter, Backoff};
 use rollcall_controller::cli::local::LocalController;
 use rollcall_controller::cli::{pkg, AdminClient};
-use rollcall_proto::tls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rollcall_proto::v1::{self, agent_service_client::AgentServiceClient};
-use rollcall_proto::{ClientIdentity, ServerTrust, Token};
+use rollcall_proto::ServerTrust;
 use rollcall_tests::footprint::rss_kib;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
@@ -233,81 +231,30 @@ impl Fleet {
         checkin_interval: &str,
     ) -> anyhow::Result<Fleet> {
         raise_fd_limit((agents as u64) * 2 + 1024);
-        let dir = tempfile::Builder::new()
-            .prefix("rollcall-bench-")
-            .tempdir()?;
-        // Every simulated agent comes from 127.0.0.1: lift the per-source limits meant for a station's NAT.
-        let controller = LocalController::start(
-            &dir.path().join("controller"),
-            checkin_interval,
-            "anonymous_calls_per_second = 1000000\nanonymous_connections_per_source = 1000000\n",
-        )
-        .await?;
-        let admin = controller.admin().await?;
-        let keys = dir.path().join("keys");
-        let repo = dir.path().join("repo");
-        pkg::keygen(&keys)?;
-        let online = pkg::online_keys_of(&admin).await?;
-        pkg::init_repo(&keys, &repo, &online, Duration::from_secs(3600)).await?;
-        pkg::push(&admin, &repo).await?;
-        admin
-            .rpc
-            .clone()
-            .add_site(v1::AddSiteRequest {
-                name: "bench".into(),
-            })
-            .await?;
-        let token = admin
-            .rpc
-            .clone()
-            .create_token(v1::CreateTokenRequest {
-                site: "bench".into(),
-                uses: agents as u32,
-                ttl_seconds: 3600,
-            })
-            .await?
-            .into_inner()
-            .token;
-        let pin = Token::parse(&token).map_err(anyhow::Error::msg)?.ca_sha256;
-        let ServerTrust::Ca(ca) =
-            ServerTrust::ca_pem_file(&controller.admin_creds().join("ca.crt"))?
-        else {
-            anyhow::bail!("unexpected trust type");
-        };
-
+        let rollcall_tests::benchkit::BenchController {
+            dir,
+            controller,
+            admin,
+            keys,
+            repo,
+            token,
+            ca,
+            enroll_channel,
+        } = rollcall_tests::benchkit::BenchController::start(agents, checkin_interval).await?;
         eprintln!("enrolling {agents} agents…");
         let started = Instant::now();
         let enroll_deadline = started + Duration::from_secs(600);
-        let enroll_channel =
-            rollcall_proto::connect(&controller.url, ServerTrust::PinnedCa(pin), None).await?;
         let semaphore = Arc::new(tokio::sync::Semaphore::new(enroll_concurrency));
         let mut tasks = Vec::with_capacity(agents);
         for i in 0..agents {
             let permit = semaphore.clone().acquire_owned().await?;
-            let mut client = AgentServiceClient::new(enroll_channel.clone());
-            let token = token.clone();
+            let (channel, token) = (enroll_channel.clone(), token.clone());
             tasks.push(tokio::spawn(async move {
                 let _permit = permit;
                 if Instant::now() > enroll_deadline {
                     anyhow::bail!("enrollment deadline passed");
                 }
-                let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-                let csr = CertificateParams::default().serialize_request(&key)?;
-                let resp = client
-                    .enroll(v1::EnrollRequest {
-                        token,
-                        csr_der: csr.der().to_vec(),
-                        hostname: format!("bench-{i:05}"),
-                        platform: "linux-x86_64".into(),
-                        agent_version: "bench".into(),
-                        inventory: None,
-                    })
-                    .await?
-                    .into_inner();
-                Ok(ClientIdentity {
-                    chain: vec![CertificateDer::from(resp.certificate_der)],
-                    key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-                })
+                rollcall_tests::benchkit::enroll_one(channel, token, format!("bench-{i:05}")).await
             }));
         }
         let mut clients = Vec::with_capacity(agents);

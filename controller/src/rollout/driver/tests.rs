@@ -135,7 +135,7 @@ fn skipped_devices_are_recorded_apart_and_never_succeed() {
         .detail
         .contains("package supports windows but the device is linux-x86_64"));
     let r = store.rollout("r2").unwrap().unwrap();
-    let actions = actions_by_agent(&store, "r2").unwrap();
+    let actions = store.actions_by_agent("r2").unwrap();
     let t = tallies(&r, &store.agents().unwrap(), &actions, &env(2), &store);
     assert_eq!((t[0].succeeded, t[0].skipped), (0, 1));
 }
