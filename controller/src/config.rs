@@ -14,6 +14,11 @@ version = 1
 # Address the gRPC server (agents and admins) listens on. Command-line --listen overrides it.
 # listen = "0.0.0.0:8443"
 
+# Connections the kernel queues for the controller to accept: after a controller restart every agent reconnects
+# at once, and a queue that overflows drops their handshakes. The kernel caps it at net.core.somaxconn (4096 on
+# current Linux): raise that too (`sysctl -w net.core.somaxconn=65535`); the controller says so at start.
+# listen_backlog = 65535
+
 # How often agents check in, and the random extra delay each adds so thousands never fire together.
 # checkin_interval = "5m"
 # checkin_jitter = "1m"
@@ -85,6 +90,8 @@ pub struct ControllerConfig {
     pub anonymous_connections_per_source: usize,
     #[serde(default = "default_anonymous_calls")]
     pub anonymous_calls_per_second: u32,
+    #[serde(default = "default_listen_backlog")]
+    pub listen_backlog: u32,
     #[serde(default)]
     pub security_log: Option<std::path::PathBuf>,
     #[serde(default)]
@@ -128,6 +135,9 @@ fn default_anonymous_connections() -> usize {
 fn default_anonymous_calls() -> u32 {
     20
 }
+fn default_listen_backlog() -> u32 {
+    65535
+}
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
@@ -153,6 +163,12 @@ impl ControllerConfig {
             return Err(Error::Config {
                 path: path.to_owned(),
                 reason: "idle_timeout and anonymous_idle_timeout must be more than 0".into(),
+            });
+        }
+        if config.listen_backlog == 0 {
+            return Err(Error::Config {
+                path: path.to_owned(),
+                reason: "listen_backlog must be at least 1".into(),
             });
         }
         if config.checkin_interval.is_zero() {
@@ -189,6 +205,7 @@ mod tests {
         assert_eq!(c.anonymous_idle_timeout, Duration::from_secs(10));
         assert_eq!(c.anonymous_connections_per_source, 64);
         assert_eq!(c.anonymous_calls_per_second, 20);
+        assert_eq!(c.listen_backlog, 65535);
     }
 
     #[test]
@@ -211,5 +228,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listen_addr"), "{e}");
+        let e = ControllerConfig::parse("version = 1\nlisten_backlog = 0", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen_backlog must be at least 1"), "{e}");
     }
 }

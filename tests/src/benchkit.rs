@@ -29,15 +29,22 @@ pub struct BenchController {
 }
 
 impl BenchController {
-    /// Start a controller with `checkin_interval` and prepare the `bench` site for `agents` enrollments.
-    pub async fn start(agents: usize, checkin_interval: &str) -> anyhow::Result<BenchController> {
+    /// Start a controller with `checkin_interval` (and `extra` lines of `controller.toml`) and prepare the `bench`
+    /// site for `agents` enrollments.
+    pub async fn start(
+        agents: usize,
+        checkin_interval: &str,
+        extra: &str,
+    ) -> anyhow::Result<BenchController> {
         let dir = tempfile::Builder::new()
             .prefix("rollcall-bench-")
             .tempdir()?;
         let controller = LocalController::start(
             &dir.path().join("controller"),
             checkin_interval,
-            "anonymous_calls_per_second = 1000000\nanonymous_connections_per_source = 1000000\n",
+            &format!(
+                "anonymous_calls_per_second = 1000000\nanonymous_connections_per_source = 1000000\n{extra}"
+            ),
         )
         .await?;
         let admin = controller.admin().await?;
@@ -135,4 +142,20 @@ pub async fn enroll_one(
         chain: vec![CertificateDer::from(resp.certificate_der)],
         key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
     })
+}
+
+/// The machine's `TcpExtListenOverflows` and `TcpExtListenDrops` counters (what `nstat` reports), from
+/// `/proc/net/netstat`: handshakes dropped because an accept queue was full.
+pub fn listen_overflows() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut tcp_ext = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (tcp_ext.next()?, tcp_ext.next()?);
+    let field = |name: &str| {
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.parse().ok())
+    };
+    Some((field("ListenOverflows")?, field("ListenDrops")?))
 }

@@ -129,7 +129,7 @@ fn synthetic(base: &v1::Inventory, i: usize, sets: usize) -> v1::Inventory {
 
 /// `rollcall-bench query`.
 pub async fn query(agents: usize, sets: usize, concurrency: usize) -> anyhow::Result<()> {
-    let bench = BenchController::start(agents, "1h").await?;
+    let bench = BenchController::start(agents, "1h", "").await?;
     let result = load_and_query(&bench, agents, sets, concurrency).await;
     bench.controller.stop().await;
     result

@@ -16,6 +16,7 @@ use rollcall_proto::v1;
 
 pub use rollcall_controller::cli::local::bin;
 
+pub mod bare;
 pub mod benchkit;
 pub mod footprint;
 pub mod fuzz;

@@ -129,6 +129,42 @@ impl Shared {
     }
 }
 
+/// Bind `addr` with an accept queue of `backlog` connections (tokio's own `bind` asks for 1,024, which a
+/// reconnect storm of thousands of agents overflows). Says so when the kernel caps it lower.
+async fn listen(addr: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for at in tokio::net::lookup_host(addr).await? {
+        let socket = if at.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(at).and_then(|()| socket.listen(backlog)) {
+            Ok(listener) => {
+                let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u32>().ok());
+                if let Some(cap) = cap.filter(|cap| *cap < backlog) {
+                    info!(
+                        listen_backlog = backlog,
+                        somaxconn = cap,
+                        "The kernel caps the accept queue at net.core.somaxconn; raise it for reconnect storms of more agents."
+                    );
+                }
+                return Ok(listener);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the address resolves to nothing",
+        )
+    }))
+}
+
 /// Load the data directory, bind, and serve until `shutdown` resolves.
 pub async fn serve(
     opts: ServeOptions,
@@ -163,7 +199,7 @@ pub async fn serve(
     let tls =
         crate::pki::tls::server_config(&data.ca_cert(), &data.server_cert(), &data.server_key())?;
 
-    let listener = TcpListener::bind(&config.listen)
+    let listener = listen(&config.listen, config.listen_backlog)
         .await
         .map_err(|source| Error::Listen {
             addr: config.listen.clone(),

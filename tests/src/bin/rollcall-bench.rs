@@ -24,7 +24,7 @@ use rollcall_agent::backoff::{jitter, Backoff};
 use rollcall_controller::cli::local::LocalController;
 use rollcall_controller::cli::{pkg, AdminClient};
 use rollcall_proto::v1::{self, agent_service_client::AgentServiceClient};
-use rollcall_proto::ServerTrust;
+use rollcall_proto::{ClientIdentity, ServerTrust};
 use rollcall_tests::footprint::rss_kib;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
@@ -59,6 +59,10 @@ enum Cmd {
         /// gets its assignment and the engine tallies all N devices every second).
         #[arg(long)]
         rollout: bool,
+        /// Then drive the same agents, the same way, against a bare tonic server with the controller's TLS
+        /// configuration that does no work, and print both figures and their ratio.
+        #[arg(long)]
+        baseline: bool,
     },
     /// Time from starting a rollout until N online agents, woken over their Watch streams, start downloading.
     Wake {
@@ -102,6 +106,9 @@ enum Cmd {
         max_backoff_secs: u64,
         #[arg(long, default_value_t = 32)]
         enroll_concurrency: usize,
+        /// The controller's accept queue (`listen_backlog`; default: its own default).
+        #[arg(long)]
+        listen_backlog: Option<u32>,
     },
     /// The real `rollcall-agent inventory` run N times: CPU per run, peak RSS, packages found, delta size.
     Inventory {
@@ -144,7 +151,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             seconds,
             enroll_concurrency,
             rollout,
-        } => checkin(agents, seconds, enroll_concurrency, rollout).await,
+            baseline,
+        } => checkin(agents, seconds, enroll_concurrency, rollout, baseline).await,
         Cmd::Wake {
             agents,
             interval,
@@ -156,7 +164,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             sets,
             concurrency,
         } => {
-            raise_fd_limit(concurrency as u64 * 4 + 1024);
+            raise_fd_limit(concurrency as u64 * 4 + 1024)?;
             rollcall_tests::invbench::query(agents, sets, concurrency).await
         }
         Cmd::AgentFootprint {
@@ -179,6 +187,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             down_secs,
             max_backoff_secs,
             enroll_concurrency,
+            listen_backlog,
         } => {
             outage(
                 agents,
@@ -186,6 +195,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 Duration::from_secs(down_secs),
                 Duration::from_secs(max_backoff_secs),
                 enroll_concurrency,
+                listen_backlog,
             )
             .await
         }
@@ -206,6 +216,25 @@ fn ms(d: Duration) -> f64 {
 
 // === the fleet: one controller, N enrolled agents ===
 
+/// One lazily connecting client per identity, to the server at `url` that the device CA `ca` vouches for.
+fn clients_for(
+    url: &str,
+    ca: &rollcall_proto::tls::pki_types::CertificateDer<'static>,
+    identities: &[ClientIdentity],
+) -> anyhow::Result<Vec<AgentServiceClient<Channel>>> {
+    identities
+        .iter()
+        .map(|identity| {
+            let channel = rollcall_proto::tls::connect_lazy(
+                url,
+                ServerTrust::Ca(ca.clone()),
+                Some(identity.clone()),
+            )?;
+            Ok(AgentServiceClient::new(channel))
+        })
+        .collect()
+}
+
 /// A running controller with N simulated agents enrolled at the `bench` site, each with its own mTLS channel.
 struct Fleet {
     /// Holds the controller's data, the signing keys and the repository; removed on drop.
@@ -216,6 +245,9 @@ struct Fleet {
     repo: PathBuf,
     /// One client per agent; its channel connects (TLS handshake) on first use.
     clients: Vec<AgentServiceClient<Channel>>,
+    /// Each agent's identity, and the controller's device CA (to reach another server as the same agents).
+    identities: Vec<ClientIdentity>,
+    ca: rollcall_proto::tls::pki_types::CertificateDer<'static>,
     /// This machine's inventory, reported by every agent.
     inventory: v1::Inventory,
     inventory_hash: String,
@@ -229,8 +261,9 @@ impl Fleet {
         agents: usize,
         enroll_concurrency: usize,
         checkin_interval: &str,
+        extra: &str,
     ) -> anyhow::Result<Fleet> {
-        raise_fd_limit((agents as u64) * 2 + 1024);
+        raise_fd_limit((agents as u64) * 2 + 1024)?;
         let rollcall_tests::benchkit::BenchController {
             dir,
             controller,
@@ -240,7 +273,8 @@ impl Fleet {
             token,
             ca,
             enroll_channel,
-        } = rollcall_tests::benchkit::BenchController::start(agents, checkin_interval).await?;
+        } = rollcall_tests::benchkit::BenchController::start(agents, checkin_interval, extra)
+            .await?;
         eprintln!("enrolling {agents} agents…");
         let started = Instant::now();
         let enroll_deadline = started + Duration::from_secs(600);
@@ -257,15 +291,11 @@ impl Fleet {
                 rollcall_tests::benchkit::enroll_one(channel, token, format!("bench-{i:05}")).await
             }));
         }
-        let mut clients = Vec::with_capacity(agents);
+        let mut identities = Vec::with_capacity(agents);
         for t in tasks {
-            let channel = rollcall_proto::tls::connect_lazy(
-                &controller.url,
-                ServerTrust::Ca(ca.clone()),
-                Some(t.await??),
-            )?;
-            clients.push(AgentServiceClient::new(channel));
+            identities.push(t.await??);
         }
+        let clients = clients_for(&controller.url, &ca, &identities)?;
         let enroll_secs = started.elapsed().as_secs_f64();
         eprintln!("enrolled {agents} in {enroll_secs:.1}s");
         let inventory = rollcall_agent::inventory::collect(Some("bench"), &Default::default());
@@ -277,6 +307,8 @@ impl Fleet {
             keys,
             repo,
             clients,
+            identities,
+            ca,
             inventory,
             inventory_hash,
             enroll_secs,
@@ -360,9 +392,14 @@ async fn checkin(
     seconds: u64,
     enroll_concurrency: usize,
     rollout: bool,
+    baseline: bool,
 ) -> anyhow::Result<()> {
     // Long interval: the bench drives the pace, not the controller.
-    let fleet = Fleet::start(agents, enroll_concurrency, "1h").await?;
+    if baseline {
+        // The bare server runs in this process: its side of every connection too.
+        raise_fd_limit((agents as u64) * 4 + 1024)?;
+    }
+    let fleet = Fleet::start(agents, enroll_concurrency, "1h", "").await?;
 
     // Load: every agent checks in back to back until the deadline (first with inventory, then hash only).
     if rollout {
@@ -370,10 +407,91 @@ async fn checkin(
         fleet.start_rollout().await?;
     }
     eprintln!("{agents} agents checking in for {seconds}s…");
+    let load = drive(&fleet, &fleet.clients, seconds).await?;
+    let (peak, current) = fleet.controller_rss_kib();
+    let enroll_secs = fleet.enroll_secs;
+    println!(
+        "rollcall-bench checkin{}",
+        if rollout { " --rollout" } else { "" }
+    );
+    println!("  agents:               {agents}");
+    println!(
+        "  enrollment:           {enroll_secs:.1} s ({:.0} agents/s)",
+        agents as f64 / enroll_secs
+    );
+    load.print("controller");
+    println!(
+        "  controller peak RSS:  {:.1} MiB (now {:.1} MiB)",
+        peak as f64 / 1024.0,
+        current as f64 / 1024.0
+    );
+    if baseline {
+        let data = fleet
+            .controller
+            .as_ref()
+            .map(|c| c.data.clone())
+            .context("no controller")?;
+        let bare = rollcall_tests::bare::start(&data).await?;
+        let clients = clients_for(&bare.url, &fleet.ca, &fleet.identities)?;
+        eprintln!("the same {agents} agents against a bare tonic server for {seconds}s…");
+        let base = drive(&fleet, &clients, seconds).await?;
+        base.print("bare tonic (same TLS, no work)");
+        println!(
+            "  controller / bare:    {:.0}% of the check-ins/s",
+            load.rate() / base.rate().max(0.001) * 100.0
+        );
+    }
+    fleet.stop().await;
+    Ok(())
+}
+
+/// What one closed-loop run measured.
+struct Load {
+    latencies: Vec<Duration>,
+    errors: u64,
+    elapsed: f64,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed
+    }
+
+    fn print(&self, against: &str) {
+        let all = &self.latencies;
+        println!("  against {against}:");
+        println!(
+            "    check-ins:          {} in {:.1} s ({} errors)",
+            all.len(),
+            self.elapsed,
+            self.errors
+        );
+        println!("    check-ins/s:        {:.0}", self.rate());
+        println!(
+            "    latency p50:        {:.2} ms",
+            ms(percentile(all, 0.50))
+        );
+        println!(
+            "    latency p99:        {:.2} ms",
+            ms(percentile(all, 0.99))
+        );
+        println!(
+            "    latency max:        {:.2} ms",
+            ms(all.last().copied().unwrap_or_default())
+        );
+    }
+}
+
+/// Every client checks in back to back for `seconds` (closed loop), the first time with the inventory.
+async fn drive(
+    fleet: &Fleet,
+    clients: &[AgentServiceClient<Channel>],
+    seconds: u64,
+) -> anyhow::Result<Load> {
     let load_start = Instant::now();
     let deadline = load_start + Duration::from_secs(seconds);
-    let mut tasks = Vec::with_capacity(agents);
-    for client in &fleet.clients {
+    let mut tasks = Vec::with_capacity(clients.len());
+    for client in clients {
         let mut client = client.clone();
         let first_req = fleet.check_in_request(true);
         let req = fleet.check_in_request(false);
@@ -405,50 +523,19 @@ async fn checkin(
             (latencies, errors)
         }));
     }
-    let mut all = Vec::new();
+    let mut latencies = Vec::new();
     let mut errors = 0;
     for t in tasks {
         let (l, e) = t.await?;
-        all.extend(l);
+        latencies.extend(l);
         errors += e;
     }
-    let elapsed = load_start.elapsed().as_secs_f64();
-    all.sort();
-    let (peak, current) = fleet.controller_rss_kib();
-    let enroll_secs = fleet.enroll_secs;
-    println!(
-        "rollcall-bench checkin{}",
-        if rollout { " --rollout" } else { "" }
-    );
-    println!("  agents:               {agents}");
-    println!(
-        "  enrollment:           {enroll_secs:.1} s ({:.0} agents/s)",
-        agents as f64 / enroll_secs
-    );
-    println!(
-        "  check-ins:            {} in {elapsed:.1} s ({errors} errors)",
-        all.len()
-    );
-    println!("  check-ins/s:          {:.0}", all.len() as f64 / elapsed);
-    println!(
-        "  latency p50:          {:.2} ms",
-        ms(percentile(&all, 0.50))
-    );
-    println!(
-        "  latency p99:          {:.2} ms",
-        ms(percentile(&all, 0.99))
-    );
-    println!(
-        "  latency max:          {:.2} ms",
-        ms(all.last().copied().unwrap_or_default())
-    );
-    println!(
-        "  controller peak RSS:  {:.1} MiB (now {:.1} MiB)",
-        peak as f64 / 1024.0,
-        current as f64 / 1024.0
-    );
-    fleet.stop().await;
-    Ok(())
+    latencies.sort();
+    Ok(Load {
+        latencies,
+        errors,
+        elapsed: load_start.elapsed().as_secs_f64(),
+    })
 }
 
 // === wake ===
@@ -543,7 +630,7 @@ fn show(d: Option<Duration>) -> String {
 }
 
 async fn wake(agents: usize, interval: &str, enroll_concurrency: usize) -> anyhow::Result<()> {
-    let fleet = Fleet::start(agents, enroll_concurrency, interval).await?;
+    let fleet = Fleet::start(agents, enroll_concurrency, interval, "").await?;
     eprintln!("{agents} agents coming online and watching…");
     let (tx, mut rx) = mpsc::unbounded_channel();
     let tasks: Vec<_> = fleet
@@ -791,10 +878,14 @@ async fn outage(
     down: Duration,
     max_backoff: Duration,
     enroll_concurrency: usize,
+    listen_backlog: Option<u32>,
 ) -> anyhow::Result<()> {
     let interval = format!("{}s", every.as_secs());
     let interval = interval.as_str();
-    let mut fleet = Fleet::start(agents, enroll_concurrency, interval).await?;
+    let extra = listen_backlog
+        .map(|b| format!("listen_backlog = {b}\n"))
+        .unwrap_or_default();
+    let mut fleet = Fleet::start(agents, enroll_concurrency, interval, &extra).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let tasks: Vec<_> = fleet
         .clients
@@ -823,6 +914,7 @@ async fn outage(
     tokio::time::sleep(every * 2).await;
     drain(&mut rx, &mut times);
     let killed = Instant::now();
+    let overflows_before = rollcall_tests::benchkit::listen_overflows();
     eprintln!("killing the controller for {} s…", down.as_secs());
     fleet.restart_controller(down, interval).await?;
     let up = Instant::now();
@@ -845,6 +937,9 @@ async fn outage(
     tokio::time::sleep(every).await;
     drain(&mut rx, &mut times);
     tasks.iter().for_each(|t| t.abort());
+    let overflows = rollcall_tests::benchkit::listen_overflows()
+        .zip(overflows_before)
+        .map(|((o, d), (o0, d0))| (o - o0, d - d0));
     let all: Vec<Instant> = times.iter().map(|(_, t)| *t).collect();
     let steady = per_second(&all, killed - every, killed);
     let steady_rate = steady.iter().sum::<usize>() as f64 / steady.len() as f64;
@@ -882,22 +977,46 @@ async fn outage(
         "  peak rate after restart:  {peak} check-ins/s in one second = {:.1}x steady state",
         peak as f64 / steady_rate.max(0.001)
     );
+    match overflows {
+        Some((overflows, drops)) => println!(
+            "  accept queue, restart to end: {overflows} overflows, {drops} drops (TcpExtListenOverflows/ListenDrops, whole machine)"
+        ),
+        None => println!("  accept queue: /proc/net/netstat not readable"),
+    }
     fleet.stop().await;
     Ok(())
 }
 
 /// Each simulated agent holds a connection: make room for them in this process and in the controller it spawns.
-fn raise_fd_limit(want: u64) {
+/// The file limit is raised to `want` (the hard limit too, which root may do); a run that cannot have it is
+/// refused before it starts, saying what to do, instead of failing halfway.
+fn raise_fd_limit(want: u64) -> anyhow::Result<()> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     #[allow(unsafe_code)]
-    unsafe {
+    let got = unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
-            lim.rlim_cur = want.min(lim.rlim_max);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: want.max(lim.rlim_max),
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                lim.rlim_cur = want.min(lim.rlim_max);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
         }
+        lim.rlim_cur
+    };
+    if got < want {
+        anyhow::bail!(
+            "this run needs {want} open files and the limit is {got}: run it as root, raise the hard limit \
+             (`ulimit -Hn {want}`), or use fewer agents"
+        );
     }
+    eprintln!("open-file limit: {got} (this run needs {want})");
+    Ok(())
 }
